@@ -1,0 +1,302 @@
+"""Forward kinematics of a ``SkeletalModel``: the skeletal-model layer of D3KE.
+
+Layout, for speed on XLA:CPU as well as accelerators: the batch is flattened and put last,
+and 3x3 algebra is written out per component (a rotation is 9 arrays, a position 3), so
+the per-joint work for all joints fuses into a few large elementwise loops. The tree is
+composed root-to-leaf by one ``jax.lax.scan`` over a level schedule: each step places a
+fixed number of joints whose parents are already placed.
+"""
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from d3ke_jax.skeleton.model import GROUND, SkeletalModel
+
+
+class FKOutput(NamedTuple):
+  """Forward kinematics results; ``...`` is the input's batch shape."""
+  body_transforms: jnp.ndarray  # (..., n_bodies, 4, 4) body frames
+  joint_origins: jnp.ndarray  # (..., n_joints, 3) child-frame origin of every joint
+  markers: jnp.ndarray  # (..., n_markers, 3)
+
+
+def forward_kinematics(model: SkeletalModel, coords, scales=None, root_rotation=None):
+  """Body frames, joint centres and markers of a posed, scaled model.
+
+  Args:
+    model: a compiled model (``load_osim``).
+    coords: (..., n_coordinates) coordinate values in OpenSim order and units (radians,
+      metres). Coordinates driven by an enforced coupler are recomputed from their
+      independent coordinates; the given values of those entries are ignored. Values are
+      used as given (no clamping to ranges).
+    scales: optional (..., n_bodies, 3) per-body scale factors relative to the model
+      (OpenSim ScaleSet semantics; 1 = unscaled). Joint offsets and markers scale with
+      the body they are fixed to, as OpenSim's ``Model.scale`` does.
+    root_rotation: optional (..., 3, 3) rotation of the root body (pelvis) in ground. When
+      given, the root's joint is replaced by this rotation at the origin, so outputs are
+      root-relative positions in ground orientation (the D3KE layer).
+
+  Returns:
+    ``FKOutput`` in the ground frame (or root-centred when ``root_rotation`` is given), in
+    the floating dtype of ``coords``.
+  """
+  coords = jnp.asarray(coords)
+  if not jnp.issubdtype(coords.dtype, jnp.floating):
+    coords = coords.astype(jnp.result_type(float))
+  dtype = coords.dtype
+  _check_shape(model, "coords", coords, (model.num_coordinates,))
+  batch = coords.shape[:-1]
+  n = int(np.prod(batch, dtype=int))
+  q = coords.reshape(n, -1).T
+  s = None
+  if scales is not None:
+    scales = jnp.asarray(scales, dtype)
+    _check_shape(model, "scales", scales, (model.num_bodies, 3))
+    s = jnp.broadcast_to(scales, batch + scales.shape[-2:]).reshape(n, -1, 3).transpose(2, 1, 0)
+  r0 = None
+  if root_rotation is not None:
+    root_rotation = jnp.asarray(root_rotation, dtype)
+    _check_shape(model, "root_rotation", root_rotation, (3, 3))
+    r0 = jnp.broadcast_to(root_rotation, batch + (3, 3)).reshape(n, 9).T
+
+  frames = _body_frames(model, q, s, r0)  # (12, B, n)
+  joints, markers = _points(model, frames, s)  # (3, J, n), (3, M, n)
+  rot = frames[:9].reshape(3, 3, model.num_bodies, n)
+  pos = frames[9:].reshape(3, 1, model.num_bodies, n)
+  bottom = jnp.broadcast_to(jnp.array([0, 0, 0, 1], dtype)[None, :, None, None],
+                            (1, 4, model.num_bodies, n))
+  transforms = jnp.concatenate([jnp.concatenate([rot, pos], 1), bottom], 0)
+  unbatch = lambda a: a.reshape(batch + a.shape[1:])
+  return FKOutput(body_transforms=unbatch(transforms.transpose(3, 2, 0, 1)),
+                  joint_origins=unbatch(joints.transpose(2, 1, 0)),
+                  markers=unbatch(markers.transpose(2, 1, 0)))
+
+
+def _check_shape(model, name, array, tail):
+  if array.ndim < len(tail) or array.shape[array.ndim - len(tail):] != tail:
+    raise ValueError(f"forward_kinematics({model.name}): {name} must have shape "
+                     f"(..., {', '.join(map(str, tail))}), got {array.shape}")
+
+
+# 3x3 algebra on component tuples: a rotation is 9 arrays (row-major), a vector 3.
+
+def _mm(a, b):
+  return tuple(a[3 * i] * b[j] + a[3 * i + 1] * b[3 + j] + a[3 * i + 2] * b[6 + j]
+               for i in range(3) for j in range(3))
+
+
+def _mv(a, v):
+  return tuple(a[3 * i] * v[0] + a[3 * i + 1] * v[1] + a[3 * i + 2] * v[2] for i in range(3))
+
+
+def _transpose(a):
+  return tuple(a[3 * j + i] for i in range(3) for j in range(3))
+
+
+def _add(u, v):
+  return tuple(x + y for x, y in zip(u, v))
+
+
+def _compose(parent, child):
+  """Frame composition; a frame is a (12, ...) array: 9 rotation then 3 position rows."""
+  rot, pos = _mm(parent[:9], child[:9]), _add(_mv(parent[:9], child[9:]), parent[9:])
+  return jnp.stack(rot + pos)
+
+
+def _columns(array, dtype):
+  """A (E, *k) model leaf as a tuple of prod(k) (E, 1) arrays, one per component."""
+  array = jnp.asarray(array, dtype)
+  flat = array.reshape(array.shape[0], -1)
+  return tuple(flat[:, c, None] for c in range(flat.shape[1]))
+
+
+def apply_couplers(model, q):
+  """Recomputes coupled coordinates from their independent ones; q is (C, n)."""
+  if not model.couplers:
+    return q
+  depth = {}
+  for dependent, independent in model.couplers:  # couplers come inputs-first
+    depth[dependent] = depth.get(independent, -1) + 1
+  for level in range(max(depth.values()) + 1):
+    rows = np.array([k for k, (d, _) in enumerate(model.couplers) if depth[d] == level])
+    table = jax.tree.map(lambda a: a[rows], model.coupler_functions)
+    values = table(q[np.array([model.couplers[k][1] for k in rows])])
+    index = np.arange(model.num_coordinates)
+    index[[model.couplers[k][0] for k in rows]] = q.shape[0] + np.arange(len(rows))
+    q = jnp.concatenate([q, values])[index]
+  return q
+
+
+def _axis_values(model, q):
+  """(6, J, n) value of every joint axis: angles for rotations, distances for translations."""
+  n_axes = 6 * model.num_joints
+  constants = jnp.asarray(model.axis_constants, q.dtype).T.reshape(n_axes, 1)
+  table = [jnp.broadcast_to(constants, (n_axes, q.shape[1]))]
+  if model.axis_inputs:
+    table.append(model.axis_functions(q[np.array([c for _, _, c in model.axis_inputs])]))
+  index = np.arange(n_axes)
+  for row, (j, a, _) in enumerate(model.axis_inputs):
+    index[a * model.num_joints + j] = n_axes + row
+  return jnp.concatenate(table)[index].reshape(6, model.num_joints, q.shape[1])
+
+
+def _axis_rotation(axis, angle):
+  """Rotations by angles (J, n) about unit axes (3 components of (J, 1)), as 9 components."""
+  x, y, z = axis
+  c, s = jnp.cos(angle), jnp.sin(angle)
+  v = 1 - c
+  return (c + v * x * x, v * x * y - s * z, v * x * z + s * y,
+          v * x * y + s * z, c + v * y * y, v * y * z - s * x,
+          v * x * z - s * y, v * y * z + s * x, c + v * z * z)
+
+
+def _translation_gain(model, s, dtype):
+  """(3, J, n) factor OpenSim's scaling applies to each translation axis: axis . s_parent."""
+  parent = np.array(model.joint_parent_body)
+  s_parent = jnp.concatenate([jnp.ones_like(s[:, :1]), s], axis=1)[:, parent + 1]  # (3, J, n)
+  scaled = np.zeros((3, model.num_joints, 1))
+  for j, a in model.scaled_translation_axes:
+    scaled[a - 3, j] = 1
+  axes = jnp.abs(jnp.asarray(model.axes, dtype)[:, 3:]).transpose(1, 2, 0)  # (3 axes, 3, J)
+  gain = jnp.sum(axes[..., None] * s_parent[None], axis=1)
+  return jnp.where(scaled > 0, gain, 1.0), s_parent
+
+
+def _joint_frames(model, q, s):
+  """(12, J, n) frame of every joint's child body in its parent body."""
+  dtype = q.dtype
+  values = _axis_values(model, apply_couplers(model, q))
+  axes = jnp.asarray(model.axes, dtype)
+  spin = _axis_rotation(_columns(axes[:, 0], dtype), values[0])
+  for i in (1, 2):
+    spin = _mm(spin, _axis_rotation(_columns(axes[:, i], dtype), values[i]))
+  parent_rot = _columns(model.parent_rotation, dtype)
+  rot = _mm(_mm(parent_rot, spin), _transpose(_columns(model.child_rotation, dtype)))
+
+  parent_t = _columns(model.parent_translation, dtype)
+  child_t = _columns(model.child_translation, dtype)
+  distances = values[3:]
+  if s is not None:
+    gain, s_parent = _translation_gain(model, s, dtype)
+    distances = distances * gain
+    parent_t = tuple(p * s_parent[k] for k, p in enumerate(parent_t))
+    s_child = s[:, np.array(model.joint_child_body)]
+    child_t = tuple(c * s_child[k] for k, c in enumerate(child_t))
+  slide = tuple(sum(distances[i] * axes[:, 3 + i, k, None] for i in range(3)) for k in range(3))
+  pos = _add(_add(parent_t, _mv(parent_rot, slide)), tuple(-x for x in _mv(rot, child_t)))
+  n = q.shape[1]
+  return jnp.stack([jnp.broadcast_to(c, (model.num_joints, n)) for c in rot + pos])
+
+
+@functools.lru_cache(maxsize=64)
+def level_schedule(levels, joint_parent_body, joint_child_body):
+  """Packs the tree into scan steps of equal width W; each step reads only the previous one.
+
+  Step t holds W frames. A slot either places a joint whose parent frame is in step t - 1,
+  or passes a frame of step t - 1 through unchanged (its children are placed later).
+  Joints on the longest remaining chains go first; of the widths tried, the one with the
+  least work (steps x W) wins, so wide levels no longer pad every step.
+
+  Returns (joint (S, W), source (S, W), flat step-slot index of every joint); joint index
+  ``J`` means pass-through (identity), and the carry before step 0 is W copies of ground.
+  """
+  num_joints = len(joint_parent_body)
+  mover = {b: j for j, b in enumerate(joint_child_body)}
+  parent_joint = [None if p == GROUND else mover[p] for p in joint_parent_body]
+  children = {j: [] for j in range(num_joints)}
+  children[None] = [j for j in range(num_joints) if parent_joint[j] is None]
+  for j, p in enumerate(parent_joint):
+    if p is not None:
+      children[p].append(j)
+  height = {}
+  for level in reversed(levels):
+    for j in level:
+      height[j] = 1 + max((height[c] for c in children[j]), default=0)
+  best = None
+  for width in range(max(1, -(-num_joints // len(levels))), max(map(len, levels)) + 1):
+    plan = _pack(width, children, height, num_joints)
+    if plan and (best is None or plan[0].size < best[0].size):
+      best = plan
+  return best
+
+
+def _pack(width, children, height, num_joints):
+  """Greedy packing for one width; None where a step cannot make progress."""
+  carry = [None] * width  # the frame in each slot: a joint, or None for ground
+  pending = {k: list(v) for k, v in children.items()}
+  placed, steps, sources = {}, [], []
+
+  def waiting():  # frames of the carry whose children are not all placed yet
+    return [f for f in dict.fromkeys(carry) if pending[f]]
+
+  while len(placed) < num_joints:
+    ready = sorted(((j, carry.index(f)) for f in waiting() for j in pending[f]),
+                   key=lambda js: (-height[js[0]], js[0]))
+    chosen = []
+    for j, slot in ready:
+      pending[carry[slot]].remove(j)
+      if len(chosen) + 1 + len(waiting()) <= width:
+        chosen.append((j, slot, j))
+      else:
+        pending[carry[slot]].append(j)
+    if not chosen:
+      return None
+    row = chosen + [(num_joints, carry.index(f), f) for f in waiting()]
+    row += [(num_joints, 0, carry[0])] * (width - len(row))
+    for w, (j, _, _) in enumerate(row):
+      if j < num_joints:
+        placed[j] = len(steps) * width + w
+    steps.append([j for j, _, _ in row])
+    sources.append([slot for _, slot, _ in row])
+    carry = [f for _, _, f in row]
+  return np.array(steps), np.array(sources), tuple(placed[j] for j in range(num_joints))
+
+
+def _body_frames(model, q, s, root_rotation):
+  """(12, B, n) world frame of every body."""
+  local = _joint_frames(model, q, s)
+  n, dtype = q.shape[1], q.dtype
+  joint, source, flat = level_schedule(model.levels, model.joint_parent_body,
+                                       model.joint_child_body)
+  width = joint.shape[1]
+  identity = jnp.array([1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0], dtype)[:, None]
+  if root_rotation is None:
+    ground = jnp.broadcast_to(identity, (12, n))
+  else:
+    # Place ground so that the root body lands at the origin with the given rotation.
+    root = local[:, model.root_joint]
+    align = _mm(tuple(root_rotation), _transpose(tuple(root[:9])))
+    ground = jnp.stack(align + tuple(-x for x in _mv(align, tuple(root[9:]))))
+  local = jnp.concatenate([local, jnp.broadcast_to(identity[:, None], (12, 1, n))], axis=1)
+  xs = (jnp.moveaxis(local[:, joint], 0, 1), jnp.asarray(source))  # (S, 12, W, n), (S, W)
+
+  def place(previous, step):
+    local_frames, sources = step
+    world = _compose(previous[:, sources], local_frames)
+    return world, world
+
+  carry = jnp.broadcast_to(ground[:, None], (12, width, n))
+  _, frames = jax.lax.scan(place, carry, xs)  # (S, 12, W, n)
+  frames = jnp.moveaxis(frames, 1, 0).reshape(12, -1, n)
+  body_rows = np.zeros(model.num_bodies, int)
+  for j, b in enumerate(model.joint_child_body):
+    body_rows[b] = flat[j]
+  return frames[:, body_rows]
+
+
+def _points(model, frames, s):
+  """(3, J, n) joint centres and (3, M, n) markers from (12, B, n) body frames."""
+  body = np.concatenate([np.array(model.joint_child_body, int),
+                         np.array(model.marker_body, int)])
+  offsets = _columns(jnp.concatenate([jnp.asarray(model.child_translation, frames.dtype),
+                                      jnp.asarray(model.marker_offsets, frames.dtype)]),
+                     frames.dtype)
+  if s is not None:
+    offsets = tuple(o * s[k, body] for k, o in enumerate(offsets))
+  on_body = frames[:, body]
+  points = jnp.stack(_add(_mv(on_body[:9], offsets), on_body[9:]))
+  return points[:, :model.num_joints], points[:, model.num_joints:]
