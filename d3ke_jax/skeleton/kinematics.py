@@ -24,21 +24,26 @@ class FKOutput(NamedTuple):
   markers: jnp.ndarray  # (..., n_markers, 3)
 
 
+@jax.jit
 def forward_kinematics(model: SkeletalModel, coords, scales=None, root_rotation=None):
   """Body frames, joint centres and markers of a posed, scaled model.
 
   Args:
     model: a compiled model (``load_osim``).
     coords: (..., n_coordinates) coordinate values in OpenSim order and units (radians,
-      metres). Coordinates driven by an enforced coupler are recomputed from their
-      independent coordinates; the given values of those entries are ignored. Values are
-      used as given (no clamping to ranges).
+      metres). As in OpenSim, locked coordinates keep their default value and
+      coordinates driven by an enforced coupler are recomputed from their independent
+      coordinates; the given values of those entries are ignored. Other values are used
+      as given (no clamping to ranges).
     scales: optional (..., n_bodies, 3) per-body scale factors relative to the model
       (OpenSim ScaleSet semantics; 1 = unscaled). Joint offsets and markers scale with
       the body they are fixed to, as OpenSim's ``Model.scale`` does.
     root_rotation: optional (..., 3, 3) rotation of the root body (pelvis) in ground. When
       given, the root's joint is replaced by this rotation at the origin, so outputs are
       root-relative positions in ground orientation (the D3KE layer).
+
+  Jitted; the model's topology is static, its geometry traced, so one compilation
+  serves every batch of the same shape.
 
   Returns:
     ``FKOutput`` in the ground frame (or root-centred when ``root_rotation`` is given), in
@@ -114,8 +119,11 @@ def _columns(array, dtype):
   return tuple(flat[:, c, None] for c in range(flat.shape[1]))
 
 
-def apply_couplers(model, q):
-  """Recomputes coupled coordinates from their independent ones; q is (C, n)."""
+def resolve_coordinates(model, q):
+  """Coordinates OpenSim would pose with: locked ones at their defaults, coupled ones
+  recomputed from their independent coordinates; q is (C, n)."""
+  locked = jnp.asarray(model.coordinate_locked)[:, None]
+  q = jnp.where(locked, jnp.asarray(model.coordinate_defaults, q.dtype)[:, None], q)
   if not model.couplers:
     return q
   depth = {}
@@ -169,7 +177,7 @@ def _translation_gain(model, s, dtype):
 def _joint_frames(model, q, s):
   """(12, J, n) frame of every joint's child body in its parent body."""
   dtype = q.dtype
-  values = _axis_values(model, apply_couplers(model, q))
+  values = _axis_values(model, resolve_coordinates(model, q))
   axes = jnp.asarray(model.axes, dtype)
   spin = _axis_rotation(_columns(axes[:, 0], dtype), values[0])
   for i in (1, 2):

@@ -30,15 +30,23 @@ class OsimError(ValueError):
   """A model file that cannot be read or holds a construct d3ke-jax does not support."""
 
 
-def load_osim(path):
+def default_model_path():
+  """The project's own full-body model (9-segment spine), the default everywhere."""
+  return os.path.join(os.path.dirname(__file__), "models", "d3ke_full_body.osim")
+
+
+def load_osim(path=None):
   """Reads an OpenSim model file and compiles it into a ``SkeletalModel``.
+
+  Args:
+    path: an ``.osim`` file; default: ``default_model_path()``.
 
   Raises:
     FileNotFoundError: the file does not exist.
     OsimError: the file is not a valid OpenSim model, or uses an unsupported construct
       (the message names the file, the component and the construct).
   """
-  path = os.fspath(path)
+  path = default_model_path() if path is None else os.fspath(path)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: no such OpenSim model file")
   try:
