@@ -85,7 +85,7 @@ def matrix_to_euler_body_fixed_xyz(matrix):
   return jnp.stack([alpha, beta, gamma], -1)
 
 
-def sixd_to_matrix(sixd, eps=1e-8):
+def sixd_to_matrix(sixd, eps=1e-12):
   """6D representation (..., 6) to a rotation matrix by Gram-Schmidt (Zhou et al. 2019).
 
   The 6D vector holds the first two columns of the matrix; the output's columns are
@@ -93,9 +93,9 @@ def sixd_to_matrix(sixd, eps=1e-8):
   """
   sixd = jnp.asarray(sixd)
   a1, a2 = sixd[..., :3], sixd[..., 3:]
-  b1 = a1 / jnp.sqrt(jnp.sum(a1**2, -1, keepdims=True) + eps)
-  a2 = a2 - jnp.sum(b1 * a2, -1, keepdims=True) * b1
-  b2 = a2 / jnp.sqrt(jnp.sum(a2**2, -1, keepdims=True) + eps)
+  normalize = lambda v: v / jnp.sqrt(jnp.maximum(jnp.sum(v**2, -1, keepdims=True), eps))
+  b1 = normalize(a1)
+  b2 = normalize(a2 - jnp.sum(b1 * a2, -1, keepdims=True) * b1)
   b3 = jnp.cross(b1, b2)
   return jnp.stack([b1, b2, b3], -1)
 
