@@ -149,7 +149,10 @@ def opensim_fk(osim_path, coords, scale_factors=None, enforce_couplers=True):
     osim_path: the model file.
     coords: (N, C) coordinate values in CoordinateSet order (radians, metres).
     scale_factors: optional (B, 3) per-body factors in BodySet order (or {body: (3,)});
-      the model is then scaled once with ``Model.scale`` before posing.
+      the model is then scaled once with ``Model.scale`` before posing. An array lists
+      every body in the ScaleSet, as ``forward_kinematics(..., scales=...)`` assumes: OpenSim
+      then multiplies each CustomJoint translation function (other than LinearFunction(1, 0))
+      by |axis| . s_parent, which is not 1 for oblique axes even when s_parent is all ones.
     enforce_couplers: recompute coordinates driven by enforced CoordinateCouplerConstraints
       from their independent coordinates (``Coordinate.setValue`` with
       enforceConstraints=False does not), so the given dependent values are ignored.

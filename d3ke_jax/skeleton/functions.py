@@ -127,5 +127,5 @@ def pad_table(polys):
     breaks[i, :k - 1] = p.breaks
     origin[i, :k] = p.origin
     inv_width[i, :k] = p.inv_width
-    coefs[i, :k] = p.coefs[:, :degree + 1]
+    coefs[i, :k, :p.coefs.shape[1]] = p.coefs[:, :degree + 1]
   return PiecewisePolynomial(breaks, origin, inv_width, coefs)

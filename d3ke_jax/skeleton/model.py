@@ -56,8 +56,9 @@ class SkeletalModel:
   levels: Tuple[Tuple[int, ...], ...] = flax.struct.field(pytree_node=False)
   # (joint, axis 0..5, coordinate) for each row of axis_functions.
   axis_inputs: Tuple[Tuple[int, int, int], ...] = flax.struct.field(pytree_node=False)
-  # Translation axes whose value OpenSim scales with the parent body: (joint, axis 3..5).
-  scaled_translation_axes: Tuple[Tuple[int, int], ...] = flax.struct.field(pytree_node=False)
+  # Translation axes whose value OpenSim scales with the parent body, as (joint, axis 3..5,
+  # wx, wy, wz): Model.scale multiplies the axis value by (wx, wy, wz) . s_parent.
+  scaled_translation_axes: Tuple[Tuple[float, ...], ...] = flax.struct.field(pytree_node=False)
   # (dependent, independent) coordinate for each row of coupler_functions, in an order
   # where every independent coordinate is final before it is read.
   couplers: Tuple[Tuple[int, int], ...] = flax.struct.field(pytree_node=False)

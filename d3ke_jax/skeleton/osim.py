@@ -110,8 +110,9 @@ class _Compiler:
         if coordinate is not None:
           axis_rows.append(poly)
           axis_inputs.append((j, a, coordinate))
-        if a >= 3 and p["type"] == "CustomJoint":
-          scaled_axes.append((j, a))
+        weights = p["scale_weights"][a]
+        if weights is not None and p["parent"] != GROUND:  # ground has no scale factors
+          scaled_axes.append((j, a) + tuple(float(w) for w in weights))
     couplers, coupler_rows = self._couplers()
     markers = self._markers()
     coords = self.model.getCoordinateSet()
@@ -177,12 +178,18 @@ class _Compiler:
                          for i in range(joint.numCoordinates())]
     if kind == "CustomJoint":
       transform = self.osim.CustomJoint.safeDownCast(joint).getSpatialTransform()
-      axes, axis_functions = [], []
+      axes, axis_functions, scale_weights = [], [], [None] * 6
       for i in range(6):
         axis = transform.getTransformAxis(i)
         axes.append(_vec3(axis.getAxis()))
         axis_functions.append(self._axis_function(axis, f"{where} axis {axis.getName()}"))
+        if i >= 3 and self._scaled_by_opensim(axis):
+          # OpenSim's SpatialTransform::scale multiplies the function by |axis| . s_parent,
+          # with the axis as written (not normalised).
+          scale_weights[i] = np.abs(axes[-1])
+      out["scale_weights"] = scale_weights
     else:
+      out["scale_weights"] = [None] * 6  # coordinates of fixed-axis joints are not scaled
       rotations, translations, uses = _FIXED_AXIS_JOINTS[kind]
       axes = list(rotations) + list(translations)
       axis_functions = [
@@ -196,6 +203,18 @@ class _Compiler:
     out["axes"] = axes / norms
     out["axis_functions"] = axis_functions
     return out
+
+  def _scaled_by_opensim(self, axis):
+    """Whether ``Model.scale`` scales a translation axis's function: OpenSim skips axes
+    without one and those whose function is exactly LinearFunction(slope 1, intercept 0)
+    (the axis is a coordinate); a MultiplierFunction of that is scaled."""
+    if not axis.hasFunction():
+      return False
+    function = axis.getFunction()
+    if function.getConcreteClassName() != "LinearFunction":
+      return True
+    linear = self.osim.LinearFunction.safeDownCast(function)
+    return not (linear.getSlope() == 1.0 and linear.getIntercept() == 0.0)
 
   def _axis_function(self, axis, where):
     names = axis.getCoordinateNamesInArray()
