@@ -43,7 +43,8 @@ def forward_kinematics(model: SkeletalModel, coords, scales=None, root_rotation=
       root-relative positions in ground orientation (the D3KE layer).
 
   Jitted; the model's topology is static, its geometry traced, so one compilation
-  serves every batch of the same shape.
+  serves every batch of the same shape. On CPU, batches above ``CPU_CHUNK`` poses are
+  processed chunk by chunk (``lax.map``), which keeps the working set in cache.
 
   Returns:
     ``FKOutput`` in the ground frame (or root-centred when ``root_rotation`` is given), in
@@ -56,29 +57,47 @@ def forward_kinematics(model: SkeletalModel, coords, scales=None, root_rotation=
   _check_shape(model, "coords", coords, (model.num_coordinates,))
   batch = coords.shape[:-1]
   n = int(np.prod(batch, dtype=int))
-  q = coords.reshape(n, -1).T
-  s = None
+  inputs = {"coords": coords.reshape(n, -1)}
   if scales is not None:
     scales = jnp.asarray(scales, dtype)
     _check_shape(model, "scales", scales, (model.num_bodies, 3))
-    s = jnp.broadcast_to(scales, batch + scales.shape[-2:]).reshape(n, -1, 3).transpose(2, 1, 0)
-  r0 = None
+    inputs["scales"] = jnp.broadcast_to(scales, batch + scales.shape[-2:]).reshape(n, -1, 3)
   if root_rotation is not None:
     root_rotation = jnp.asarray(root_rotation, dtype)
     _check_shape(model, "root_rotation", root_rotation, (3, 3))
-    r0 = jnp.broadcast_to(root_rotation, batch + (3, 3)).reshape(n, 9).T
+    inputs["root_rotation"] = jnp.broadcast_to(root_rotation, batch + (3, 3)).reshape(n, 9)
 
-  frames = _body_frames(model, q, s, r0)  # (12, B, n)
+  chunk = CPU_CHUNK if jax.default_backend() == "cpu" else n
+  if n <= chunk:
+    out = _forward(model, **inputs)
+  else:
+    # Large batches on CPU run in cache-sized chunks: XLA:CPU is memory-bound here.
+    padded = -(-n // chunk) * chunk
+    chunks = jax.tree.map(lambda a: jnp.pad(a, [(0, padded - n)] + [(0, 0)] * (a.ndim - 1),
+                                            mode="edge").reshape((-1, chunk) + a.shape[1:]),
+                          inputs)
+    out = jax.lax.map(lambda c: _forward(model, **c), chunks)
+    out = jax.tree.map(lambda a: a.reshape((padded,) + a.shape[2:])[:n], out)
+  return jax.tree.map(lambda a: a.reshape(batch + a.shape[1:]), out)
+
+
+CPU_CHUNK = 512  # poses per chunk on CPU; measured best for 4096 poses on 2 cores
+
+
+def _forward(model, coords, scales=None, root_rotation=None):
+  """``FKOutput`` for a flat batch: coords (n, C), scales (n, B, 3), root_rotation (n, 9)."""
+  n, dtype = coords.shape[0], coords.dtype
+  s = None if scales is None else scales.transpose(2, 1, 0)
+  r0 = None if root_rotation is None else root_rotation.T
+  frames = _body_frames(model, coords.T, s, r0)  # (12, B, n)
   joints, markers = _points(model, frames, s)  # (3, J, n), (3, M, n)
   rot = frames[:9].reshape(3, 3, model.num_bodies, n)
   pos = frames[9:].reshape(3, 1, model.num_bodies, n)
   bottom = jnp.broadcast_to(jnp.array([0, 0, 0, 1], dtype)[None, :, None, None],
                             (1, 4, model.num_bodies, n))
   transforms = jnp.concatenate([jnp.concatenate([rot, pos], 1), bottom], 0)
-  unbatch = lambda a: a.reshape(batch + a.shape[1:])
-  return FKOutput(body_transforms=unbatch(transforms.transpose(3, 2, 0, 1)),
-                  joint_origins=unbatch(joints.transpose(2, 1, 0)),
-                  markers=unbatch(markers.transpose(2, 1, 0)))
+  return FKOutput(body_transforms=transforms.transpose(3, 2, 0, 1),
+                  joint_origins=joints.transpose(2, 1, 0), markers=markers.transpose(2, 1, 0))
 
 
 def _check_shape(model, name, array, tail):
@@ -152,10 +171,16 @@ def _axis_values(model, q):
   return jnp.concatenate(table)[index].reshape(6, model.num_joints, q.shape[1])
 
 
-def _axis_rotation(axis, angle):
-  """Rotations by angles (J, n) about unit axes (3 components of (J, 1)), as 9 components."""
+def _materialize(components):
+  """Computes components once into memory. Without this XLA:CPU fuses each consumer
+  separately and recomputes shared work (the trigonometry of every axis) per component."""
+  stacked = jax.lax.optimization_barrier(jnp.stack(components))
+  return tuple(stacked[k] for k in range(len(components)))
+
+
+def _axis_rotation(axis, c, s):
+  """Rotations about unit axes (3 components of (J, 1)) with cosines and sines (J, n)."""
   x, y, z = axis
-  c, s = jnp.cos(angle), jnp.sin(angle)
   v = 1 - c
   return (c + v * x * x, v * x * y - s * z, v * x * z + s * y,
           v * x * y + s * z, c + v * y * y, v * y * z - s * x,
@@ -163,15 +188,24 @@ def _axis_rotation(axis, angle):
 
 
 def _translation_gain(model, s, dtype):
-  """(3, J, n) factor OpenSim's scaling applies to each translation axis: axis . s_parent."""
+  """(3, J, n) factor OpenSim's scaling applies to each translation axis, and s_parent.
+
+  OpenSim's ``Model.scale`` (SpatialTransform::scale, 4.5 and later) multiplies the function
+  of a CustomJoint translation axis by ``|axis| . s_parent``, with the axis as written in the
+  file (not normalised). It leaves alone axes whose function is exactly
+  LinearFunction(1, 0), and joints on ground (ground has no scale factors); the compiler
+  lists the other axes, with their weights ``|axis|``, in ``scaled_translation_axes``.
+  """
   parent = np.array(model.joint_parent_body)
   s_parent = jnp.concatenate([jnp.ones_like(s[:, :1]), s], axis=1)[:, parent + 1]  # (3, J, n)
-  scaled = np.zeros((3, model.num_joints, 1))
-  for j, a in model.scaled_translation_axes:
-    scaled[a - 3, j] = 1
-  axes = jnp.abs(jnp.asarray(model.axes, dtype)[:, 3:]).transpose(1, 2, 0)  # (3 axes, 3, J)
-  gain = jnp.sum(axes[..., None] * s_parent[None], axis=1)
-  return jnp.where(scaled > 0, gain, 1.0), s_parent
+  gain = jnp.ones((3, model.num_joints, s.shape[-1]), dtype)
+  if model.scaled_translation_axes:
+    joint = np.array([e[0] for e in model.scaled_translation_axes])
+    axis = np.array([e[1] - 3 for e in model.scaled_translation_axes])
+    weights = jnp.asarray(np.array([e[2:] for e in model.scaled_translation_axes]), dtype)
+    values = jnp.sum(weights.T[:, :, None] * s_parent[:, joint], axis=0)  # (K, n)
+    gain = gain.at[axis, joint].set(values)
+  return gain, s_parent
 
 
 def _joint_frames(model, q, s):
@@ -179,9 +213,12 @@ def _joint_frames(model, q, s):
   dtype = q.dtype
   values = _axis_values(model, resolve_coordinates(model, q))
   axes = jnp.asarray(model.axes, dtype)
-  spin = _axis_rotation(_columns(axes[:, 0], dtype), values[0])
+  cos, sin = jnp.cos(values[:3]), jnp.sin(values[:3])
+  cos, sin = _materialize((cos, sin))
+  spin = _axis_rotation(_columns(axes[:, 0], dtype), cos[0], sin[0])
   for i in (1, 2):
-    spin = _mm(spin, _axis_rotation(_columns(axes[:, i], dtype), values[i]))
+    spin = _mm(spin, _axis_rotation(_columns(axes[:, i], dtype), cos[i], sin[i]))
+  spin = _materialize(spin)
   parent_rot = _columns(model.parent_rotation, dtype)
   rot = _mm(_mm(parent_rot, spin), _transpose(_columns(model.child_rotation, dtype)))
 
