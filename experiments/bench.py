@@ -8,6 +8,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 import jax
@@ -15,6 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from d3ke_jax.skeleton import default_model_path, forward_kinematics, load_osim
+from d3ke_jax.io import MarkerTrajectories, read_mot, write_trc
+from d3ke_jax.skeleton.ik import free_coordinates, inverse_kinematics
+from d3ke_jax.skeleton.kinematics import resolve_coordinates
+from d3ke_jax.skeleton.sampling import random_poses, smooth_motion
 
 REFERENCE_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                os.pardir, "shared", "reference", "models",
@@ -31,12 +36,6 @@ def median_seconds(fn, repeats, min_seconds=0.2):
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - t)
   return statistics.median(times)
-
-
-def random_poses(model, batch, seed=0):
-  low, high = np.asarray(model.coordinate_ranges).T
-  low, high = np.maximum(low, -1.0), np.minimum(high, 1.0)
-  return np.random.default_rng(seed).uniform(low, high, (batch, model.num_coordinates))
 
 
 def opensim_poses_per_second(path, poses):
@@ -76,15 +75,91 @@ def bench_fk(args):
   for path in models:
     model = load_osim(path)
     name = os.path.splitext(os.path.basename(path))[0]
-    opensim_rate = opensim_poses_per_second(path, random_poses(model, args.opensim_poses))
+    opensim_rate = opensim_poses_per_second(
+        path, random_poses(model, args.opensim_poses, np.random.default_rng(0)))
     forward = jax.jit(lambda q: forward_kinematics(model, q).markers)
     backward = jax.jit(jax.grad(lambda q: jnp.sum(forward_kinematics(model, q).markers ** 2)))
     for batch in args.batches:
-      q = jnp.asarray(random_poses(model, batch), dtype)
+      q = jnp.asarray(random_poses(model, batch, np.random.default_rng(1)), dtype)
       fwd = batch / median_seconds(lambda: forward(q), args.repeats)
       bwd = batch / median_seconds(lambda: backward(q), args.repeats)
       print(f"| {name:<22} | {batch:>6} | {fwd:>12,.0f} | {bwd:>12,.0f} | "
             f"{opensim_rate:>9,.0f} | {fwd / opensim_rate:>12.1f}x |", flush=True)
+
+
+def opensim_ik(path, trajectories, frames):
+  """OpenSim's InverseKinematicsTool on the first ``frames`` frames: (coords (T, C), seconds)."""
+  import opensim  # pylint: disable=g-import-not-at-top
+  opensim.Logger.setLevelString("error")
+  with tempfile.TemporaryDirectory() as tmp:
+    trc = os.path.join(tmp, "markers.trc")
+    mot = os.path.join(tmp, "ik.mot")
+    write_trc(trc, trajectories)
+    model = opensim.Model(path)  # the tool keeps a pointer: keep the model alive
+    tool = opensim.InverseKinematicsTool()
+    tool.setModel(model)
+    tool.setMarkerDataFileName(trc)
+    tool.setStartTime(float(trajectories.time[0]))
+    tool.setEndTime(float(trajectories.time[frames - 1]))
+    tool.setOutputMotionFileName(mot)
+    tool.setResultsDir(tmp)
+    tool.set_report_errors(False)
+    start = time.perf_counter()
+    tool.run()
+    seconds = time.perf_counter() - start
+    return read_mot(mot), seconds
+
+
+def bench_ik(args):
+  path = args.model or (REFERENCE_MODEL if os.path.exists(REFERENCE_MODEL)
+                        else default_model_path())
+  model = load_osim(path)
+  rng = np.random.default_rng(0)
+  truth = resolve(model, smooth_motion(model, args.frames, rng, rate=args.rate,
+                                       limit=args.limit))
+  markers = np.asarray(forward_kinematics(model, truth).markers)
+  markers = markers + rng.normal(0, args.noise_mm / 1000 / np.sqrt(3), markers.shape)
+  rotational = [i for i in free_coordinates(model) if model.coordinate_types[i] == "rotational"]
+
+  def angle_error(coords, n):
+    return float(np.median(np.degrees(np.abs(coords[:n, rotational] - truth[:n, rotational]))))
+
+  def rms_error(coords, n):
+    fitted = np.asarray(forward_kinematics(model, coords[:n]).markers)
+    return 1000 * float(np.median(np.sqrt(np.mean(np.sum((fitted - markers[:n])**2, -1), -1))))
+
+  solve = lambda: inverse_kinematics(model, markers).coords
+  seconds = median_seconds(solve, args.repeats, min_seconds=0)
+  ours = np.asarray(solve())
+  trajectories = MarkerTrajectories(names=model.marker_names, time=np.arange(args.frames) /
+                                    args.rate, positions=markers, rate=args.rate)
+  n = min(args.opensim_frames, args.frames)
+  table, opensim_seconds = opensim_ik(path, trajectories, n)
+  theirs = np.stack([table.column(c) for c in model.coordinate_names], 1)
+  rotational_names = {c for c, t in zip(model.coordinate_names, model.coordinate_types)
+                      if t == "rotational"}
+  if True:  # OpenSim writes rotational coordinates in degrees
+    theirs[:, [model.coordinate_names.index(c) for c in rotational_names]] = np.radians(
+        theirs[:, [model.coordinate_names.index(c) for c in rotational_names]])
+  device = jax.devices()[0]
+  print(f"inverse kinematics, {os.path.basename(path)}: {model.num_markers} markers, "
+        f"{len(free_coordinates(model))} free coordinates, smooth motion within "
+        f"+-{args.limit:g} at {args.rate:g} fps "
+        f"with {args.noise_mm:g} mm marker noise; d3ke-jax on {device.platform.upper()} "
+        f"({args.frames} frames), OpenSim "
+        f"InverseKinematicsTool ({n} frames)\n")
+  print("| solver | frames/s | median RMS marker error (mm) | median joint-angle error (deg) |")
+  print("|---|---|---|---|")
+  print(f"| d3ke-jax | {args.frames / seconds:,.1f} | {rms_error(ours, args.frames):.2f} | "
+        f"{angle_error(ours, args.frames):.3f} |")
+  print(f"| OpenSim 4 | {n / opensim_seconds:,.1f} | {rms_error(theirs, n):.2f} | "
+        f"{angle_error(theirs, n):.3f} |")
+  print(f"\nspeed-up: {(args.frames / seconds) / (n / opensim_seconds):.0f}x")
+
+
+def resolve(model, coords):
+  """Coordinates as forward kinematics poses them (locked at defaults, couplers applied)."""
+  return np.asarray(resolve_coordinates(model, jnp.asarray(coords).T).T)
 
 
 def main(argv=None):
@@ -98,6 +173,17 @@ def main(argv=None):
   fk.add_argument("--opensim-poses", type=int, default=200)
   fk.add_argument("--float64", action="store_true")
   fk.set_defaults(run=bench_fk)
+  ik = sub.add_parser("ik", help="inverse kinematics vs OpenSim's InverseKinematicsTool")
+  ik.add_argument("--model", help="OpenSim model (default: ../shared/reference's full-body "
+                  "model where present, else the project's)")
+  ik.add_argument("--frames", type=int, default=512)
+  ik.add_argument("--rate", type=float, default=30.0)
+  ik.add_argument("--noise-mm", type=float, default=3.0)
+  ik.add_argument("--limit", type=float, default=0.5,
+                  help="coordinates move within [-limit, limit] (radians, metres)")
+  ik.add_argument("--repeats", type=int, default=3)
+  ik.add_argument("--opensim-frames", type=int, default=60)
+  ik.set_defaults(run=bench_ik)
   args = parser.parse_args(argv)
   args.run(args)
 
