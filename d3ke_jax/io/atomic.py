@@ -6,17 +6,25 @@ import tempfile
 
 
 @contextlib.contextmanager
-def atomic_write(path, mode="w"):
-  """Opens a temporary file that replaces ``path`` only if the block finishes."""
+def atomic_path(path):
+  """Yields a temporary path beside ``path``; it replaces ``path`` only if the block ends
+  without an exception (so an interrupted write never leaves a half-written file)."""
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+  name, ext = os.path.splitext(os.path.basename(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=f".tmp{ext}")
+  os.close(fd)
   try:
-    with os.fdopen(fd, mode) as f:
-      yield f
+    yield tmp
     os.replace(tmp, path)
-  except BaseException:
+  finally:
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
-    raise
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="w"):
+  """Opens a temporary file that replaces ``path`` only if the block finishes."""
+  with atomic_path(path) as tmp, open(tmp, mode) as f:
+    yield f

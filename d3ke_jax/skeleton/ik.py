@@ -166,7 +166,7 @@ def _levenberg_marquardt(model, free, active, low, high, iterations, x, base, pr
   """LM iterations for frames x (T, F); ``active`` (F,) masks coordinates that may move.
 
   Returns the solution, its cost, and whether the last iteration still lowered the cost
-  by more than 0.1 % (the frame has not settled).
+  by more than 0.1 % and (0.1 mm)^2 per marker (the frame has not settled).
   """
   def step(_, state):
     x, damping, cost, _ = state
@@ -191,8 +191,9 @@ def _levenberg_marquardt(model, free, active, low, high, iterations, x, base, pr
     better = trial_cost < cost
     new_cost = jnp.where(better, trial_cost, cost)
     return (jnp.where(better[:, None], trial, x), jnp.where(better, damping * 0.3, damping * 10),
-            new_cost, cost - new_cost > 1e-3 * new_cost + 1e-12)
+            new_cost, cost - new_cost > 1e-3 * new_cost + settled)
 
+  settled = 1e-8 * model.num_markers  # an improvement below (0.1 mm)^2 per marker
   damping = jnp.full(x.shape[:1], 1e-3, x.dtype)
   cost = _cost(model, free, x, base, problem)
   x, _, cost, moving = jax.lax.fori_loop(0, iterations, step,
@@ -356,3 +357,21 @@ def _report(model, coords, markers, scales, moving):
   return IKResult(coords=coords, rms_error=jnp.where(count > 0, rms, jnp.nan),
                   max_error=jnp.where(count > 0, worst, jnp.nan), marker_errors=errors,
                   converged=(count >= 3) & jnp.isfinite(rms) & ~moving)
+
+
+def inverse_kinematics_chunks(model: SkeletalModel, markers, chunk=256, initial=None, **kwargs):
+  """Yields ``IKResult``s of consecutive chunks of a long sequence (for progress reports).
+
+  Each chunk starts from the previous chunk's last solution; the last chunk is padded with
+  empty frames so that every chunk reuses one compilation.
+  """
+  markers = np.asarray(markers)
+  for start in range(0, markers.shape[0], chunk):
+    block = markers[start:start + chunk]
+    valid = block.shape[0]
+    if start and valid < chunk:
+      block = np.concatenate([block, np.full((chunk - valid,) + block.shape[1:], np.nan)])
+    result = inverse_kinematics(model, block, initial=initial, **kwargs)
+    result = jax.tree.map(lambda a: a[:valid], result)
+    initial = result.coords[-1]
+    yield result
