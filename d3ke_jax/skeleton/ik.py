@@ -17,6 +17,7 @@ import numpy as np
 from d3ke_jax.skeleton import kinematics
 from d3ke_jax.skeleton.kinematics import forward_kinematics
 from d3ke_jax.skeleton.model import GROUND, SkeletalModel
+from d3ke_jax.skeleton.rotations import axis_angle_to_matrix
 
 
 class IKResult(NamedTuple):
@@ -94,8 +95,8 @@ def _marker_jacobian(model, free, q, scales):
   rotations = jnp.concatenate([eye, out.body_transforms[..., :3, :3]], axis=1)
   frame = jnp.einsum("tjab,jbc->tjac", rotations[:, np.array(model.joint_parent_body) + 1],
                      jnp.asarray(model.parent_rotation, dtype))  # parent offset frames
-  first = _rotation(axes[:, 0], values[0].T)
-  second = _rotation(axes[:, 1], values[1].T)
+  first = axis_angle_to_matrix(axes[:, 0], values[0].T)  # (T, J, 3, 3)
+  second = axis_angle_to_matrix(axes[:, 1], values[1].T)
   omega = jnp.stack([
       jnp.einsum("tjab,jb->tja", frame, axes[:, 0]),
       jnp.einsum("tjab,tjbc,jc->tja", frame, first, axes[:, 1]),
@@ -122,16 +123,6 @@ def _marker_jacobian(model, free, q, scales):
   if extra_axes.size:
     jacobian = jacobian.at[:, extra_columns].add(effect[:, extra_axes])
   return out.markers, jacobian
-
-
-def _rotation(axis, angle):
-  """(..., J, 3, 3) rotations about unit axes (J, 3) by angles (..., J)."""
-  c, s = jnp.cos(angle)[..., None, None], jnp.sin(angle)[..., None, None]
-  x, y, z = axis[:, 0], axis[:, 1], axis[:, 2]
-  zero = jnp.zeros_like(x)
-  skew = jnp.stack([jnp.stack([zero, -z, y], -1), jnp.stack([z, zero, -x], -1),
-                    jnp.stack([-y, x, zero], -1)], -2)
-  return c * jnp.eye(3, dtype=axis.dtype) + s * skew + (1 - c) * axis[:, :, None] * axis[:, None]
 
 
 class _Problem(NamedTuple):
