@@ -194,14 +194,16 @@ def _levenberg_marquardt(model, free, active, low, high, iterations, x, base, pr
 
 def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None, initial=None,
                        coordinate_targets=None, coordinate_weights=None, sequence=True,
-                       segment=16, iterations=6, anchor_iterations=15, cold_iterations=60,
+                       segment=8, iterations=6, anchor_iterations=15, cold_iterations=60,
                        root_iterations=8):
   """Solves IK for every frame.
 
   For a sequence (the default), frames are warm-started from the previous frame as in
   OpenSim, and still solved in parallel: every ``segment``-th frame (an anchor) is solved
-  in turn from the previous anchor, then all segments advance frame by frame together.
-  Independent frames (``sequence=False``) are all solved at once from ``initial``.
+  in turn from the previous anchor, then all segments advance frame by frame together; a
+  second pass restarts every anchor from the end of the segment before it and keeps the
+  better solution of each frame. Independent frames (``sequence=False``) are all solved at
+  once from ``initial``.
 
   Args:
     model: the skeletal model.
@@ -218,8 +220,8 @@ def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None,
     iterations: Levenberg-Marquardt iterations per warm-started frame.
     anchor_iterations: iterations per anchor (a segment away from its warm start).
     cold_iterations: iterations for frames solved from ``initial``.
-    root_iterations: iterations for the root joint alone before a cold or anchor solve,
-      fitted to the root body's markers where at least three are present.
+    root_iterations: iterations for the root joint alone before a cold solve, fitted to
+      the root body's markers where at least three are present.
 
   Returns:
     ``IKResult``. Frames with fewer than 3 markers, or still improving after their last
@@ -279,15 +281,15 @@ def _solve_frames(model, free, problem, x, base, root_iterations, iterations):
     root_weights = jnp.where(present >= 3, problem.weights * root_markers, problem.weights)
     x, _, _ = _levenberg_marquardt(model, free, root_active, low, high, root_iterations, x,
                                    base, problem._replace(weights=root_weights))
-  x, _, moving = _levenberg_marquardt(model, free, jnp.ones(len(free), dtype), low, high,
-                                      iterations, x, base, problem)
-  return x, moving
+  return _levenberg_marquardt(model, free, jnp.ones(len(free), dtype), low, high, iterations,
+                              x, base, problem)
 
 
 @functools.partial(jax.jit, static_argnames=("free", "iterations", "root_iterations"))
 def _solve_independent(model, problem, base, *, free, iterations, root_iterations):
   x = jnp.broadcast_to(base[np.array(free)], (problem.targets.shape[0], len(free)))
-  return _solve_frames(model, free, problem, x, base, root_iterations, iterations)
+  x, _, moving = _solve_frames(model, free, problem, x, base, root_iterations, iterations)
+  return x, moving
 
 
 def _per_frame(problem, fn):
@@ -313,29 +315,39 @@ def _solve_sequence(model, problem, base, *, free, segment, iterations, anchor_i
   parts = _per_frame(problem, split)
   anchors_problem = _per_frame(parts, lambda a: a[0])  # (count, ...)
   x0 = base[np.array(free)][None]
-  first, _ = _solve_frames(model, free, _per_frame(anchors_problem, lambda a: a[:1]), x0, base,
-                           root_iterations, cold_iterations)
+  first, _, _ = _solve_frames(model, free, _per_frame(anchors_problem, lambda a: a[:1]), x0,
+                              base, root_iterations, cold_iterations)
 
   def anchor(previous, k):  # anchors in turn, each from the one before
     one = _per_frame(anchors_problem, lambda a: jax.lax.dynamic_index_in_dim(a, k))
-    x, moving = _solve_frames(model, free, one, previous, base, root_iterations,
-                              anchor_iterations)
-    return x, (x[0], moving[0])
-
-  _, (anchors, anchor_moving) = jax.lax.scan(anchor, first, jnp.arange(count))
+    x, cost, moving = _solve_frames(model, free, one, previous, base, 0, anchor_iterations)
+    return x, (x[0], cost[0], moving[0])
 
   def advance(previous, part):  # every segment one frame on, from the frame before
-    x, moving = _solve_frames(model, free, problem._replace(
+    x, cost, moving = _solve_frames(model, free, problem._replace(
         targets=part[0], weights=part[1], coordinate_targets=part[2]), previous, base, 0,
         iterations)
-    return x, (x, moving)
+    return x, (x, cost, moving)
 
   rest = (parts.targets[1:], parts.weights[1:], parts.coordinate_targets[1:])
-  _, (xs, moving) = jax.lax.scan(advance, anchors, rest)
-  xs = jnp.concatenate([anchors[None], xs])  # (segment, count, F)
-  moving = jnp.concatenate([anchor_moving[None], moving])
+
+  def segments(anchors):  # (segment, count, ...) solutions, costs and flags
+    _, out = jax.lax.scan(advance, anchors[0], rest)
+    return tuple(jnp.concatenate([a[None], b]) for a, b in zip(anchors, out))
+
+  _, anchors = jax.lax.scan(anchor, first, jnp.arange(count))
+  x, cost, moving = segments(anchors)
+  # Second pass: every anchor again, now from the last frame of the segment before it (one
+  # frame earlier, where the first pass came from an anchor a segment away); keep the
+  # better solution of each frame.
+  start = jnp.concatenate([x[0, :1], x[-1, :-1]])
+  again = _solve_frames(model, free, anchors_problem, start, base, 0, iterations)
+  x2, cost2, moving2 = segments(again)
+  better = cost2 < cost
+  x = jnp.where(better[..., None], x2, x)
+  moving = jnp.where(better, moving2, moving)
   unsplit = lambda a: jnp.swapaxes(a, 0, 1).reshape((count * segment,) + a.shape[2:])[:frames]
-  return unsplit(xs), unsplit(moving)
+  return unsplit(x), unsplit(moving)
 
 
 def _report(model, coords, markers, scales, moving):
