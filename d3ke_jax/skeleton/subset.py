@@ -44,20 +44,24 @@ def mirror_of(name, names):
 
 
 def make_layout(model: SkeletalModel, coordinates: Optional[Sequence[str]] = None,
-                bodies: Optional[Sequence[str]] = None, share_mirrored: bool = True):
+                bodies: Optional[Sequence[str]] = None, share_mirrored: bool = True,
+                include_root: bool = True):
   """A ``PredictionLayout`` for the named coordinates and bodies.
 
   Args:
     model: the skeletal model.
-    coordinates: names of predicted coordinates; default: every independent, unlocked one.
+    coordinates: names of predicted coordinates; default: every independent, unlocked one
+      (without the root joint's when ``include_root`` is False, as in D3KE, which predicts
+      the pelvis rotation directly and ignores its translation).
     bodies: names of bodies with predicted scales; default: all bodies.
     share_mirrored: left bodies share the scales of their right twin (``femur_l`` uses
       ``femur_r``'s, ``humerus_l`` uses ``humerus``'s) when both are predicted.
   """
   if coordinates is None:
     locked = np.asarray(model.coordinate_locked)
+    root = {c for j, _, c in model.axis_inputs if j == model.root_joint}
     coordinates = [model.coordinate_names[i] for i in model.independent_coordinates
-                   if not locked[i]]
+                   if not locked[i] and (include_root or i not in root)]
   if bodies is None:
     bodies = model.body_names
   coordinate_index = tuple(model.coordinate_index(c) for c in coordinates)

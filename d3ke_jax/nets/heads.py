@@ -1,0 +1,92 @@
+"""Kinematic head: backbone features -> bounded coordinates, body scales, pelvis rotation.
+
+Every output is valid by construction for any input: coordinates inside their ranges
+(range-scaled sigmoid), scales positive and within a band around their centre (tanh),
+the rotation proper and orthonormal (6D -> Gram-Schmidt, Zhou et al. 2019).
+"""
+
+from typing import NamedTuple, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from d3ke_jax.skeleton.rotations import sixd_to_matrix
+
+IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+class Kinematics(NamedTuple):
+  """Predicted (or ground-truth) kinematics of a batch of frames."""
+  coords: jnp.ndarray  # (..., P) predicted coordinates, radians / metres
+  scales: jnp.ndarray  # (..., G, 3) body-group scale factors (absolute, like the model's)
+  rotation: jnp.ndarray  # (..., 3, 3) pelvis -> ground rotation
+
+
+class Bounds(NamedTuple):
+  """What the head needs to know of the skeleton (static, hashable)."""
+  coordinate_low: Sequence[float]
+  coordinate_high: Sequence[float]
+  scale_centre: Sequence[Sequence[float]]  # (G, 3)
+  scale_band: float = 0.3  # scales stay within centre * (1 +- band)
+
+
+def bounds_for(model, layout, scale_centre=None, scale_band=0.3):
+  """``Bounds`` of a prediction layout: coordinate ranges; scales around the model's own
+  (or dataset-mean ``scale_centre``)."""
+  ranges = np.asarray(model.coordinate_ranges)[np.array(layout.coordinates)]
+  if scale_centre is None:
+    scale_centre = np.asarray(model.default_scales)[[g[0] for g in layout.body_groups]]
+  return Bounds(tuple(map(float, ranges[:, 0])), tuple(map(float, ranges[:, 1])),
+                tuple(tuple(map(float, s)) for s in np.asarray(scale_centre)), scale_band)
+
+
+def decode(bounds: Bounds, coordinate_logits, scale_logits, sixd):
+  """Unconstrained outputs -> ``Kinematics`` inside the bounds."""
+  low, high = jnp.asarray(bounds.coordinate_low), jnp.asarray(bounds.coordinate_high)
+  coords = jnp.clip(low + (high - low) * nn.sigmoid(coordinate_logits), low, high)
+  centre = jnp.asarray(bounds.scale_centre)
+  scales = centre * (1.0 + bounds.scale_band * jnp.tanh(scale_logits))
+  rotation = sixd_to_matrix(sixd + jnp.asarray(IDENTITY_6D))
+  return Kinematics(coords, scales, rotation)
+
+
+def encode(bounds: Bounds, kinematics: Kinematics, eps=1e-4):
+  """The inverse of ``decode`` (clipped away from the bounds): features for sequence nets."""
+  low, high = jnp.asarray(bounds.coordinate_low), jnp.asarray(bounds.coordinate_high)
+  unit = jnp.clip((kinematics.coords - low) / (high - low), eps, 1 - eps)
+  relative = jnp.clip((kinematics.scales / jnp.asarray(bounds.scale_centre) - 1.0)
+                      / bounds.scale_band, -1 + eps, 1 - eps)
+  sixd = jnp.concatenate([kinematics.rotation[..., :, 0], kinematics.rotation[..., :, 1]], -1)
+  return jnp.log(unit) - jnp.log1p(-unit), jnp.arctanh(relative), sixd - jnp.asarray(IDENTITY_6D)
+
+
+def flatten(coordinate_logits, scale_logits, sixd):
+  """Concatenates the three unconstrained parts into one feature vector per frame."""
+  return jnp.concatenate([coordinate_logits, scale_logits.reshape(scale_logits.shape[:-2] + (-1,)),
+                          sixd], -1)
+
+
+def unflatten(bounds: Bounds, features):
+  p, g = len(bounds.coordinate_low), len(bounds.scale_centre)
+  return (features[..., :p], features[..., p:p + 3 * g].reshape(features.shape[:-1] + (g, 3)),
+          features[..., p + 3 * g:p + 3 * g + 6])
+
+
+def feature_size(bounds: Bounds):
+  return len(bounds.coordinate_low) + 3 * len(bounds.scale_centre) + 6
+
+
+class KinematicHead(nn.Module):
+  """Features (..., D) -> ``Kinematics``; zero-initialised output layer predicts mid-range
+  coordinates, centre scales and the identity rotation."""
+  bounds: Bounds
+  hidden: int = 0
+
+  @nn.compact
+  def __call__(self, features):
+    if self.hidden:
+      features = nn.relu(nn.Dense(self.hidden, name="hidden")(features))
+    raw = nn.Dense(feature_size(self.bounds), kernel_init=nn.initializers.normal(1e-3),
+                   name="out")(features)
+    return decode(self.bounds, *unflatten(self.bounds, raw))

@@ -1,0 +1,50 @@
+"""The D3KE objective: L = l1 L_joint + l2 L_marker + l3 L_body + l4 L_angle.
+
+Root-relative L1 for joint and marker positions, L1 for body scales and coordinates, with
+masks for frames (e.g. IK error above 2 cm) and coordinates without valid ground truth.
+"""
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+
+PAPER_WEIGHTS = {"joint": 1.0, "marker": 2.0, "body": 0.1, "angle": 0.06}
+
+
+class Targets(NamedTuple):
+  coords: jnp.ndarray  # (..., P)
+  scales: jnp.ndarray  # (..., G, 3)
+  joints: jnp.ndarray  # (..., J, 3)
+  markers: jnp.ndarray  # (..., M, 3)
+  frame_mask: jnp.ndarray  # (...,) 1 where the frame's ground truth is valid
+  coordinate_mask: jnp.ndarray  # (..., P) 1 where the coordinate's ground truth is valid
+
+
+def _masked_mean(values, mask):
+  mask = jnp.broadcast_to(mask, values.shape)
+  return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def d3ke_loss(kinematics, pose, targets: Targets, weights=None, root_joint=0):
+  """(total loss, {term: value}) for predicted kinematics and their skeletal-layer pose.
+
+  Positions are compared relative to the root joint (the pelvis origin); ``weights``
+  overrides entries of ``PAPER_WEIGHTS`` (joint, marker, body, angle).
+  """
+  weights = dict(PAPER_WEIGHTS, **(weights or {}))
+  unknown = set(weights) - set(PAPER_WEIGHTS)
+  if unknown:
+    raise KeyError(f"unknown loss weights {sorted(unknown)}; expected {sorted(PAPER_WEIGHTS)}")
+  relative = lambda points, joints: points - joints[..., root_joint:root_joint + 1, :]
+  frames = targets.frame_mask[..., None, None]
+  terms = {
+      "joint": _masked_mean(jnp.abs(relative(pose.joints, pose.joints)
+                                    - relative(targets.joints, targets.joints)), frames),
+      "marker": _masked_mean(jnp.abs(relative(pose.markers, pose.joints)
+                                     - relative(targets.markers, targets.joints)), frames),
+      "body": _masked_mean(jnp.abs(kinematics.scales - targets.scales), frames),
+      "angle": _masked_mean(jnp.abs(kinematics.coords - targets.coords),
+                            targets.coordinate_mask * targets.frame_mask[..., None]),
+  }
+  total = sum(weights[name] * value for name, value in terms.items())
+  return total, terms

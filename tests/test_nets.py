@@ -1,0 +1,178 @@
+"""Heads, sequence networks, the skeletal layer and the D3KE loss."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from d3ke_jax.nets import heads
+from d3ke_jax.nets.d3ke import PerFrameD3KE, TemporalD3KE, skeletal_layer
+from d3ke_jax.nets.sequence import TCN, BiLSTM, LiftingTransformer
+from d3ke_jax.skeleton import forward_kinematics, load_osim, make_layout
+from d3ke_jax.skeleton.rotations import rotvec_to_matrix, sixd_to_matrix
+from d3ke_jax.skeleton.sampling import random_poses
+from d3ke_jax.train.losses import Targets, d3ke_loss
+
+
+@functools.lru_cache(maxsize=None)
+def _setup():
+  model = load_osim()
+  layout = make_layout(model, include_root=False)
+  return model, layout, heads.bounds_for(model, layout)
+
+
+def test_head_outputs_are_valid_for_extreme_features():
+  _, _, bounds = _setup()
+  head = heads.KinematicHead(bounds, hidden=16)
+  features = jnp.concatenate([jnp.full((1, 32), 1e6), jnp.full((1, 32), -1e6),
+                              jax.random.normal(jax.random.PRNGKey(0), (3, 32)) * 100])
+  params = head.init(jax.random.PRNGKey(1), features)
+  params = jax.tree.map(lambda p: p * 1e3, params)  # saturate every output
+  out = head.apply(params, features)
+  low, high = np.array(bounds.coordinate_low), np.array(bounds.coordinate_high)
+  assert np.all((out.coords >= low) & (out.coords <= high))
+  assert np.all(out.scales > 0)
+  np.testing.assert_allclose(np.linalg.det(out.rotation), 1.0, atol=1e-5)
+  np.testing.assert_allclose(out.rotation @ np.swapaxes(out.rotation, -1, -2),
+                             np.broadcast_to(np.eye(3), out.rotation.shape), atol=1e-5)
+
+
+def test_encode_inverts_decode():
+  _, _, bounds = _setup()
+  rng = np.random.default_rng(0)
+  p, g = len(bounds.coordinate_low), len(bounds.scale_centre)
+  raw = (rng.normal(size=(2, p)), rng.normal(size=(2, g, 3)) * 0.5, rng.normal(size=(2, 6)) * 0.1)
+  kin = heads.decode(bounds, *raw)
+  again = heads.decode(bounds, *heads.encode(bounds, kin))
+  for a, b in zip(kin, again):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def _targets(model, layout, coords, scales, rotation):
+  kin = heads.Kinematics(coords, scales, rotation)
+  pose = skeletal_layer(model, layout, kin)
+  n = coords.shape[0]
+  return kin, Targets(coords=coords, scales=scales, joints=pose.joints, markers=pose.markers,
+                      frame_mask=jnp.ones(n), coordinate_mask=jnp.ones_like(coords))
+
+
+def test_loss_is_zero_at_ground_truth_and_reports_every_term():
+  model, layout, bounds = _setup()
+  rng = np.random.default_rng(1)
+  q = random_poses(model, 3, rng, limit=0.5)[:, np.array(layout.coordinates)]
+  scales = np.asarray(bounds.scale_centre) * rng.uniform(0.9, 1.1, (3, layout.num_scale_groups, 3))
+  rotation = sixd_to_matrix(rng.normal(size=(3, 6)))
+  kin, targets = _targets(model, layout, jnp.asarray(q), jnp.asarray(scales), rotation)
+  total, terms = d3ke_loss(kin, skeletal_layer(model, layout, kin), targets)
+  assert set(terms) == {"joint", "marker", "body", "angle"}
+  assert float(total) < 1e-6
+  with pytest.raises(KeyError, match="unknown loss weights"):
+    d3ke_loss(kin, skeletal_layer(model, layout, kin), targets, weights={"joints": 1.0})
+
+
+def test_skeletal_layer_is_root_relative_and_scales_bones():
+  model, layout, bounds = _setup()
+  coords = jnp.zeros((1, layout.num_coordinates))
+  centre = jnp.asarray(bounds.scale_centre)[None]
+  kin = heads.Kinematics(coords, centre, jnp.eye(3)[None])
+  pose = skeletal_layer(model, layout, kin)
+  root = model.joint_index(model.joint_names[model.root_joint])
+  np.testing.assert_allclose(pose.joints[0, root], 0, atol=1e-6)
+  bigger = skeletal_layer(model, layout, kin._replace(scales=centre * 1.1))
+  np.testing.assert_allclose(bigger.markers, pose.markers * 1.1, atol=1e-5)
+
+
+@pytest.mark.parametrize("network", [BiLSTM(hidden=8, layers=2),
+                                     TCN(channels=8, dilations=(1, 3)),
+                                     LiftingTransformer(hidden=16, heads=2, feed_forward=32,
+                                                        layers=1, max_frames=16)])
+def test_sequence_networks_keep_shape_and_start_as_identity(network):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 5), jnp.float32)
+  variables = network.init({"params": jax.random.PRNGKey(1)}, x)
+  y = network.apply(variables, x)
+  chex.assert_shape(y, x.shape)
+  np.testing.assert_allclose(y, x, atol=1e-6)  # zero-initialised residual output
+
+
+def _dependence(network, frames=300, t=150):
+  """Which input frames output frame t depends on (with a non-zero output layer)."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, frames, 3), jnp.float32)
+  variables = network.init(jax.random.PRNGKey(1), x)
+  variables = jax.tree_util.tree_map_with_path(
+      lambda path, v: jnp.ones_like(v) * 0.1 if "out" in jax.tree_util.keystr(path) else v,
+      variables)
+  grad = jax.grad(lambda x: jnp.sum(network.apply(variables, x)[0, t]))(x)
+  return np.nonzero(np.any(np.abs(grad[0]) > 0, axis=-1))[0]
+
+
+def test_tcn_receptive_field_is_243_frames():
+  network = TCN(channels=4)
+  assert network.receptive_field == 243
+  frames = _dependence(network)
+  assert frames.min() == 150 - 121 and frames.max() == 150 + 121
+  causal = _dependence(TCN(channels=4, causal=True), t=280)
+  assert causal.min() == 280 - 242 and causal.max() == 280
+
+
+def test_bilstm_is_bidirectional():
+  frames = _dependence(BiLSTM(hidden=4, layers=1), frames=20, t=10)
+  assert frames.min() == 0 and frames.max() == 19
+
+
+def test_temporal_model_keeps_kinematics_valid():
+  model, layout, bounds = _setup()
+  rng = np.random.default_rng(2)
+  q = random_poses(model, 8, rng, limit=0.5)[:, np.array(layout.coordinates)]
+  kin = heads.Kinematics(jnp.asarray(q)[None], jnp.asarray(bounds.scale_centre)[None, None]
+                         .repeat(8, 1), jnp.eye(3)[None, None].repeat(8, 1))
+  net = TemporalD3KE(bounds, network="tcn", options=(("channels", 8), ("dilations", (1, 3))))
+  variables = net.init(jax.random.PRNGKey(0), kin)
+  out = net.apply(variables, kin)
+  np.testing.assert_allclose(out.coords, kin.coords, atol=1e-4)  # identity at init
+  with pytest.raises(ValueError, match="unknown sequence network"):
+    TemporalD3KE(bounds, network="gru").init(jax.random.PRNGKey(0), kin)
+
+
+def test_tiny_d3ke_overfits_a_few_frames():
+  model, layout, bounds = _setup()
+  rng = np.random.default_rng(3)
+  n = 4
+  q = random_poses(model, n, rng, limit=0.6)[:, np.array(layout.coordinates)]
+  scales = np.asarray(bounds.scale_centre) * rng.uniform(0.9, 1.1, (n, layout.num_scale_groups, 3))
+  # Pelvis orientations within ~30 deg of upright: far-apart rotations let L1 on positions
+  # trade the pelvis against hip and shoulder rotations (a local minimum, not capacity).
+  rotation = rotvec_to_matrix(rng.normal(size=(n, 3)) * 0.3)
+  _, targets = _targets(model, layout, jnp.asarray(q, jnp.float32),
+                        jnp.asarray(scales, jnp.float32), jnp.asarray(rotation, jnp.float32))
+  # Distinguishable images: a colour each, plus texture.
+  images = jnp.asarray(rng.uniform(size=(n, 1, 1, 3)) + 0.1 * rng.uniform(size=(n, 64, 64, 3)),
+                       jnp.float32)
+  net = PerFrameD3KE(bounds, stage_sizes=(1, 1, 1, 1), groups=4, head_hidden=64)
+  variables = net.init(jax.random.PRNGKey(0), images)
+  steps = 300
+  optimizer = optax.adam(optax.cosine_decay_schedule(3e-3, steps, alpha=1e-3))
+  state = (variables["params"], variables["batch_stats"], optimizer.init(variables["params"]))
+
+  def loss_fn(params, stats):
+    kin, updates = net.apply({"params": params, "batch_stats": stats}, images, train=True,
+                             mutable=["batch_stats"])
+    loss, _ = d3ke_loss(kin, skeletal_layer(model, layout, kin), targets)
+    return loss, updates["batch_stats"]
+
+  @jax.jit
+  def step(state):
+    params, stats, opt = state
+    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, stats)
+    updates, opt = optimizer.update(grads, opt, params)
+    return (optax.apply_updates(params, updates), stats, opt), loss, grads
+
+  state, first, grads = step(state)
+  # Gradients reach every parameter (backbone, head) through the skeletal layer.
+  assert all(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree.leaves(grads))
+  for _ in range(steps):
+    state, loss, _ = step(state)
+  assert float(loss) < float(first) / 100, (float(first), float(loss))
