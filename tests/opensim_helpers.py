@@ -10,6 +10,8 @@ import os
 import numpy as np
 import opensim
 
+from d3ke_jax.skeleton.scaling import opensim_scale_set
+
 opensim.Logger.setLevelString("error")
 
 
@@ -37,15 +39,7 @@ def scale_set(model, scale_factors):
     if len(factors) != len(names):
       raise ValueError(f"expected {len(names)} scale triples, got {len(factors)}")
     scale_factors = dict(zip(names, factors))
-  out = opensim.ScaleSet()
-  for name, factor in scale_factors.items():
-    scale = opensim.Scale()
-    scale.setName(name)
-    scale.setSegmentName(name)
-    scale.setScaleFactors(opensim.Vec3(*map(float, factor)))
-    scale.setApply(True)
-    out.cloneAndAppend(scale)
-  return out
+  return opensim_scale_set(scale_factors)
 
 
 def load_model(osim_path, scale_factors=None):

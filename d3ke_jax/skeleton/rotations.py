@@ -7,19 +7,23 @@ over leading batch dimensions and is jittable and differentiable.
 import jax.numpy as jnp
 
 
+def skew(v):
+  """The cross-product matrix [v]x (..., 3, 3) of vectors (..., 3): [v]x u = v x u."""
+  x, y, z = v[..., 0], v[..., 1], v[..., 2]
+  zero = jnp.zeros_like(x)
+  return jnp.stack([jnp.stack([zero, -z, y], -1),
+                    jnp.stack([z, zero, -x], -1),
+                    jnp.stack([-y, x, zero], -1)], -2)
+
+
 def axis_angle_to_matrix(axis, angle):
   """Rotation by ``angle`` (...) about the unit ``axis`` (..., 3) (Rodrigues' formula)."""
   axis = jnp.asarray(axis)
   angle = jnp.asarray(angle)[..., None, None]
-  x, y, z = axis[..., 0], axis[..., 1], axis[..., 2]
-  zero = jnp.zeros_like(x)
-  skew = jnp.stack([
-      jnp.stack([zero, -z, y], -1),
-      jnp.stack([z, zero, -x], -1),
-      jnp.stack([-y, x, zero], -1)], -2)
+  cross = skew(axis)
   outer = axis[..., :, None] * axis[..., None, :]
-  eye = jnp.eye(3, dtype=skew.dtype)
-  return jnp.cos(angle) * eye + jnp.sin(angle) * skew + (1 - jnp.cos(angle)) * outer
+  eye = jnp.eye(3, dtype=cross.dtype)
+  return jnp.cos(angle) * eye + jnp.sin(angle) * cross + (1 - jnp.cos(angle)) * outer
 
 
 def rotvec_to_matrix(rotvec, eps=1e-12):
@@ -31,13 +35,8 @@ def rotvec_to_matrix(rotvec, eps=1e-12):
   axis = rotvec / angle[..., None]
   exact = axis_angle_to_matrix(axis, angle)
   # Second-order expansion near zero keeps values and gradients finite.
-  x, y, z = rotvec[..., 0], rotvec[..., 1], rotvec[..., 2]
-  zero = jnp.zeros_like(x)
-  skew = jnp.stack([
-      jnp.stack([zero, -z, y], -1),
-      jnp.stack([z, zero, -x], -1),
-      jnp.stack([-y, x, zero], -1)], -2)
-  approx = jnp.eye(3, dtype=skew.dtype) + skew + 0.5 * skew @ skew
+  cross = skew(rotvec)
+  approx = jnp.eye(3, dtype=cross.dtype) + cross + 0.5 * cross @ cross
   return jnp.where(safe[..., None, None], exact, approx)
 
 

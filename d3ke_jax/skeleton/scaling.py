@@ -121,6 +121,20 @@ def fit_scales(model: SkeletalModel, markers, initial_scales=None, rounds=4, pri
   return np.asarray(scales), inverse_kinematics(model, markers, scales=scales, sequence=False)
 
 
+def opensim_scale_set(factors):
+  """An ``opensim.ScaleSet`` applying {body name: (3,) factors}."""
+  import opensim  # pylint: disable=g-import-not-at-top
+  scale_set = opensim.ScaleSet()
+  for name, factor in factors.items():
+    scale = opensim.Scale()
+    scale.setName(name)
+    scale.setSegmentName(name)
+    scale.setScaleFactors(opensim.Vec3(*map(float, factor)))
+    scale.setApply(True)
+    scale_set.cloneAndAppend(scale)
+  return scale_set
+
+
 def write_scaled_osim(source, scales, path, body_names=None):
   """Scales an OpenSim model file with OpenSim's ``Model.scale`` and writes it atomically.
 
@@ -138,14 +152,7 @@ def write_scaled_osim(source, scales, path, body_names=None):
   scales = np.asarray(scales, float)
   if scales.shape != (len(names), 3):
     raise ValueError(f"{source}: scales must be ({len(names)}, 3), got {scales.shape}")
-  scale_set = opensim.ScaleSet()
-  for name, factors in zip(names, scales):
-    scale = opensim.Scale()
-    scale.setName(name)
-    scale.setSegmentName(name)
-    scale.setScaleFactors(opensim.Vec3(*map(float, factors)))
-    scale.setApply(True)
-    scale_set.cloneAndAppend(scale)
+  scale_set = opensim_scale_set(dict(zip(names, scales)))
   if not model.scale(state, scale_set, False):
     raise RuntimeError(f"{source}: OpenSim could not scale the model")
   model.setName(model.getName() + "_scaled")
