@@ -1,0 +1,103 @@
+"""TFDS builder ``d3ke_synthetic``: rendered frames of the default model with exact kinematics.
+
+Configs differ in crop size and amount of data. Splits hold disjoint subjects in MoVi's
+63 / 3 / 16 ratio. Frames of a clip (one subject, movement and camera view) are stored in
+order, so sequence networks can read windows. Ground truth per frame: coordinates (model
+order), body scales, pelvis rotation, joints and markers in the camera frame (metres),
+their 2D projections in the crop (pixels), the crop box, the camera, and validity masks.
+
+Build: ``python -m experiments.build_data synthetic`` (array_record files, no TensorFlow).
+"""
+
+import dataclasses
+import io
+from typing import Tuple
+
+import numpy as np
+import PIL.Image
+import tensorflow_datasets as tfds
+
+from d3ke_jax.data import frames as frame_generation
+from d3ke_jax.data.synthetic import MOVEMENTS
+
+
+@dataclasses.dataclass
+class SyntheticConfig(tfds.core.BuilderConfig):
+  image_size: int = 128
+  num_subjects: int = 30
+  frames_per_clip: int = 34
+  movements: Tuple[str, ...] = tuple(sorted(MOVEMENTS))
+  seed: int = 0
+
+
+def split_subjects(num_subjects):
+  """(train, validation, test) subject indices in MoVi's 63 / 3 / 16 ratio."""
+  validation = max(1, round(num_subjects * 3 / 82))
+  test = max(1, round(num_subjects * 16 / 82))
+  train = num_subjects - validation - test
+  if train < 1:
+    raise ValueError(f"{num_subjects} subjects cannot make three disjoint splits")
+  order = list(range(num_subjects))
+  return order[:train], order[train:train + validation], order[train + validation:]
+
+
+class D3keSynthetic(tfds.core.GeneratorBasedBuilder):
+  """Synthetic D3KE frames; see the module docstring."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
+  BUILDER_CONFIGS = [
+      SyntheticConfig(name="tiny", description="64 px, 12 subjects, 30-frame clips "
+                      "(CPU tests and the README's first command)", image_size=64,
+                      num_subjects=12, frames_per_clip=30),
+      SyntheticConfig(name="small", description="128 px, 30 subjects, 34-frame clips "
+                      "(~20k frames)", image_size=128, num_subjects=30, frames_per_clip=34),
+      SyntheticConfig(name="paper", description="256 px, 90 subjects, 120-frame clips",
+                      image_size=256, num_subjects=90, frames_per_clip=120),
+  ]
+
+  def _info(self):
+    model = frame_generation.default_model()
+    c, b, j, m = model.num_coordinates, model.num_bodies, model.num_joints, model.num_markers
+    array = lambda *shape: tfds.features.Tensor(shape=shape, dtype=np.float32)
+    return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict({
+            # JPEG bytes encoded with Pillow (TFDS's Image feature would need TensorFlow);
+            # ``d3ke_jax.data.pipeline`` decodes them.
+            "image": tfds.features.Tensor(shape=(), dtype=np.object_),
+            "coordinates": array(c), "scales": array(b, 3), "pelvis_rotation": array(3, 3),
+            "joints": array(j, 3), "markers": array(m, 3), "joints_2d": array(j, 2),
+            "markers_2d": array(m, 2), "box": array(3), "intrinsics": array(3, 3),
+            "camera_rotation": array(3, 3), "camera_translation": array(3),
+            "subject": np.int32, "clip": np.int32, "frame": np.int32,
+            "movement": tfds.features.Text(), "view": tfds.features.Text(),
+            "frame_valid": np.bool_,
+            "coordinate_valid": tfds.features.Tensor(shape=(c,), dtype=np.bool_),
+        }),
+        homepage="https://github.com/bittnerma/Direct3DKinematicEstimation",
+        disable_shuffling=True,  # records stay in generation order: clips, frames in order
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # everything is generated
+    train, validation, test = split_subjects(self.builder_config.num_subjects)
+    return {"train": self._generate_examples(train),
+            "validation": self._generate_examples(validation),
+            "test": self._generate_examples(test)}
+
+  def _generate_examples(self, subjects):
+    config = self.builder_config
+    for example in frame_generation.generate(subjects, config.movements, config.frames_per_clip,
+                                             config.image_size, config.seed):
+      example["image"] = encode_jpeg(example["image"])
+      yield f"{example['clip']:06d}_{example['frame']:05d}", example
+
+
+def encode_jpeg(image, quality=92):
+  buffer = io.BytesIO()
+  PIL.Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+  return buffer.getvalue()
+
+
+def decode_jpeg(data):
+  return np.asarray(PIL.Image.open(io.BytesIO(data)).convert("RGB"))

@@ -1,0 +1,88 @@
+"""Clips of rendered frames with their ground truth, as plain dicts of arrays."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from d3ke_jax.data import render, synthetic
+from d3ke_jax.skeleton import forward_kinematics, load_osim
+
+VIEWS = {  # MoVi's two cameras: in front of the subject (facing +x) and at its right side
+    "frontal": (4.0, 1.1, 0.0),
+    "sagittal": (0.0, 1.1, 4.0),
+}
+FOCAL, CENTRE = 1000.0, (960.0, 540.0)  # a 1920 x 1080 camera
+
+
+@functools.lru_cache(maxsize=1)
+def default_model():
+  return load_osim()
+
+
+@functools.lru_cache(maxsize=1)
+def _renderer():
+  return jax.jit(jax.vmap(render.render, in_axes=(0, None, 0, None, 0)))
+
+
+def camera(view):
+  return render.look_at(VIEWS[view], (0.0, 0.9, 0.0), FOCAL, CENTRE)
+
+
+def clip_id(subject, movement, view, movements):
+  return (subject * len(movements) + list(movements).index(movement)) * len(VIEWS) + list(
+      VIEWS).index(view)
+
+
+def generate(subjects, movements, frames, size, seed=0):
+  """Yields one example dict per frame, clip by clip (subject, movement, view), in order."""
+  model = default_model()
+  shapes = render.body_shapes(model)
+  for subject_index in subjects:
+    subject = synthetic.make_subject(model, subject_index, seed)
+    for movement in movements:
+      coords = synthetic.movement(model, movement, subject, frames)
+      out = forward_kinematics(model, coords, scales=subject.scales)
+      for view in VIEWS:
+        clip = clip_id(subject_index, movement, view, movements)
+        yield from _clip(model, shapes, subject, movement, view, clip, coords, out, size, seed)
+
+
+def _clip(model, shapes, subject, movement, view, clip, coords, out, size, seed):
+  rng = np.random.default_rng([seed, clip])
+  full = camera(view)
+  markers_px, _ = render.project(full, out.markers)
+  crops, boxes = [], []
+  for t in range(len(coords)):
+    box = render.square_box(np.asarray(markers_px[t]), margin=rng.uniform(0.1, 0.25))
+    boxes.append(box)
+    crops.append(render.crop_camera(full, box, size))
+  cameras = render.Camera(*(np.stack(parts) for parts in zip(*crops)))
+  backgrounds = np.repeat(render.background(rng, size)[None], len(coords), 0)
+  images, _ = _renderer()(cameras, shapes, out.body_transforms, jnp.asarray(subject.scales),
+                          jnp.asarray(backgrounds))
+  images = np.asarray(images) + rng.normal(0, 0.02, np.shape(images))
+  images = (np.clip(images, 0, 1) * 255).astype(np.uint8)
+  rotation = np.asarray(full.rotation)
+  to_camera = lambda p: np.asarray(p) @ rotation.T + full.translation
+  for t in range(len(coords)):
+    crop = render.Camera(cameras.intrinsics[t], cameras.rotation[t], cameras.translation[t])
+    yield {
+        "image": images[t],
+        "coordinates": coords[t].astype(np.float32),
+        "scales": subject.scales.astype(np.float32),
+        "pelvis_rotation": (rotation @ np.asarray(out.body_transforms[t, model.root_body, :3, :3])
+                            ).astype(np.float32),
+        "joints": to_camera(out.joint_origins[t]).astype(np.float32),
+        "markers": to_camera(out.markers[t]).astype(np.float32),
+        "joints_2d": np.asarray(render.project(crop, out.joint_origins[t])[0], np.float32),
+        "markers_2d": np.asarray(render.project(crop, out.markers[t])[0], np.float32),
+        "box": np.asarray(boxes[t], np.float32),
+        "intrinsics": crop.intrinsics.astype(np.float32),
+        "camera_rotation": rotation.astype(np.float32),
+        "camera_translation": np.asarray(full.translation, np.float32),
+        "subject": subject.index, "clip": clip, "frame": t,
+        "movement": movement, "view": view, "frame_valid": True,
+        "coordinate_valid": np.ones(model.num_coordinates, bool),
+    }

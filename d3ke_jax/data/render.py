@@ -1,0 +1,146 @@
+"""A vectorized ray-casting renderer for posed skeletal models (JAX).
+
+Every body is drawn as an ellipsoid fitted to the points fixed to it (its origin, its
+markers and its children's joints); a pixel shows the nearest ellipsoid its ray hits
+(a z-buffer), shaded by a directional light. Left and right bodies get different colours.
+Cameras are pinhole (OpenCV convention: x right, y down, z forward).
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from d3ke_jax.skeleton.model import SkeletalModel
+
+
+class Camera(NamedTuple):
+  """World -> camera: x_cam = rotation @ x_world + translation; pixels = K x_cam / z."""
+  intrinsics: np.ndarray  # (3, 3)
+  rotation: np.ndarray  # (3, 3)
+  translation: np.ndarray  # (3,)
+
+
+def look_at(eye, target, focal, centre, up=(0.0, 1.0, 0.0)):
+  """A camera at ``eye`` looking at ``target`` with the world's ``up`` upwards in the image."""
+  eye, target, up = (np.asarray(v, float) for v in (eye, target, up))
+  forward = (target - eye) / np.linalg.norm(target - eye)
+  right = np.cross(forward, up)
+  right /= np.linalg.norm(right)
+  down = np.cross(forward, right)
+  rotation = np.stack([right, down, forward])
+  intrinsics = np.array([[focal, 0, centre[0]], [0, focal, centre[1]], [0, 0, 1.0]])
+  return Camera(intrinsics, rotation, -rotation @ eye)
+
+
+def project(camera: Camera, points):
+  """(..., 3) world points -> (..., 2) pixels and (...,) depths."""
+  cam = jnp.asarray(points) @ jnp.asarray(camera.rotation).T + jnp.asarray(camera.translation)
+  pixels = cam @ jnp.asarray(camera.intrinsics).T
+  return pixels[..., :2] / pixels[..., 2:], cam[..., 2]
+
+
+def crop_camera(camera: Camera, box, size):
+  """The camera whose image is the square ``box`` (x0, y0, side) resampled to ``size`` px."""
+  x0, y0, side = box
+  zoom = size / side
+  shift = np.array([[zoom, 0, -zoom * x0], [0, zoom, -zoom * y0], [0, 0, 1.0]])
+  return Camera(shift @ np.asarray(camera.intrinsics), camera.rotation, camera.translation)
+
+
+def square_box(pixels, margin=0.2):
+  """(x0, y0, side) of a square around 2D points with a relative margin."""
+  low, high = np.nanmin(pixels, axis=0), np.nanmax(pixels, axis=0)
+  side = float(np.max(high - low) * (1 + 2 * margin))
+  centre = (low + high) / 2
+  return float(centre[0] - side / 2), float(centre[1] - side / 2), side
+
+
+class BodyShapes(NamedTuple):
+  """One ellipsoid per body, in the body frame of the unscaled model."""
+  centre: np.ndarray  # (B, 3)
+  axes: np.ndarray  # (B, 3, 3) columns are the principal directions
+  radii: np.ndarray  # (B, 3) semi-axes, metres
+  colour: np.ndarray  # (B, 3) RGB in [0, 1]
+
+
+def body_shapes(model: SkeletalModel, padding=0.03, min_radius=0.05):
+  """Ellipsoids enclosing each body's points (origin, markers, child joints)."""
+  points = [[np.zeros(3)] for _ in range(model.num_bodies)]
+  for body, offset in zip(model.marker_body, np.asarray(model.marker_offsets)):
+    points[body].append(offset)
+  for parent, offset in zip(model.joint_parent_body, np.asarray(model.parent_translation)):
+    if parent >= 0:
+      points[parent].append(offset)
+  centre, axes, radii, colour = [], [], [], []
+  for b, name in enumerate(model.body_names):
+    p = np.array(points[b])
+    c = (p.max(0) + p.min(0)) / 2
+    _, _, vt = np.linalg.svd(p - c) if len(p) > 1 else (None, None, np.eye(3))
+    local = (p - c) @ vt.T
+    r = np.maximum(np.abs(local).max(0) + padding, min_radius)
+    centre.append(c)
+    axes.append(vt.T)
+    radii.append(r)
+    side = 1 if name.endswith("_r") else -1 if name.endswith("_l") else 0
+    colour.append({1: (0.85, 0.35, 0.3), -1: (0.3, 0.45, 0.85), 0: (0.8, 0.75, 0.65)}[side])
+  return BodyShapes(*(np.array(v) for v in (centre, axes, radii, colour)))
+
+
+def render(camera: Camera, shapes: BodyShapes, body_transforms, scales, background,
+           light=(-0.3, 0.5, 1.0), ambient=0.35):
+  """Renders one posed body over a background image.
+
+  Args:
+    camera: pinhole camera of the output image.
+    shapes: ``body_shapes(model)``.
+    body_transforms: (B, 4, 4) world frames of the bodies.
+    scales: (B, 3) body scale factors (ellipsoids scale with their body).
+    background: (H, W, 3) image in [0, 1].
+    light: direction the light travels in camera coordinates.
+
+  Returns:
+    (image (H, W, 3) in [0, 1], body index per pixel (H, W), -1 for background).
+  """
+  height, width = background.shape[:2]
+  rotation = jnp.asarray(camera.rotation) @ body_transforms[:, :3, :3]  # body -> camera
+  origin = body_transforms[:, :3, 3] @ jnp.asarray(camera.rotation).T + camera.translation
+  centre = jnp.einsum("bij,bj->bi", rotation, jnp.asarray(shapes.centre) * scales) + origin
+  axes = rotation @ jnp.asarray(shapes.axes)  # (B, 3, 3) principal directions in camera
+  radii = jnp.asarray(shapes.radii) * jnp.einsum("bij,bi->bj", jnp.abs(jnp.asarray(shapes.axes)),
+                                                 scales)
+  v, u = jnp.meshgrid(jnp.arange(height) + 0.5, jnp.arange(width) + 0.5, indexing="ij")
+  rays = jnp.stack([u, v, jnp.ones_like(u)], -1) @ jnp.linalg.inv(
+      jnp.asarray(camera.intrinsics)).T  # (H, W, 3), z = 1
+  # Ray x = t d hits ellipsoid |diag(1/r) A^T (x - c)| = 1 where t^2 a.a - 2 t a.b + b.b = 1.
+  a = jnp.einsum("hwi,bij->bhwj", rays, axes) / radii[:, None, None, :]
+  b = jnp.einsum("bi,bij->bj", centre, axes) / radii
+  aa = jnp.sum(a * a, -1)
+  ab = jnp.einsum("bhwj,bj->bhw", a, b)
+  disc = ab**2 - aa * (jnp.sum(b * b, -1)[:, None, None] - 1)
+  depth = (ab - jnp.sqrt(jnp.maximum(disc, 0))) / aa
+  depth = jnp.where((disc > 0) & (depth > 0), depth, jnp.inf)
+  nearest = jnp.argmin(depth, axis=0)
+  hit = jnp.isfinite(jnp.min(depth, axis=0))
+  t = jnp.take_along_axis(depth, nearest[None], 0)[0]
+  point = rays * jnp.where(hit, t, 0)[..., None]
+  local = jnp.einsum("hwi,hwij->hwj", point - centre[nearest], axes[nearest]) / radii[nearest]**2
+  normal = jnp.einsum("hwij,hwj->hwi", axes[nearest], local)
+  normal = normal / jnp.maximum(jnp.linalg.norm(normal, axis=-1, keepdims=True), 1e-9)
+  light = jnp.asarray(light) / jnp.linalg.norm(jnp.asarray(light))
+  shade = ambient + (1 - ambient) * jnp.maximum(-jnp.sum(normal * light, -1), 0.0)
+  body = jnp.asarray(shapes.colour)[nearest] * shade[..., None]
+  image = jnp.where(hit[..., None], body, background)
+  return jnp.clip(image, 0.0, 1.0), jnp.where(hit, nearest, -1)
+
+
+def background(rng, size):
+  """A random smooth background: a colour gradient with low-frequency texture."""
+  corners = rng.uniform(0.1, 0.9, (2, 2, 3))
+  y, x = np.meshgrid(np.linspace(0, 1, size), np.linspace(0, 1, size), indexing="ij")
+  image = ((1 - y)[..., None] * ((1 - x)[..., None] * corners[0, 0] + x[..., None] * corners[0, 1])
+           + y[..., None] * ((1 - x)[..., None] * corners[1, 0] + x[..., None] * corners[1, 1]))
+  coarse = rng.normal(0, 0.1, (6, 6, 3))
+  texture = np.asarray(jax.image.resize(coarse, (size, size, 3), "cubic"))
+  return np.clip(image + texture, 0, 1)
