@@ -1,0 +1,198 @@
+"""Input pipeline over TFDS array_record data sources (random access, no TensorFlow).
+
+Per-frame examples with train-time augmentation, and fixed-length windows of consecutive
+frames that never cross clip boundaries; shuffled deterministically from (seed, epoch),
+sharded by process, batched as (devices, per_device_batch, ...) for a pmapped step, and
+prefetched on a background thread.
+"""
+
+import dataclasses
+import queue
+import threading
+
+import numpy as np
+import PIL.Image
+
+from d3ke_jax.data.d3ke_synthetic import decode_jpeg
+
+LABELS_3D = ("joints", "markers")  # camera-frame points rotated with the image
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+  """Train-time augmentation, as in the paper: crop scale, rotation, translation, colour
+  jitter and synthetic occluders. Zeros switch a part off."""
+  scale: float = 0.15  # crop zoom factor in 1 +- scale
+  rotation_degrees: float = 20.0
+  translation: float = 0.05  # fraction of the crop size
+  colour: float = 0.2  # brightness, contrast and saturation in 1 +- colour
+  occluders: int = 2  # up to this many random rectangles
+
+  @classmethod
+  def none(cls):
+    return cls(0.0, 0.0, 0.0, 0.0, 0)
+
+
+def rotation_z(angle):
+  c, s = np.cos(angle), np.sin(angle)
+  return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def augment(example, rng, config: Augmentation):
+  """Warps the image and transforms every label consistently.
+
+  The image rotates about the principal point, which equals rotating the camera about its
+  optical axis: 3D labels rotate by the same angle about the camera's z axis, and the
+  intrinsics only take the zoom and shift.
+  """
+  out = dict(example)
+  image = example["image"]
+  size = image.shape[0]
+  k = np.asarray(example["intrinsics"], float)
+  angle = np.radians(rng.uniform(-1, 1) * config.rotation_degrees)
+  zoom = 1 + rng.uniform(-1, 1) * config.scale
+  shift = rng.uniform(-1, 1, 2) * config.translation * size
+  spin = rotation_z(angle)
+  for name in LABELS_3D:
+    out[name] = (np.asarray(example[name]) @ spin.T).astype(np.float32)
+  out["pelvis_rotation"] = (spin @ example["pelvis_rotation"]).astype(np.float32)
+  # New intrinsics: zoom about the principal point, then shift.
+  new_k = k.copy()
+  new_k[:2, :2] *= zoom
+  new_k[:2, 2] += shift
+  out["intrinsics"] = new_k.astype(np.float32)
+  # New pixels p' = K' R K^-1 p, so each new pixel reads the old image at K R^T K'^-1 p'.
+  out["image"] = _warp(image, k @ spin.T @ np.linalg.inv(new_k))
+  for name in ("joints", "markers"):
+    points = out[name] @ new_k.T
+    out[f"{name}_2d"] = (points[:, :2] / points[:, 2:]).astype(np.float32)
+  out["image"] = _colour(out["image"], rng, config.colour)
+  out["image"] = _occlude(out["image"], rng, config.occluders)
+  return out
+
+
+def _warp(image, to_old):
+  """Resamples ``image`` at old = to_old @ new (homogeneous pixel coordinates), bilinear."""
+  coefficients = (to_old / to_old[2, 2]).reshape(-1)[:8]
+  return np.asarray(PIL.Image.fromarray(image).transform(
+      image.shape[1::-1], PIL.Image.Transform.PERSPECTIVE, tuple(coefficients),
+      resample=PIL.Image.Resampling.BILINEAR))
+
+
+def _colour(image, rng, amount):
+  if not amount:
+    return image
+  x = image.astype(np.float32) / 255
+  x = x * rng.uniform(1 - amount, 1 + amount)  # brightness
+  mean = x.mean()
+  x = (x - mean) * rng.uniform(1 - amount, 1 + amount) + mean  # contrast
+  grey = x.mean(-1, keepdims=True)
+  x = (x - grey) * rng.uniform(1 - amount, 1 + amount) + grey  # saturation
+  return (np.clip(x, 0, 1) * 255).astype(np.uint8)
+
+
+def _occlude(image, rng, count):
+  image = image.copy()
+  size = image.shape[0]
+  for _ in range(rng.integers(0, count + 1)):
+    w, h = rng.integers(size // 10, size // 4, 2)
+    x, y = rng.integers(0, size - w), rng.integers(0, size - h)
+    image[y:y + h, x:x + w] = rng.integers(0, 256, 3)
+  return image
+
+
+def decode(record):
+  """A stored record -> example dict with the image as uint8 (H, W, 3) and text as str."""
+  out = {k: (v.decode() if isinstance(v, bytes) and k != "image" else v) for k, v in
+         record.items()}
+  out["image"] = decode_jpeg(record["image"])
+  return out
+
+
+def clip_ids(source):
+  """The clip of every record (records of a clip are consecutive, frames in order)."""
+  return np.array([source[i]["clip"] for i in range(len(source))])
+
+
+def window_starts(clips, window, stride):
+  """Starts of windows of ``window`` consecutive records inside one clip, every ``stride``."""
+  starts = []
+  edges = np.flatnonzero(np.diff(clips)) + 1
+  for begin, end in zip(np.concatenate([[0], edges]), np.concatenate([edges, [len(clips)]])):
+    starts.extend(range(begin, end - window + 1, stride))
+  return np.array(starts, int)
+
+
+def _order(count, seed, epoch, shuffle, process_index, process_count):
+  order = np.arange(count)
+  if shuffle:
+    order = np.random.default_rng([seed, epoch]).permutation(count)
+  return order[process_index::process_count]
+
+
+def frame_batches(source, batch_size, devices=1, seed=0, epoch=0, shuffle=True,
+                  augmentation: Augmentation = None, process_index=0, process_count=1,
+                  drop_remainder=True):
+  """Yields batches of frames as dicts of arrays shaped (devices, batch_size // devices, ...).
+
+  ``batch_size`` is this process's share; the order depends only on (seed, epoch).
+  """
+  if batch_size % devices:
+    raise ValueError(f"batch size {batch_size} is not divisible by {devices} devices")
+  order = _order(len(source), seed, epoch, shuffle, process_index, process_count)
+  for first in range(0, len(order), batch_size):
+    chunk = order[first:first + batch_size]
+    if len(chunk) < batch_size and drop_remainder:
+      return
+    examples = []
+    for index in chunk:
+      example = decode(source[int(index)])
+      if augmentation is not None:
+        example = augment(example, np.random.default_rng([seed, epoch, int(index)]), augmentation)
+      examples.append(example)
+    yield _stack(examples, devices)
+
+
+def window_batches(source, window, stride, batch_size, devices=1, seed=0, epoch=0,
+                   shuffle=True, images=False, process_index=0, process_count=1, clips=None):
+  """Yields batches of windows (devices, per_device, window, ...) of consecutive frames."""
+  clips = clip_ids(source) if clips is None else clips
+  starts = window_starts(clips, window, stride)
+  order = starts[_order(len(starts), seed, epoch, shuffle, process_index, process_count)]
+  for first in range(0, len(order) - batch_size + 1, batch_size):
+    windows = []
+    for start in order[first:first + batch_size]:
+      frames = [source[int(i)] for i in range(start, start + window)]
+      frames = [decode(f) if images else {k: v for k, v in f.items() if k != "image"}
+                for f in frames]
+      windows.append({k: np.stack([f[k] for f in frames]) for k in frames[0]
+                      if not isinstance(frames[0][k], (str, bytes))})
+    yield _stack(windows, devices)
+
+
+def _stack(examples, devices):
+  batch = {}
+  for key in examples[0]:
+    values = [e[key] for e in examples]
+    if isinstance(values[0], (str, bytes)):
+      continue
+    array = np.stack(values)
+    batch[key] = array.reshape((devices, -1) + array.shape[1:])
+  return batch
+
+
+def prefetch(iterator, size=2):
+  """Runs ``iterator`` on a background thread, ``size`` items ahead."""
+  items = queue.Queue(maxsize=size)
+  done = object()
+
+  def work():
+    try:
+      for item in iterator:
+        items.put(item)
+    finally:
+      items.put(done)
+
+  threading.Thread(target=work, daemon=True).start()
+  while (item := items.get()) is not done:
+    yield item

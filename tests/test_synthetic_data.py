@@ -1,0 +1,167 @@
+"""The synthetic dataset: rendering, ground-truth consistency, splits, windows, augmentation."""
+
+import functools
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from d3ke_jax.data import frames, pipeline, render, synthetic
+from d3ke_jax.data.d3ke_synthetic import D3keSynthetic, SyntheticConfig, split_subjects
+from d3ke_jax.skeleton import forward_kinematics, load_osim
+
+
+@functools.lru_cache(maxsize=None)
+def _model():
+  return load_osim()
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+  """A small dataset built by TFDS into a temporary directory (array_record)."""
+  config = SyntheticConfig(name="test", image_size=48, num_subjects=5, frames_per_clip=6,
+                           movements=("walking", "squatting"))
+  builder = D3keSynthetic(config=config, data_dir=str(tmp_path_factory.mktemp("tfds")),
+                          file_format="array_record")
+  builder.download_and_prepare()
+  return builder.as_data_source(), builder
+
+
+def _pose(model, frames_=1):
+  subject = synthetic.make_subject(model, 0)
+  coords = synthetic.movement(model, "walking", subject, 10)[:frames_]
+  return subject, coords, forward_kinematics(model, coords, scales=subject.scales)
+
+
+def test_markers_project_onto_the_drawn_body():
+  model = _model()
+  subject, _, out = _pose(model)
+  camera = frames.camera("frontal")
+  pixels, _ = render.project(camera, out.markers[0])
+  crop = render.crop_camera(camera, render.square_box(np.asarray(pixels)), 128)
+  _, body = render.render(crop, render.body_shapes(model), out.body_transforms[0],
+                          jnp.asarray(subject.scales), jnp.zeros((128, 128, 3)))
+  uv, _ = render.project(crop, out.markers[0])
+  on_body = [np.asarray(body)[int(v), int(u)] >= 0 for u, v in np.asarray(uv)]
+  assert np.mean(on_body) > 0.9
+
+
+def test_torso_hides_an_arm_behind_it():
+  model = _model()
+  q = np.asarray(model.coordinate_defaults).copy()
+  q[model.coordinate_index("shoulder_flex_r")] = -0.9  # arm swung back, behind the trunk
+  q[model.coordinate_index("shoulder_add_r")] = 0.45  # and across the back
+  out = forward_kinematics(model, q[None])
+  shapes = render.body_shapes(model)
+  # Look from behind and from the front: the hand is visible from behind only.
+  hand = out.joint_origins[0, model.joint_index("radiocarpal_r")]
+  seen = {}
+  for name, eye in (("front", (4.0, 0.2, 0.0)), ("back", (-4.0, 0.2, 0.0))):
+    camera = render.look_at(eye, (0, 0, 0), 400, (64, 64))
+    _, body = render.render(camera, shapes, out.body_transforms[0], jnp.ones((model.num_bodies, 3)),
+                            jnp.zeros((128, 128, 3)))
+    (u, v), _ = render.project(camera, hand)
+    seen[name] = model.body_names[int(np.asarray(body)[int(v), int(u)])]
+  assert seen["back"] in ("hand_r", "radius_r", "ulna_r")
+  assert seen["front"] not in ("hand_r", "radius_r", "ulna_r")
+
+
+def test_left_and_right_are_distinguishable():
+  shapes = render.body_shapes(_model())
+  names = _model().body_names
+  assert not np.allclose(shapes.colour[names.index("femur_r")], shapes.colour[names.index("femur_l")])
+
+
+def test_subjects_and_movements_stay_in_range():
+  model = _model()
+  low, high = np.asarray(model.coordinate_ranges).T
+  for index in range(3):
+    subject = synthetic.make_subject(model, index)
+    assert np.all((subject.scales >= 0.8) & (subject.scales <= 1.2))
+    np.testing.assert_array_equal(subject.scales[model.body_index("femur_r")],
+                                  subject.scales[model.body_index("femur_l")])
+    for name in synthetic.MOVEMENTS:
+      coords = synthetic.movement(model, name, subject, 20)
+      assert np.all((coords >= low) & (coords <= high)), name
+      assert np.max(np.abs(np.diff(coords, axis=0))) < 0.5  # smooth at 30 fps
+  with pytest.raises(KeyError, match="unknown movement"):
+    synthetic.movement(model, "moonwalk", synthetic.make_subject(model, 0), 5)
+
+
+def test_splits_never_share_subjects():
+  for n in (5, 12, 30, 90):
+    train, validation, test = split_subjects(n)
+    assert len(train) + len(validation) + len(test) == n
+    assert not (set(train) & set(validation) or set(train) & set(test) or set(validation) & set(test))
+
+
+def test_records_are_self_consistent(source):
+  sources, _ = source
+  model = _model()
+  record = pipeline.decode(sources["train"][3])
+  assert record["image"].shape == (48, 48, 3)
+  low, high = np.asarray(model.coordinate_ranges).T
+  assert np.all((record["coordinates"] >= low - 1e-6) & (record["coordinates"] <= high + 1e-6))
+  out = forward_kinematics(model, record["coordinates"].astype(np.float64),
+                           scales=record["scales"].astype(np.float64))
+  rotation, translation = record["camera_rotation"], record["camera_translation"]
+  np.testing.assert_allclose(np.asarray(out.markers) @ rotation.T + translation,
+                             record["markers"], atol=2e-5)
+  np.testing.assert_allclose(np.asarray(out.joint_origins) @ rotation.T + translation,
+                             record["joints"], atol=2e-5)
+  np.testing.assert_allclose(rotation @ np.asarray(out.body_transforms[model.root_body, :3, :3]),
+                             record["pelvis_rotation"], atol=1e-5)
+  projected = record["markers"] @ record["intrinsics"].T
+  np.testing.assert_allclose(projected[:, :2] / projected[:, 2:], record["markers_2d"], atol=1e-3)
+
+
+def test_splits_and_windows_respect_subjects_and_clips(source):
+  sources, _ = source
+  subjects = {name: {sources[name][i]["subject"] for i in range(len(sources[name]))}
+              for name in ("train", "validation", "test")}
+  assert not (subjects["train"] & subjects["test"] or subjects["train"] & subjects["validation"])
+  clips = pipeline.clip_ids(sources["train"])
+  starts = pipeline.window_starts(clips, window=4, stride=1)
+  assert all(clips[s] == clips[s + 3] for s in starts)
+  assert len(starts) == len(set(clips)) * 3  # 6-frame clips hold 3 windows of 4
+  batch = next(pipeline.window_batches(sources["train"], 4, 2, batch_size=4, devices=2,
+                                       clips=clips))
+  assert batch["coordinates"].shape[:3] == (2, 2, 4)
+  np.testing.assert_array_equal(np.diff(batch["frame"], axis=-1), 1)
+  assert np.all(batch["clip"] == batch["clip"][..., :1])
+
+
+def test_frame_batches_are_deterministic_and_sharded(source):
+  sources, _ = source
+  train = sources["train"]
+  first = next(pipeline.frame_batches(train, 4, devices=2, seed=3))
+  again = next(pipeline.frame_batches(train, 4, devices=2, seed=3))
+  other = next(pipeline.frame_batches(train, 4, devices=2, seed=4))
+  assert first["image"].shape == (2, 2, 48, 48, 3)
+  np.testing.assert_array_equal(first["image"], again["image"])
+  assert not np.array_equal(first["frame"] * 1000 + first["clip"], other["frame"] * 1000 + other["clip"])
+  shards = [np.concatenate([b["clip"].reshape(-1) * 100 + b["frame"].reshape(-1) for b in
+                            pipeline.frame_batches(train, 2, seed=0, process_index=p,
+                                                   process_count=2, drop_remainder=False)])
+            for p in (0, 1)]
+  assert not set(shards[0]) & set(shards[1])
+  assert len(shards[0]) + len(shards[1]) == len(train)
+
+
+def test_augmentation_moves_labels_with_pixels(source):
+  sources, _ = source
+  example = pipeline.decode(sources["train"][2])
+  rng = np.random.default_rng(0)
+  warped = pipeline.augment(example, rng, pipeline.Augmentation(colour=0.0, occluders=0))
+  # Stored labels stay consistent: 2D = projection of the (rotated) 3D points.
+  projected = warped["markers"] @ warped["intrinsics"].T
+  np.testing.assert_allclose(projected[:, :2] / projected[:, 2:], warped["markers_2d"], atol=1e-3)
+  # And the pixels moved with them: colours at the new marker positions match the old.
+  size = example["image"].shape[0]
+  inside = np.all((warped["markers_2d"] > 4) & (warped["markers_2d"] < size - 4), axis=1) & \
+      np.all((example["markers_2d"] > 4) & (example["markers_2d"] < size - 4), axis=1)
+  old = np.array([example["image"][int(v), int(u)] for u, v in example["markers_2d"][inside]], float)
+  new = np.array([warped["image"][int(v), int(u)] for u, v in warped["markers_2d"][inside]], float)
+  assert inside.sum() > 20
+  assert np.median(np.abs(old - new)) < 25
+  assert not np.allclose(warped["markers_2d"], example["markers_2d"], atol=1.0)
