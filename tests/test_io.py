@@ -1,5 +1,7 @@
 """OpenSim file formats: .trc and .mot round trips, OpenSim reading our files, bad input."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -77,6 +79,14 @@ def test_mot_without_endheader_is_rejected(tmp_path):
   path.write_text("time\tx\n0\t1\n")
   with pytest.raises(MotError, match="endheader"):
     read_mot(path)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+  with atomic_write(tmp_path / "out.txt") as f:
+    f.write("done")
+  mask = os.umask(0)
+  os.umask(mask)
+  assert os.stat(tmp_path / "out.txt").st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_interrupted_write_leaves_no_file(tmp_path):

@@ -113,6 +113,12 @@ def test_records_are_self_consistent(source):
                              record["pelvis_rotation"], atol=1e-5)
   projected = record["markers"] @ record["intrinsics"].T
   np.testing.assert_allclose(projected[:, :2] / projected[:, 2:], record["markers_2d"], atol=1e-3)
+  # The D3KE layer's view: root-relative, camera-oriented, from the stored pelvis rotation.
+  relative = forward_kinematics(model, record["coordinates"].astype(np.float64),
+                                scales=record["scales"].astype(np.float64),
+                                root_rotation=record["pelvis_rotation"].astype(np.float64))
+  root = record["joints"][model.root_joint]
+  np.testing.assert_allclose(relative.markers, record["markers"] - root, atol=2e-5)
 
 
 def test_splits_and_windows_respect_subjects_and_clips(source):

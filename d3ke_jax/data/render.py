@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from d3ke_jax.skeleton.model import SkeletalModel
+from d3ke_jax.skeleton.model import SkeletalModel, body_points
 
 
 class Camera(NamedTuple):
@@ -67,15 +67,8 @@ class BodyShapes(NamedTuple):
 
 def body_shapes(model: SkeletalModel, padding=0.03, min_radius=0.05):
   """Ellipsoids enclosing each body's points (origin, markers, child joints)."""
-  points = [[np.zeros(3)] for _ in range(model.num_bodies)]
-  for body, offset in zip(model.marker_body, np.asarray(model.marker_offsets)):
-    points[body].append(offset)
-  for parent, offset in zip(model.joint_parent_body, np.asarray(model.parent_translation)):
-    if parent >= 0:
-      points[parent].append(offset)
   centre, axes, radii, colour = [], [], [], []
-  for b, name in enumerate(model.body_names):
-    p = np.array(points[b])
+  for p, name in zip(body_points(model), model.body_names):
     c = (p.max(0) + p.min(0)) / 2
     _, _, vt = np.linalg.svd(p - c) if len(p) > 1 else (None, None, np.eye(3))
     local = (p - c) @ vt.T

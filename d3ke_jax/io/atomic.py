@@ -17,10 +17,17 @@ def atomic_path(path):
   os.close(fd)
   try:
     yield tmp
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
     os.replace(tmp, path)
   finally:
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
+
+
+def _umask():
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
 
 
 @contextlib.contextmanager

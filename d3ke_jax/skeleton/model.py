@@ -112,3 +112,15 @@ def _index(names, name, kind, source):
     return names.index(name)
   except ValueError:
     raise KeyError(f"{source}: the model has no {kind} named {name!r}") from None
+
+
+def body_points(model: SkeletalModel):
+  """Points fixed to each body, in its frame: its origin, its markers and the joint centres
+  of its children. A list of (n_b, 3) arrays, one per body."""
+  points = [[np.zeros(3)] for _ in range(model.num_bodies)]
+  for body, offset in zip(model.marker_body, np.asarray(model.marker_offsets)):
+    points[body].append(offset)
+  for parent, offset in zip(model.joint_parent_body, np.asarray(model.parent_translation)):
+    if parent != GROUND:
+      points[parent].append(offset)
+  return [np.array(p) for p in points]

@@ -3,9 +3,9 @@
 Positions in metres in, millimetres out; angles in radians in, degrees out.
 """
 
-import collections
-
 import numpy as np
+
+from d3ke_jax.skeleton.model import body_points
 
 
 def mpblpe(pred_markers, true_markers, pred_root, true_root):
@@ -21,13 +21,7 @@ def mpblpe(pred_markers, true_markers, pred_root, true_root):
 def body_extents(model):
   """(longest axis (B,), extent along it in metres (B,)) of every body, from the points
   fixed to it: its origin, its markers and the joints of its children."""
-  points = collections.defaultdict(lambda: [np.zeros(3)])
-  for body, offset in zip(model.marker_body, np.asarray(model.marker_offsets)):
-    points[body].append(offset)
-  for parent, offset in zip(model.joint_parent_body, np.asarray(model.parent_translation)):
-    if parent >= 0:
-      points[parent].append(offset)
-  extent = np.array([np.ptp(np.array(points[b]), axis=0) for b in range(model.num_bodies)])
+  extent = np.array([np.ptp(points, axis=0) for points in body_points(model)])
   axis = np.argmax(extent, axis=1)
   return axis, extent[np.arange(model.num_bodies), axis]
 
