@@ -23,7 +23,7 @@ def default_model():
 
 @functools.lru_cache(maxsize=1)
 def _renderer():
-  return jax.jit(jax.vmap(render.render, in_axes=(0, None, 0, None, 0)))
+  return jax.jit(jax.vmap(render.render, in_axes=(0, None, 0, None, 0, None, None)))
 
 
 def camera(view):
@@ -54,14 +54,17 @@ def _clip(model, shapes, subject, movement, view, clip, coords, out, size, seed)
   full = camera(view)
   markers_px, _ = render.project(full, out.markers)
   crops, boxes = [], []
+  margin = rng.uniform(0.1, 0.25)
   for t in range(len(coords)):
-    box = render.square_box(np.asarray(markers_px[t]), margin=rng.uniform(0.1, 0.25))
+    box = render.square_box(np.asarray(markers_px[t]), margin=margin)
     boxes.append(box)
     crops.append(render.crop_camera(full, box, size))
   cameras = render.Camera(*(np.stack(parts) for parts in zip(*crops)))
   backgrounds = np.repeat(render.background(rng, size)[None], len(coords), 0)
+  # Lighting varies by clip: from the camera's side, above, at random.
+  light = jnp.asarray([rng.uniform(-0.6, 0.6), rng.uniform(0.2, 0.8), 1.0])
   images, _ = _renderer()(cameras, shapes, out.body_transforms, jnp.asarray(subject.scales),
-                          jnp.asarray(backgrounds))
+                          jnp.asarray(backgrounds), light, rng.uniform(0.25, 0.45))
   images = np.asarray(images) + rng.normal(0, 0.02, np.shape(images))
   images = (np.clip(images, 0, 1) * 255).astype(np.uint8)
   rotation = np.asarray(full.rotation)
