@@ -41,12 +41,13 @@ class PerFrameD3KE(nn.Module):
   width_per_group: int = 4
   head_hidden: int = 0
   dtype: Any = jnp.float32
+  axis_name: Any = None  # pmap axis for BatchNorm statistics in training
 
   @nn.compact
   def __call__(self, images, train=False):
     features = ResNeXt(stage_sizes=self.stage_sizes, groups=self.groups,
                        width_per_group=self.width_per_group, dtype=self.dtype,
-                       name="backbone")(images, train=train)
+                       axis_name=self.axis_name, name="backbone")(images, train=train)
     return heads.KinematicHead(self.bounds, hidden=self.head_hidden, name="head")(features)
 
 

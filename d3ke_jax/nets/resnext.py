@@ -24,12 +24,14 @@ class Bottleneck(nn.Module):
   groups: int
   width_per_group: int
   dtype: Any = jnp.float32
+  axis_name: Any = None
 
   @nn.compact
   def __call__(self, x, train):
     width = int(self.planes * (self.width_per_group / 64.0)) * self.groups
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
-    norm = functools.partial(BatchNorm, use_running_average=not train, dtype=self.dtype)
+    norm = functools.partial(BatchNorm, use_running_average=not train, dtype=self.dtype,
+                             axis_name=self.axis_name if train else None)
     out = nn.relu(norm(name="bn1")(conv(width, (1, 1), name="conv1")(x)))
     out = conv(width, (3, 3), strides=self.stride, padding=((1, 1), (1, 1)),
                feature_group_count=self.groups, name="conv2")(out)
@@ -49,26 +51,31 @@ class ResNeXt(nn.Module):
     groups: cardinality. width_per_group: channels per group at the first stage.
     num_classes: size of the classifier (torchvision's ``fc``); 0 returns pooled features.
     dtype: computation dtype (e.g. ``jnp.bfloat16``); parameters stay float32.
+    axis_name: pmap axis over which training-mode BatchNorm averages its statistics, so
+      N devices normalise like one device with the whole batch.
   """
   stage_sizes: Sequence[int] = (3, 4, 6, 3)
   groups: int = 32
   width_per_group: int = 4
   num_classes: int = 0
   dtype: Any = jnp.float32
+  axis_name: Any = None
 
   @nn.compact
   def __call__(self, x, train=False, return_stages=False):
     x = jnp.asarray(x, self.dtype)
     x = nn.Conv(64, (7, 7), strides=2, padding=((3, 3), (3, 3)), use_bias=False,
                 dtype=self.dtype, name="conv1")(x)
-    x = nn.relu(BatchNorm(use_running_average=not train, dtype=self.dtype, name="bn1")(x))
+    x = nn.relu(BatchNorm(use_running_average=not train, dtype=self.dtype,
+                          axis_name=self.axis_name if train else None, name="bn1")(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     stages = []
     for i, blocks in enumerate(self.stage_sizes):
       for j in range(blocks):
         x = Bottleneck(planes=64 * 2**i, stride=2 if i > 0 and j == 0 else 1,
                        groups=self.groups, width_per_group=self.width_per_group,
-                       dtype=self.dtype, name=f"layer{i + 1}_{j}")(x, train)
+                       dtype=self.dtype, axis_name=self.axis_name,
+                       name=f"layer{i + 1}_{j}")(x, train)
       stages.append(x)
     out = jnp.mean(x, axis=(1, 2))
     if self.num_classes:

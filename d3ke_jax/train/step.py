@@ -1,0 +1,102 @@
+"""The per-frame D3KE train and eval steps, written once and pmapped over local devices.
+
+Gradients, losses and BatchNorm statistics are averaged across devices (axis ``batch``),
+so N devices with a global batch of B give the same update as one device with B.
+"""
+
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from d3ke_jax.nets.d3ke import skeletal_layer
+from d3ke_jax.train.losses import Targets, d3ke_loss
+
+AXIS = "batch"
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jnp.ndarray
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def create_state(network, optimizer, images, rng):
+  variables = network.init(rng, images)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                    batch_stats=variables.get("batch_stats", {}),
+                    opt_state=optimizer.init(variables["params"]))
+
+
+def targets_from_batch(batch, layout):
+  """Loss targets from a pipeline batch (camera-frame ground truth)."""
+  index = jnp.asarray(layout.coordinates)
+  return Targets(coords=batch["coordinates"][..., index],
+                 scales=batch["scales"][..., jnp.asarray([g[0] for g in layout.body_groups]), :],
+                 joints=batch["joints"], markers=batch["markers"],
+                 frame_mask=batch["frame_valid"].astype(jnp.float32),
+                 coordinate_mask=batch["coordinate_valid"][..., index].astype(jnp.float32))
+
+
+def images_from_batch(batch):
+  return batch["image"].astype(jnp.float32) / 255.0 - 0.5
+
+
+def _loss(network, model, layout, weights, params, batch_stats, batch, train):
+  variables = {"params": params, "batch_stats": batch_stats}
+  if train:
+    kinematics, updates = network.apply(variables, images_from_batch(batch), train=True,
+                                        mutable=["batch_stats"])
+    batch_stats = updates["batch_stats"]
+  else:
+    kinematics = network.apply(variables, images_from_batch(batch), train=False)
+  pose = skeletal_layer(model, layout, kinematics)
+  loss, terms = d3ke_loss(kinematics, pose, targets_from_batch(batch, layout), weights,
+                          root_joint=model.root_joint)
+  return loss, (terms, batch_stats, kinematics)
+
+
+def train_step(state: TrainState, batch, *, network, model, layout, weights, optimizer):
+  """One optimizer step on this device's share of the batch (call through ``pmap``)."""
+  grad_fn = jax.value_and_grad(functools.partial(_loss, network, model, layout, weights),
+                               has_aux=True)
+  (loss, (terms, batch_stats, _)), grads = grad_fn(state.params, state.batch_stats, batch, True)
+  grads = jax.lax.pmean(grads, AXIS)
+  batch_stats = jax.lax.pmean(batch_stats, AXIS)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                        batch_stats=batch_stats, opt_state=opt_state)
+  metrics = jax.lax.pmean({"loss": loss, **{f"loss_{k}": v for k, v in terms.items()}}, AXIS)
+  return state, metrics
+
+
+def eval_step(state: TrainState, batch, *, network, model, layout, weights):
+  """Losses and predictions (kinematics) on this device's share (call through ``pmap``)."""
+  loss, (terms, _, kinematics) = _loss(network, model, layout, weights, state.params,
+                                       state.batch_stats, batch, False)
+  metrics = jax.lax.pmean({"loss": loss, **{f"loss_{k}": v for k, v in terms.items()}}, AXIS)
+  return metrics, kinematics
+
+
+def pmapped(network, model, layout, weights, optimizer, devices=None):
+  """(train_step, eval_step) pmapped over ``devices`` (default: all local devices); the
+  state is replicated on them and batches are shaped (devices, per_device_batch, ...)."""
+  static = dict(network=network, model=model, layout=layout, weights=weights)
+  train = jax.pmap(functools.partial(train_step, optimizer=optimizer, **static), axis_name=AXIS,
+                   devices=devices)
+  evaluate = jax.pmap(functools.partial(eval_step, **static), axis_name=AXIS, devices=devices)
+  return train, evaluate
+
+
+def replicate(tree, count):
+  """Stacks ``count`` copies of every leaf: the replicated layout pmap expects."""
+  return jax.tree.map(lambda x: jnp.broadcast_to(x, (count,) + jnp.shape(x)), tree)
+
+
+def unreplicate(tree):
+  return jax.tree.map(lambda x: x[0], tree)
