@@ -47,6 +47,9 @@ class D3keSynthetic(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
   BUILDER_CONFIGS = [
+      SyntheticConfig(name="micro", description="32 px, 5 subjects, 2 movements, 8-frame "
+                      "clips (unit tests)", image_size=32, num_subjects=5, frames_per_clip=8,
+                      movements=("squatting", "walking")),
       SyntheticConfig(name="tiny", description="64 px, 12 subjects, 30-frame clips "
                       "(CPU tests and the README's first command)", image_size=64,
                       num_subjects=12, frames_per_clip=30),

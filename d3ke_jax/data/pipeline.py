@@ -132,15 +132,16 @@ def _order(count, seed, epoch, shuffle, process_index, process_count):
 
 def frame_batches(source, batch_size, devices=1, seed=0, epoch=0, shuffle=True,
                   augmentation: Augmentation = None, process_index=0, process_count=1,
-                  drop_remainder=True):
+                  drop_remainder=True, start_batch=0):
   """Yields batches of frames as dicts of arrays shaped (devices, batch_size // devices, ...).
 
-  ``batch_size`` is this process's share; the order depends only on (seed, epoch).
+  ``batch_size`` is this process's share; the order depends only on (seed, epoch), and
+  ``start_batch`` skips the first batches of the epoch (resuming) without reading them.
   """
   if batch_size % devices:
     raise ValueError(f"batch size {batch_size} is not divisible by {devices} devices")
   order = _order(len(source), seed, epoch, shuffle, process_index, process_count)
-  for first in range(0, len(order), batch_size):
+  for first in range(start_batch * batch_size, len(order), batch_size):
     chunk = order[first:first + batch_size]
     if len(chunk) < batch_size and drop_remainder:
       return

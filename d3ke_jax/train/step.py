@@ -58,7 +58,7 @@ def _loss(network, model, layout, weights, params, batch_stats, batch, train):
   pose = skeletal_layer(model, layout, kinematics)
   loss, terms = d3ke_loss(kinematics, pose, targets_from_batch(batch, layout), weights,
                           root_joint=model.root_joint)
-  return loss, (terms, batch_stats, kinematics)
+  return loss, (terms, batch_stats, (kinematics, pose))
 
 
 def train_step(state: TrainState, batch, *, network, model, layout, weights, optimizer):
@@ -76,11 +76,11 @@ def train_step(state: TrainState, batch, *, network, model, layout, weights, opt
 
 
 def eval_step(state: TrainState, batch, *, network, model, layout, weights):
-  """Losses and predictions (kinematics) on this device's share (call through ``pmap``)."""
-  loss, (terms, _, kinematics) = _loss(network, model, layout, weights, state.params,
-                                       state.batch_stats, batch, False)
+  """Losses and predictions (kinematics, pose) on this device's share (through ``pmap``)."""
+  loss, (terms, _, (kinematics, pose)) = _loss(network, model, layout, weights, state.params,
+                                               state.batch_stats, batch, False)
   metrics = jax.lax.pmean({"loss": loss, **{f"loss_{k}": v for k, v in terms.items()}}, AXIS)
-  return metrics, kinematics
+  return metrics, kinematics, pose
 
 
 def pmapped(network, model, layout, weights, optimizer, devices=None):
