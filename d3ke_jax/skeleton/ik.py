@@ -53,9 +53,8 @@ def _columns(axis_inputs, couplers, free):
   """How axis effects add up to Jacobian columns of the free coordinates.
 
   Every coordinate follows one free coordinate (itself, or the independent coordinate at
-  the top of its coupler chain), or none when locked. Returns the free column of every
-  axis (-1: none), the first axis of every column (-1: none), and the other axes with
-  their columns.
+  the top of its coupler chain), or none when locked. Returns the first axis of every
+  column (-1: none), and the other axes with their columns.
   """
   source = {c: c for c in free}
   for dependent, independent in couplers:  # inputs first
@@ -73,7 +72,7 @@ def _columns(axis_inputs, couplers, free):
     else:
       extra_axes.append(a)
       extra_columns.append(f)
-  return axis_column, first, np.array(extra_axes, int), np.array(extra_columns, int)
+  return first, np.array(extra_axes, int), np.array(extra_columns, int)
 
 
 def _marker_jacobian(model, free, q, scales):
@@ -89,7 +88,7 @@ def _marker_jacobian(model, free, q, scales):
   # d coordinate / d its free coordinate, all at once: each coordinate has one source.
   tangent = jnp.zeros_like(q).at[:, np.array(free)].set(1.0)
   resolved, chain = jax.jvp(resolve, (q,), (tangent,))
-  values = kinematics._axis_values(model, resolved)  # (6, J, T)
+  values = kinematics.axis_values(model, resolved)  # (6, J, T)
   axes = jnp.asarray(model.axes, dtype)  # (J, 6, 3)
   eye = jnp.broadcast_to(jnp.eye(3, dtype=dtype), (q.shape[0], 1, 3, 3))
   rotations = jnp.concatenate([eye, out.body_transforms[..., :3, :3]], axis=1)
@@ -104,7 +103,7 @@ def _marker_jacobian(model, free, q, scales):
   slide = jnp.einsum("tjab,jkb->tjka", frame, axes[:, 3:])  # (T, J, 3, 3)
   if scales is not None:
     s = jnp.broadcast_to(jnp.asarray(scales, dtype), (q.shape[0], model.num_bodies, 3))
-    gain, _ = kinematics._translation_gain(model, s.transpose(2, 1, 0), dtype)  # (3, J, T)
+    gain, _ = kinematics.translation_gain(model, s.transpose(2, 1, 0), dtype)  # (3, J, T)
     slide = slide * gain.transpose(2, 1, 0)[..., None]
   joint, axis, coordinate = (np.array(v) for v in zip(*model.axis_inputs))
   x = resolved[coordinate]
@@ -117,7 +116,7 @@ def _marker_jacobian(model, free, q, scales):
   effect = jnp.where((axis < 3)[:, None, None], rotational, translational)
   moves = _moves(model.joint_parent_body, model.joint_child_body, model.marker_body)[joint]
   effect = effect * (moves[None, :, :, None] * factor[:, :, None, None])
-  _, first_axis, extra_axes, extra_columns = _columns(model.axis_inputs, model.couplers, free)
+  first_axis, extra_axes, extra_columns = _columns(model.axis_inputs, model.couplers, free)
   padded = jnp.concatenate([effect, jnp.zeros_like(effect[:, :1])], axis=1)
   jacobian = padded[:, np.where(first_axis < 0, len(joint), first_axis)]  # (T, F, M, 3)
   if extra_axes.size:

@@ -158,7 +158,7 @@ def resolve_coordinates(model, q):
   return q
 
 
-def _axis_values(model, q):
+def axis_values(model, q):
   """(6, J, n) value of every joint axis: angles for rotations, distances for translations."""
   n_axes = 6 * model.num_joints
   constants = jnp.asarray(model.axis_constants, q.dtype).T.reshape(n_axes, 1)
@@ -187,7 +187,7 @@ def _axis_rotation(axis, c, s):
           v * x * z - s * y, v * y * z + s * x, c + v * z * z)
 
 
-def _translation_gain(model, s, dtype):
+def translation_gain(model, s, dtype):
   """(3, J, n) factor OpenSim's scaling applies to each translation axis, and s_parent.
 
   OpenSim's ``Model.scale`` (SpatialTransform::scale, 4.5 and later) multiplies the function
@@ -211,7 +211,7 @@ def _translation_gain(model, s, dtype):
 def _joint_frames(model, q, s):
   """(12, J, n) frame of every joint's child body in its parent body."""
   dtype = q.dtype
-  values = _axis_values(model, resolve_coordinates(model, q))
+  values = axis_values(model, resolve_coordinates(model, q))
   axes = jnp.asarray(model.axes, dtype)
   cos, sin = jnp.cos(values[:3]), jnp.sin(values[:3])
   cos, sin = _materialize((cos, sin))
@@ -226,7 +226,7 @@ def _joint_frames(model, q, s):
   child_t = _columns(model.child_translation, dtype)
   distances = values[3:]
   if s is not None:
-    gain, s_parent = _translation_gain(model, s, dtype)
+    gain, s_parent = translation_gain(model, s, dtype)
     distances = distances * gain
     parent_t = tuple(p * s_parent[k] for k, p in enumerate(parent_t))
     s_child = s[:, np.array(model.joint_child_body)]
