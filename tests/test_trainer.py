@@ -50,7 +50,11 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, data_dir):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   lines = [json.loads(l) for l in open(interrupted / "metrics.jsonl")]
   assert [l["step"] for l in lines if l["split"] == "train"] == [1, 2, 3, 4, 5, 6]
-  assert any(l["split"] == "validation" for l in lines)
+  validation = [l for l in lines if l["split"] == "validation"]
+  assert validation
+  best = ocp.CheckpointManager(os.path.join(os.path.abspath(interrupted), "best"))
+  kept = min(validation, key=lambda l: l["mae_angle"])["step"]
+  assert best.all_steps() == [kept]
 
 
 @pytest.mark.parametrize("overrides, message", [

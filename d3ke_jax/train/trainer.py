@@ -2,7 +2,8 @@
 
 Data order, augmentation and initialisation depend only on the config's seed, so a run
 killed at any point and started again from its last checkpoint continues exactly where it
-stopped. Writes orbax checkpoints (latest and best on validation), a JSON-lines metrics
+stopped. Writes orbax checkpoints (``checkpoints/``: the latest; ``best/``: the lowest
+validation MAE_angle), a JSON-lines metrics
 file and progress to the terminal.
 """
 
@@ -88,6 +89,11 @@ def train_and_evaluate(config, workdir):
   manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
                                   options=ocp.CheckpointManagerOptions(max_to_keep=2,
                                                                        create=True))
+  # The checkpoint with the lowest validation MAE_angle so far, kept apart from the latest.
+  best = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "best"),
+                               options=ocp.CheckpointManagerOptions(
+                                   max_to_keep=1, create=True, best_mode="min",
+                                   best_fn=lambda metrics: metrics["mae_angle"]))
   if manager.latest_step() is not None:
     state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
     print(f"resumed from step {int(state.step)} in {workdir}")
@@ -118,12 +124,15 @@ def train_and_evaluate(config, workdir):
           result = validate(evaluate, state, validation_source, train_source, model, layout,
                             config, len(devices))
           _append(log, {"step": step, "split": "validation", **result})
+          best.save(step, args=ocp.args.StandardSave(steps.unreplicate(state)),
+                    metrics={"mae_angle": result["mae_angle"]})
           bar.write(f"step {step}: validation MAE_angle {result['mae_angle']:.2f} deg "
                     f"(predict-the-mean {result['mae_angle_mean_baseline']:.2f}), "
                     f"MPBLPE {result['mpblpe']:.1f} mm")
         if step >= stop:
           break
   manager.wait_until_finished()
+  best.wait_until_finished()
   return result
 
 
