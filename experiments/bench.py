@@ -88,7 +88,10 @@ def bench_fk(args):
 
 
 def opensim_ik(path, trajectories, frames):
-  """OpenSim's InverseKinematicsTool on the first ``frames`` frames: (coords (T, C), seconds)."""
+  """OpenSim's InverseKinematicsTool on the first ``frames`` frames.
+
+  Returns (coordinates (T, C) in CoordinateSet order, radians and metres; seconds).
+  """
   import opensim  # pylint: disable=g-import-not-at-top
   opensim.Logger.setLevelString("error")
   with tempfile.TemporaryDirectory() as tmp:
@@ -107,7 +110,10 @@ def opensim_ik(path, trajectories, frames):
     start = time.perf_counter()
     tool.run()
     seconds = time.perf_counter() - start
-    return read_mot(mot), seconds
+    coordinates = [model.getCoordinateSet().get(i) for i in range(model.getNumCoordinates())]
+    table = read_mot(mot, rotational_names={c.getName() for c in coordinates
+                                            if c.getMotionType() == opensim.Coordinate.Rotational})
+    return np.stack([table.column(c.getName()) for c in coordinates], 1), seconds
 
 
 def bench_ik(args):
@@ -134,13 +140,7 @@ def bench_ik(args):
   trajectories = MarkerTrajectories(names=model.marker_names, time=np.arange(args.frames) /
                                     args.rate, positions=markers, rate=args.rate)
   n = min(args.opensim_frames, args.frames)
-  table, opensim_seconds = opensim_ik(path, trajectories, n)
-  theirs = np.stack([table.column(c) for c in model.coordinate_names], 1)
-  rotational_names = {c for c, t in zip(model.coordinate_names, model.coordinate_types)
-                      if t == "rotational"}
-  if True:  # OpenSim writes rotational coordinates in degrees
-    theirs[:, [model.coordinate_names.index(c) for c in rotational_names]] = np.radians(
-        theirs[:, [model.coordinate_names.index(c) for c in rotational_names]])
+  theirs, opensim_seconds = opensim_ik(path, trajectories, n)
   device = jax.devices()[0]
   print(f"inverse kinematics, {os.path.basename(path)}: {model.num_markers} markers, "
         f"{len(free_coordinates(model))} free coordinates, smooth motion within "

@@ -118,11 +118,8 @@ def test_agrees_with_opensim_inverse_kinematics_tool():
   truth = _resolve(model, smooth_motion(model, frames, rng, limit=0.4))
   markers = _markers(model, truth, rng, 0.003)
   ours = np.asarray(ik.inverse_kinematics(model, markers).coords)
-  table, _ = opensim_ik(default_model_path(), MarkerTrajectories(
+  theirs, _ = opensim_ik(default_model_path(), MarkerTrajectories(
       model.marker_names, np.arange(frames) / 30, markers, 30.0), frames)
-  theirs = np.stack([table.column(c) for c in model.coordinate_names], 1)
-  rotational = np.array([t == "rotational" for t in model.coordinate_types])
-  theirs[:, rotational] = np.radians(theirs[:, rotational])
 
   def marker_rms(coords):
     fitted = np.asarray(forward_kinematics(model, coords).markers)

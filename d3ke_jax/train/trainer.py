@@ -98,6 +98,9 @@ def train_and_evaluate(config, workdir):
     state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
     print(f"resumed from step {int(state.step)} in {workdir}")
   train, evaluate = steps.pmapped(network, model, layout, weights, optimizer)
+  # The predict-the-mean baseline: mean predicted coordinates over (every 7th) training frame.
+  train_mean = np.mean([train_source[i]["coordinates"][np.array(layout.coordinates)]
+                        for i in range(0, len(train_source), 7)], axis=0)
   state = steps.replicate(state, len(devices))
   log = os.path.join(workdir, "metrics.jsonl")
   augmentation = pipeline.Augmentation() if config.augmentation else None
@@ -121,7 +124,7 @@ def train_and_evaluate(config, workdir):
         if step % config.checkpoint_every_steps == 0 or step == stop:
           manager.save(step, args=ocp.args.StandardSave(steps.unreplicate(state)))
         if step % per_epoch == 0 or step == stop:
-          result = validate(evaluate, state, validation_source, train_source, model, layout,
+          result = validate(evaluate, state, validation_source, train_mean, model, layout,
                             config, len(devices))
           _append(log, {"step": step, "split": "validation", **result})
           best.save(step, args=ocp.args.StandardSave(steps.unreplicate(state)),
@@ -136,8 +139,8 @@ def train_and_evaluate(config, workdir):
   return result
 
 
-def validate(evaluate, state, source, train_source, model, layout, config, devices):
-  """Metrics on a split, and the predict-the-mean baseline (mean of training coordinates)."""
+def validate(evaluate, state, source, train_mean, model, layout, config, devices):
+  """Metrics on a split, and the predict-the-mean baseline (``train_mean`` coordinates)."""
   index = np.array(layout.coordinates)
   predicted, true, losses, landmark_errors = [], [], [], []
   batch_size = max(devices, (config.batch_size // devices) * devices)
@@ -150,8 +153,6 @@ def validate(evaluate, state, source, train_source, model, layout, config, devic
     landmark_errors.append(metric_fns.mpblpe(pose.markers, batch["markers"],
                                              pose.joints[..., root, :], batch["joints"][..., root, :]))
   predicted, true = np.concatenate(predicted), np.concatenate(true)
-  train_mean = np.mean([train_source[i]["coordinates"][index]
-                        for i in range(0, len(train_source), 7)], axis=0)
   return {"loss": float(np.mean(losses)), "mae_angle": metric_fns.mae_angle(predicted, true),
           "sd_angle": metric_fns.sd_angle(predicted, true),
           "mae_angle_mean_baseline": metric_fns.mae_angle(np.broadcast_to(train_mean, true.shape),
