@@ -1,7 +1,7 @@
 """Kinematic head: backbone features -> bounded coordinates, body scales, pelvis rotation.
 
 Every output is valid by construction for any input: coordinates inside their ranges
-(range-scaled sigmoid), scales positive and within a band around their centre (tanh),
+(range-scaled sigmoid, centred so that zero logits give the model's default pose), scales positive and within a band around their centre (tanh),
 the rotation proper and orthonormal (6D -> Gram-Schmidt, Zhou et al. 2019).
 """
 
@@ -27,24 +27,38 @@ class Bounds(NamedTuple):
   """What the head needs to know of the skeleton (static, hashable)."""
   coordinate_low: Sequence[float]
   coordinate_high: Sequence[float]
+  coordinate_centre: Sequence[float]  # what zero logits decode to: the default pose
   scale_centre: Sequence[Sequence[float]]  # (G, 3)
   scale_band: float = 0.3  # scales stay within centre * (1 +- band)
 
 
 def bounds_for(model, layout, scale_centre=None, scale_band=0.3):
-  """``Bounds`` of a prediction layout: coordinate ranges; scales around the model's own
-  (or dataset-mean ``scale_centre``)."""
-  ranges = np.asarray(model.coordinate_ranges)[np.array(layout.coordinates)]
+  """``Bounds`` of a prediction layout: coordinate ranges centred on the model's default
+  pose; scales around the model's own (or dataset-mean ``scale_centre``)."""
+  index = np.array(layout.coordinates)
+  ranges = np.asarray(model.coordinate_ranges)[index]
+  # Kept off the range ends, where the sigmoid's logit would be infinite.
+  margin = 0.02 * (ranges[:, 1] - ranges[:, 0])
+  centre = np.clip(np.asarray(model.coordinate_defaults)[index], ranges[:, 0] + margin,
+                   ranges[:, 1] - margin)
   if scale_centre is None:
     scale_centre = np.asarray(model.default_scales)[[g[0] for g in layout.body_groups]]
   return Bounds(tuple(map(float, ranges[:, 0])), tuple(map(float, ranges[:, 1])),
+                tuple(map(float, centre)),
                 tuple(tuple(map(float, s)) for s in np.asarray(scale_centre)), scale_band)
+
+
+def _centre_logits(bounds: Bounds):
+  low, high = np.asarray(bounds.coordinate_low), np.asarray(bounds.coordinate_high)
+  unit = (np.asarray(bounds.coordinate_centre) - low) / (high - low)
+  return jnp.asarray(np.log(unit) - np.log1p(-unit), jnp.float32)
 
 
 def decode(bounds: Bounds, coordinate_logits, scale_logits, sixd):
   """Unconstrained outputs -> ``Kinematics`` inside the bounds."""
   low, high = jnp.asarray(bounds.coordinate_low), jnp.asarray(bounds.coordinate_high)
-  coords = jnp.clip(low + (high - low) * nn.sigmoid(coordinate_logits), low, high)
+  unit = nn.sigmoid(coordinate_logits + _centre_logits(bounds))
+  coords = jnp.clip(low + (high - low) * unit, low, high)
   centre = jnp.asarray(bounds.scale_centre)
   scales = centre * (1.0 + bounds.scale_band * jnp.tanh(scale_logits))
   rotation = sixd_to_matrix(sixd + jnp.asarray(IDENTITY_6D))
@@ -58,7 +72,8 @@ def encode(bounds: Bounds, kinematics: Kinematics, eps=1e-4):
   relative = jnp.clip((kinematics.scales / jnp.asarray(bounds.scale_centre) - 1.0)
                       / bounds.scale_band, -1 + eps, 1 - eps)
   sixd = jnp.concatenate([kinematics.rotation[..., :, 0], kinematics.rotation[..., :, 1]], -1)
-  return jnp.log(unit) - jnp.log1p(-unit), jnp.arctanh(relative), sixd - jnp.asarray(IDENTITY_6D)
+  return (jnp.log(unit) - jnp.log1p(-unit) - _centre_logits(bounds), jnp.arctanh(relative),
+          sixd - jnp.asarray(IDENTITY_6D))
 
 
 def flatten(coordinate_logits, scale_logits, sixd):
@@ -78,8 +93,8 @@ def feature_size(bounds: Bounds):
 
 
 class KinematicHead(nn.Module):
-  """Features (..., D) -> ``Kinematics``; zero-initialised output layer predicts mid-range
-  coordinates, centre scales and the identity rotation."""
+  """Features (..., D) -> ``Kinematics``; the near-zero initial output layer predicts the
+  default pose, centre scales and the identity rotation."""
   bounds: Bounds
   hidden: int = 0
 
