@@ -137,14 +137,17 @@ def frame_batches(source, batch_size, devices=1, seed=0, epoch=0, shuffle=True,
 
   ``batch_size`` is this process's share; the order depends only on (seed, epoch), and
   ``start_batch`` skips the first batches of the epoch (resuming) without reading them.
+  Without ``drop_remainder`` the last batch is filled up by repeating its last frame.
   """
   if batch_size % devices:
     raise ValueError(f"batch size {batch_size} is not divisible by {devices} devices")
   order = _order(len(source), seed, epoch, shuffle, process_index, process_count)
   for first in range(start_batch * batch_size, len(order), batch_size):
     chunk = order[first:first + batch_size]
-    if len(chunk) < batch_size and drop_remainder:
-      return
+    if len(chunk) < batch_size:
+      if drop_remainder:
+        return
+      chunk = np.pad(chunk, (0, batch_size - len(chunk)), mode="edge")
     examples = []
     for index in chunk:
       example = decode(source[int(index)])
@@ -169,6 +172,53 @@ def window_batches(source, window, stride, batch_size, devices=1, seed=0, epoch=
       windows.append({k: np.stack([f[k] for f in frames]) for k in frames[0]
                       if not isinstance(frames[0][k], (str, bytes))})
     yield _stack(windows, devices)
+
+
+def labels(source, keys):
+  """The fields ``keys`` of every record, stacked (images are never decoded)."""
+  records = [source[i] for i in range(len(source))]
+  return {k: np.stack([np.asarray(r[k].decode() if isinstance(r[k], bytes) else r[k])
+                       for r in records]) for k in keys}
+
+
+def array_window_batches(arrays, starts, window, batch_size, devices=1, seed=0, epoch=0,
+                         shuffle=True, process_index=0, process_count=1, start_batch=0):
+  """Yields windows ``arrays[k][start:start + window]`` batched as (devices, per_device,
+  window, ...), from per-frame arrays held in memory; ordered and resumed as
+  ``frame_batches``."""
+  if batch_size % devices:
+    raise ValueError(f"batch size {batch_size} is not divisible by {devices} devices")
+  order = np.asarray(starts)[_order(len(starts), seed, epoch, shuffle, process_index,
+                                    process_count)]
+  for first in range(start_batch * batch_size, len(order) - batch_size + 1, batch_size):
+    index = order[first:first + batch_size, None] + np.arange(window)
+    yield {k: v[index].reshape((devices, -1) + index.shape[1:] + v.shape[1:])
+           for k, v in arrays.items()}
+
+
+def covering_windows(clips, window):
+  """Windows that cover every frame of every clip, for predicting whole sequences.
+
+  Returns (index (K, window) frame indices, source (N, 2) the window and position each
+  frame's prediction comes from). Windows stay inside their clip, so a clip shorter than
+  ``window`` repeats its last frame; where windows overlap a frame takes the window in
+  which it lies nearer the centre.
+  """
+  clips = np.asarray(clips)
+  edges = np.flatnonzero(np.diff(clips)) + 1
+  index, source = [], np.zeros((len(clips), 2), int)
+  for begin, end in zip(np.concatenate([[0], edges]), np.concatenate([edges, [len(clips)]])):
+    starts = list(range(begin, max(end - window, begin) + 1, window))
+    if starts[-1] + window < end:
+      starts.append(end - window)
+    frames = np.arange(begin, end)
+    centres = np.array(starts) + (window - 1) / 2
+    nearest = np.argmin(np.abs(frames[:, None] - centres[None]) +
+                        np.where((frames[:, None] >= np.array(starts)) &
+                                 (frames[:, None] < np.array(starts) + window), 0, np.inf), 1)
+    source[frames] = np.stack([len(index) + nearest, frames - np.array(starts)[nearest]], 1)
+    index.extend(np.minimum(start + np.arange(window), end - 1) for start in starts)
+  return np.array(index, int).reshape(-1, window), source
 
 
 def _stack(examples, devices):
