@@ -8,8 +8,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from d3ke_jax.train import trainer
-from experiments.configs import synthetic_tiny
+from d3ke_jax.train import runs, trainer
+from experiments.configs import synthetic_tiny, transformer
 
 
 def _config(data_dir, **overrides):
@@ -60,6 +60,9 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, data_dir):
 @pytest.mark.parametrize("overrides, message", [
     (dict(batch_size=0), "batch_size=0"),
     (dict(epochs=0), "epochs=0"),
+    (dict(stage="per-frame"), "stage='per-frame'"),
+    (dict(loss={"lambda_joints": 1.0}), "loss.lambda_joints"),
+    (dict(loss={"lambda_angle": -1.0}), "loss.lambda_angle=-1.0"),
 ])
 def test_bad_values_fail_at_start_up(tmp_path, data_dir, overrides, message):
   with pytest.raises(trainer.ConfigError, match=message):
@@ -71,6 +74,63 @@ def test_unknown_dataset_is_named(tmp_path, data_dir):
   config.dataset.name = "movi"
   with pytest.raises(trainer.ConfigError, match="dataset.name='movi'"):
     trainer.train_and_evaluate(config, str(tmp_path))
+
+
+def test_missing_key_is_named(tmp_path, data_dir):
+  config = _config(data_dir)
+  del config.optimizer["final_epochs"]
+  with pytest.raises(trainer.ConfigError, match="optimizer.final_epochs: missing"):
+    trainer.train_and_evaluate(config, str(tmp_path))
+
+
+def test_paper_schedule_has_two_linear_phases():
+  from experiments.configs import movi_d3ke  # pylint: disable=g-import-not-at-top
+  _, schedule = trainer.make_optimizer(movi_d3ke.get_config().optimizer, 10, 30)
+  np.testing.assert_allclose([schedule(0), schedule(280 - 1), schedule(280), schedule(300)],
+                             [5e-4, 5e-4 + (3.33e-5 - 5e-4) * 279 / 280, 3.33e-6, 1e-6],
+                             rtol=1e-5)
+
+
+def _sequence_config(per_frame_workdir, **overrides):
+  config = transformer.get_config()
+  config.per_frame_workdir = str(per_frame_workdir)
+  config.model.options = {"hidden": 16, "heads": 2, "feed_forward": 16, "layers": 1,
+                          "dropout": 0.1}
+  config.window = 8
+  config.window_stride = 2
+  config.batch_size = 4
+  config.epochs = 1
+  config.log_every_steps = 1
+  config.checkpoint_every_steps = 2
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+def test_stage_two_trains_on_stage_one_outputs_and_logs_tensorboard(tmp_path, data_dir):
+  first = tmp_path / "per_frame"
+  trainer.train_and_evaluate(_config(data_dir, max_steps=4), str(first))
+  assert runs.load_config(first).stage == "per_frame"
+  second = tmp_path / "transformer"
+  result = trainer.train_and_evaluate(_sequence_config(first, max_steps=3), str(second))
+  # Validation compares the refined sequence with the per-frame network's own estimates.
+  assert {"mae_angle", "mae_angle_per_frame", "mv_angle", "mv_angle_per_frame"} <= set(result)
+  assert os.listdir(second / "per_frame")  # stage-1 outputs cached
+  lines = [json.loads(l) for l in open(second / "metrics.jsonl")]
+  assert [l["step"] for l in lines if l["split"] == "train"] == [1, 2, 3]
+  # TensorBoard event files for both splits; stage 1 also logged skeleton images.
+  for run, split in ((second, "train"), (second, "validation"), (first, "validation")):
+    assert any(f.startswith("events.out.tfevents")
+               for f in os.listdir(run / "tensorboard" / split))
+  events = open(next((first / "tensorboard" / "validation").iterdir()), "rb").read()
+  assert b"skeleton" in events and b"mae_angle" in events
+
+
+def test_stage_two_names_what_is_missing(tmp_path, data_dir):
+  with pytest.raises(trainer.ConfigError, match="per_frame_workdir: set it"):
+    trainer.train_and_evaluate(_sequence_config(""), str(tmp_path / "a"))
+  with pytest.raises(trainer.ConfigError, match="config.json: not found"):
+    trainer.train_and_evaluate(_sequence_config(tmp_path / "nothing"), str(tmp_path / "b"))
 
 
 def test_command_line_rejects_unknown_keys_and_wrong_types(tmp_path):

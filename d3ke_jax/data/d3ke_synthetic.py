@@ -18,7 +18,7 @@ import PIL.Image
 import tensorflow_datasets as tfds
 
 from d3ke_jax.data import frames as frame_generation
-from d3ke_jax.data.synthetic import MOVEMENTS
+from d3ke_jax.data.synthetic import MOVEMENTS, RATE
 
 
 @dataclasses.dataclass
@@ -44,6 +44,7 @@ def split_subjects(num_subjects):
 class D3keSynthetic(tfds.core.GeneratorBasedBuilder):
   """Synthetic D3KE frames; see the module docstring."""
 
+  FRAME_RATE = RATE  # frames per second of every clip
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
   BUILDER_CONFIGS = [

@@ -1,7 +1,9 @@
-"""The per-frame D3KE train and eval steps, written once and pmapped over local devices.
+"""The D3KE train and eval steps, written once and pmapped over local devices.
 
-Gradients, losses and BatchNorm statistics are averaged across devices (axis ``batch``),
-so N devices with a global batch of B give the same update as one device with B.
+One step serves both stages: ``inputs`` picks the network's input from a batch (images for
+the per-frame network, per-frame kinematics for the sequence network). Gradients, losses
+and BatchNorm statistics are averaged across devices (axis ``batch``), so N devices with a
+global batch of B give the same update as one device with B.
 """
 
 import functools
@@ -13,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from d3ke_jax.nets.d3ke import skeletal_layer
+from d3ke_jax.nets.heads import Kinematics
 from d3ke_jax.train.losses import Targets, d3ke_loss
 
 AXIS = "batch"
@@ -44,28 +47,39 @@ def targets_from_batch(batch, layout):
 
 
 def images_from_batch(batch):
+  """The per-frame network's input: images scaled to [-0.5, 0.5]."""
   return batch["image"].astype(jnp.float32) / 255.0 - 0.5
 
 
-def _loss(network, model, layout, weights, params, batch_stats, batch, train):
+def kinematics_from_batch(batch):
+  """The sequence network's input: windows of per-frame estimates (``input_*`` fields)."""
+  return Kinematics(batch["input_coords"], batch["input_scales"], batch["input_rotation"])
+
+
+def _loss(network, model, layout, weights, inputs, params, batch_stats, batch, rng, train):
   variables = {"params": params, "batch_stats": batch_stats}
   if train:
-    kinematics, updates = network.apply(variables, images_from_batch(batch), train=True,
-                                        mutable=["batch_stats"])
-    batch_stats = updates["batch_stats"]
+    kinematics, updates = network.apply(variables, inputs(batch), train=True,
+                                        mutable=["batch_stats"], rngs={"dropout": rng})
+    batch_stats = updates.get("batch_stats", batch_stats)
   else:
-    kinematics = network.apply(variables, images_from_batch(batch), train=False)
+    kinematics = network.apply(variables, inputs(batch), train=False)
   pose = skeletal_layer(model, layout, kinematics)
   loss, terms = d3ke_loss(kinematics, pose, targets_from_batch(batch, layout), weights,
                           root_joint=model.root_joint)
   return loss, (terms, batch_stats, (kinematics, pose))
 
 
-def train_step(state: TrainState, batch, *, network, model, layout, weights, optimizer):
+def train_step(state: TrainState, batch, *, network, model, layout, weights, optimizer, inputs,
+               seed):
   """One optimizer step on this device's share of the batch (call through ``pmap``)."""
-  grad_fn = jax.value_and_grad(functools.partial(_loss, network, model, layout, weights),
+  grad_fn = jax.value_and_grad(functools.partial(_loss, network, model, layout, weights, inputs),
                                has_aux=True)
-  (loss, (terms, batch_stats, _)), grads = grad_fn(state.params, state.batch_stats, batch, True)
+  # Dropout masks depend on (seed, step, device) only, so resumed runs repeat them.
+  rng = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), state.step),
+                           jax.lax.axis_index(AXIS))
+  (loss, (terms, batch_stats, _)), grads = grad_fn(state.params, state.batch_stats, batch, rng,
+                                                   True)
   grads = jax.lax.pmean(grads, AXIS)
   batch_stats = jax.lax.pmean(batch_stats, AXIS)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -75,20 +89,22 @@ def train_step(state: TrainState, batch, *, network, model, layout, weights, opt
   return state, metrics
 
 
-def eval_step(state: TrainState, batch, *, network, model, layout, weights):
+def eval_step(state: TrainState, batch, *, network, model, layout, weights, inputs):
   """Losses and predictions (kinematics, pose) on this device's share (through ``pmap``)."""
-  loss, (terms, _, (kinematics, pose)) = _loss(network, model, layout, weights, state.params,
-                                               state.batch_stats, batch, False)
+  loss, (terms, _, (kinematics, pose)) = _loss(network, model, layout, weights, inputs,
+                                               state.params, state.batch_stats, batch, None,
+                                               False)
   metrics = jax.lax.pmean({"loss": loss, **{f"loss_{k}": v for k, v in terms.items()}}, AXIS)
   return metrics, kinematics, pose
 
 
-def pmapped(network, model, layout, weights, optimizer, devices=None):
+def pmapped(network, model, layout, weights, optimizer, devices=None, inputs=images_from_batch,
+            seed=0):
   """(train_step, eval_step) pmapped over ``devices`` (default: all local devices); the
   state is replicated on them and batches are shaped (devices, per_device_batch, ...)."""
-  static = dict(network=network, model=model, layout=layout, weights=weights)
-  train = jax.pmap(functools.partial(train_step, optimizer=optimizer, **static), axis_name=AXIS,
-                   devices=devices)
+  static = dict(network=network, model=model, layout=layout, weights=weights, inputs=inputs)
+  train = jax.pmap(functools.partial(train_step, optimizer=optimizer, seed=seed, **static),
+                   axis_name=AXIS, devices=devices)
   evaluate = jax.pmap(functools.partial(eval_step, **static), axis_name=AXIS, devices=devices)
   return train, evaluate
 

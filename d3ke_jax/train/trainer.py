@@ -1,118 +1,102 @@
-"""The per-frame D3KE training loop: ``train_and_evaluate(config, workdir)``.
+"""The D3KE training loop: ``train_and_evaluate(config, workdir)``, for either stage.
 
-Data order, augmentation and initialisation depend only on the config's seed, so a run
-killed at any point and started again from its last checkpoint continues exactly where it
-stopped. Writes orbax checkpoints (``checkpoints/``: the latest; ``best/``: the lowest
-validation MAE_angle), a JSON-lines metrics
-file and progress to the terminal.
+``config.stage`` picks what is trained: ``per_frame`` (stage 1, images -> kinematics) or
+``sequence`` (stage 2, windows of stage-1 outputs -> refined kinematics). The loop is the
+same: a pmapped step over all local devices, validation once an epoch, orbax checkpoints
+(``checkpoints/``: the latest; ``best/``: the lowest validation MAE_angle), metrics in
+``metrics.jsonl`` and TensorBoard (``tensorboard/``), and a progress bar. Data order,
+augmentation, dropout and initialisation depend only on the config's seed, so a run
+killed at any point and started again continues exactly where it stopped.
 """
 
-import json
 import os
+
 import jax
-import jax.numpy as jnp
-import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import tqdm
 
 from d3ke_jax.data import pipeline
-from d3ke_jax.data.d3ke_synthetic import D3keSynthetic
-from d3ke_jax.nets import heads
-from d3ke_jax.nets.d3ke import PerFrameD3KE
-from d3ke_jax.skeleton import load_osim, make_layout
-from d3ke_jax.train import metrics as metric_fns
+from d3ke_jax.skeleton import load_osim
+from d3ke_jax.train import per_frame, runs, summaries, temporal
+from d3ke_jax.train import stage as stages
 from d3ke_jax.train import step as steps
+from d3ke_jax.train.losses import PAPER_WEIGHTS
+from d3ke_jax.train.runs import ConfigError
 
-DATASETS = {"synthetic": D3keSynthetic}
-
-
-class ConfigError(ValueError):
-  """A config that cannot run: the message names the key and the problem."""
-
-
-def load_dataset(config):
-  """The builder's train and validation data sources; the synthetic one is built if absent."""
-  name = config.dataset.name
-  if name not in DATASETS:
-    raise ConfigError(f"dataset.name={name!r}: unknown dataset (available: {sorted(DATASETS)})")
-  builder_class = DATASETS[name]
-  names = [c.name for c in builder_class.BUILDER_CONFIGS]
-  if config.dataset.config not in names:
-    raise ConfigError(f"dataset.config={config.dataset.config!r}: unknown (choose from {names})")
-  builder = builder_class(config=config.dataset.config, data_dir=config.dataset.data_dir,
-                          file_format="array_record")
-  builder.download_and_prepare()  # generated offline; a no-op once built
-  sources = builder.as_data_source()
-  return sources["train"], sources["validation"]
-
-
-def make_optimizer(config, steps_total):
-  schedule = optax.linear_schedule(config.optimizer.learning_rate,
-                                   config.optimizer.end_learning_rate, max(steps_total, 1))
-  return optax.adamw(schedule, weight_decay=config.optimizer.weight_decay), schedule
+STAGES = {"per_frame": per_frame.make_stage, "sequence": temporal.make_stage}
+REQUIRED = ("stage", "batch_size", "epochs", "seed", "loss", "optimizer.learning_rate",
+            "optimizer.end_learning_rate", "optimizer.weight_decay", "optimizer.final_epochs",
+            "optimizer.final_learning_rate", "optimizer.final_end_learning_rate",
+            "log_every_steps", "checkpoint_every_steps", "max_steps")
 
 
 def check_config(config):
-  if config.batch_size < 1:
-    raise ConfigError(f"batch_size={config.batch_size}: must be at least 1")
-  if config.batch_size % jax.local_device_count():
-    raise ConfigError(f"batch_size={config.batch_size} is not divisible by the "
-                      f"{jax.local_device_count()} local devices")
+  """Raises ``ConfigError`` for a config that cannot train, before any work is done."""
+  runs.require(config, *REQUIRED)
+  if config.stage not in STAGES:
+    raise ConfigError(f"stage={config.stage!r}: choose from {sorted(STAGES)}")
   if config.epochs < 1:
     raise ConfigError(f"epochs={config.epochs}: must be at least 1")
-  if config.model.dtype not in ("float32", "bfloat16"):
-    raise ConfigError(f"model.dtype={config.model.dtype!r}: use 'float32' or 'bfloat16'")
+  if not 0 <= config.optimizer.final_epochs < config.epochs:
+    raise ConfigError(f"optimizer.final_epochs={config.optimizer.final_epochs}: must be in "
+                      f"[0, epochs={config.epochs})")
+  for key, value in config.loss.items():
+    if not key.startswith("lambda_") or key.removeprefix("lambda_") not in PAPER_WEIGHTS:
+      raise ConfigError(f"loss.{key}: unknown loss weight (expected "
+                        f"{['lambda_' + k for k in PAPER_WEIGHTS]})")
+    if value < 0:
+      raise ConfigError(f"loss.{key}={value}: must not be negative")
+  stages.process_batch_size(config.batch_size)
+
+
+def make_optimizer(config, steps_per_epoch, epochs):
+  """AdamW with a linear learning-rate decay over the main epochs, then (as the paper's
+  stage 1) a second linear decay over ``final_epochs`` from a lower rate."""
+  main = steps_per_epoch * (epochs - config.final_epochs)
+  schedule = optax.linear_schedule(config.learning_rate, config.end_learning_rate, max(main, 1))
+  if config.final_epochs:
+    final = optax.linear_schedule(config.final_learning_rate, config.final_end_learning_rate,
+                                  max(steps_per_epoch * config.final_epochs, 1))
+    schedule = optax.join_schedules([schedule, final], [main])
+  return optax.adamw(schedule, weight_decay=config.weight_decay), schedule
 
 
 def train_and_evaluate(config, workdir):
-  """Trains the per-frame network; returns the final validation metrics."""
+  """Trains ``config.stage`` into ``workdir`` (resuming what is there); returns the last
+  validation metrics."""
   check_config(config)
   os.makedirs(workdir, exist_ok=True)
-  train_source, validation_source = load_dataset(config)
-  model = load_osim()
-  layout = make_layout(model, include_root=False, share_mirrored=config.model.share_mirrored)
-  bounds = heads.bounds_for(model, layout)
-  devices = jax.local_devices()
-  network = PerFrameD3KE(bounds, stage_sizes=tuple(config.model.stage_sizes),
-                         groups=config.model.groups,
-                         width_per_group=config.model.width_per_group,
-                         head_hidden=config.model.head_hidden,
-                         dtype=jnp.dtype(config.model.dtype), axis_name=steps.AXIS)
-  per_epoch = len(train_source) // config.batch_size
+  if jax.process_index() == 0:
+    runs.save_config(workdir, config)
+  stage = STAGES[config.stage](config, workdir, load_osim())
+  if stage.steps_per_epoch < 1:
+    raise ConfigError(f"batch_size={config.batch_size}: larger than the training set")
+  return fit(config, workdir, stage)
+
+
+def fit(config, workdir, stage: stages.Stage):
+  per_epoch = stage.steps_per_epoch
   total = per_epoch * config.epochs
-  optimizer, schedule = make_optimizer(config, total)
-  weights = {k[len("lambda_"):]: v for k, v in config.loss.items()}
-  size = pipeline.decode(train_source[0])["image"].shape[0]
-  state = steps.create_state(network, optimizer, jnp.zeros((1, size, size, 3)),
+  optimizer, schedule = make_optimizer(config.optimizer, per_epoch, config.epochs)
+  state = steps.create_state(stage.network, optimizer, stage.sample_input,
                              jax.random.PRNGKey(config.seed))
-  manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                                  options=ocp.CheckpointManagerOptions(max_to_keep=2,
-                                                                       create=True))
-  # The checkpoint with the lowest validation MAE_angle so far, kept apart from the latest.
-  best = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "best"),
-                               options=ocp.CheckpointManagerOptions(
-                                   max_to_keep=1, create=True, best_mode="min",
-                                   best_fn=lambda metrics: metrics["mae_angle"]))
-  if manager.latest_step() is not None:
-    state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
+  latest, best = runs.checkpoint_managers(workdir)
+  if latest.latest_step() is not None:
+    state = latest.restore(latest.latest_step(), args=ocp.args.StandardRestore(state))
     print(f"resumed from step {int(state.step)} in {workdir}")
-  train, evaluate = steps.pmapped(network, model, layout, weights, optimizer)
-  # The predict-the-mean baseline: mean predicted coordinates over (every 7th) training frame.
-  train_mean = np.mean([train_source[i]["coordinates"][np.array(layout.coordinates)]
-                        for i in range(0, len(train_source), 7)], axis=0)
-  state = steps.replicate(state, len(devices))
-  log = os.path.join(workdir, "metrics.jsonl")
-  augmentation = pipeline.Augmentation() if config.augmentation else None
+  train, evaluate = steps.pmapped(stage.network, stage.model, stage.layout,
+                                  runs.loss_weights(config), optimizer, inputs=stage.inputs,
+                                  seed=config.seed)
+  state = steps.replicate(state, jax.local_device_count())
+  writer = summaries.Writer(workdir, enabled=jax.process_index() == 0)
   step = int(state.step[0])
   stop = total if config.max_steps < 0 else min(total, config.max_steps)
-  with tqdm.tqdm(total=stop, initial=step, unit="step", desc="train") as bar:
+  result = None
+  with tqdm.tqdm(total=stop, initial=step, unit="step", desc=config.stage) as bar:
     while step < stop:
       epoch, skip = divmod(step, per_epoch)
-      batches = pipeline.frame_batches(train_source, config.batch_size, devices=len(devices),
-                                       seed=config.seed, epoch=epoch, augmentation=augmentation,
-                                       start_batch=skip)
-      for batch in pipeline.prefetch(batches):
+      for batch in pipeline.prefetch(stage.batches(epoch, skip)):
         state, train_metrics = train(state, batch)
         step += 1
         bar.update(1)
@@ -120,46 +104,31 @@ def train_and_evaluate(config, workdir):
           values = {k: float(v[0]) for k, v in train_metrics.items()}
           values["learning_rate"] = float(schedule(step))
           bar.set_postfix(loss=f"{values['loss']:.4f}")
-          _append(log, {"step": step, "split": "train", **values})
+          writer.scalars(step, "train", values)
         if step % config.checkpoint_every_steps == 0 or step == stop:
-          manager.save(step, args=ocp.args.StandardSave(steps.unreplicate(state)))
+          latest.save(step, args=ocp.args.StandardSave(steps.unreplicate(state)))
         if step % per_epoch == 0 or step == stop:
-          result = validate(evaluate, state, validation_source, train_mean, model, layout,
-                            config, len(devices))
-          _append(log, {"step": step, "split": "validation", **result})
+          result, images = stage.validate(evaluate, state)
+          writer.scalars(step, "validation", result)
+          writer.images(step, "validation", "skeleton", images)
           best.save(step, args=ocp.args.StandardSave(steps.unreplicate(state)),
                     metrics={"mae_angle": result["mae_angle"]})
-          bar.write(f"step {step}: validation MAE_angle {result['mae_angle']:.2f} deg "
-                    f"(predict-the-mean {result['mae_angle_mean_baseline']:.2f}), "
-                    f"MPBLPE {result['mpblpe']:.1f} mm")
+          bar.write(describe(step, result))
         if step >= stop:
           break
-  manager.wait_until_finished()
+  latest.wait_until_finished()
   best.wait_until_finished()
+  writer.close()
+  if result is None:  # nothing left to train: report the finished run
+    result, _ = stage.validate(evaluate, state)
   return result
 
 
-def validate(evaluate, state, source, train_mean, model, layout, config, devices):
-  """Metrics on a split, and the predict-the-mean baseline (``train_mean`` coordinates)."""
-  index = np.array(layout.coordinates)
-  predicted, true, losses, landmark_errors = [], [], [], []
-  batch_size = max(devices, (config.batch_size // devices) * devices)
-  root = model.root_joint
-  for batch in pipeline.frame_batches(source, batch_size, devices=devices, shuffle=False):
-    metrics, kinematics, pose = evaluate(state, batch)
-    losses.append(float(metrics["loss"][0]))
-    predicted.append(np.asarray(kinematics.coords).reshape(-1, len(index)))
-    true.append(batch["coordinates"].reshape(-1, model.num_coordinates)[:, index])
-    landmark_errors.append(metric_fns.mpblpe(pose.markers, batch["markers"],
-                                             pose.joints[..., root, :], batch["joints"][..., root, :]))
-  predicted, true = np.concatenate(predicted), np.concatenate(true)
-  return {"loss": float(np.mean(losses)), "mae_angle": metric_fns.mae_angle(predicted, true),
-          "sd_angle": metric_fns.sd_angle(predicted, true),
-          "mae_angle_mean_baseline": metric_fns.mae_angle(np.broadcast_to(train_mean, true.shape),
-                                                          true),
-          "mpblpe": float(np.mean(landmark_errors)), "frames": int(len(true))}
-
-
-def _append(path, record):
-  with open(path, "a") as f:
-    f.write(json.dumps(record) + "\n")
+def describe(step, result):
+  """One line on a validation result, with the baselines it holds."""
+  line = f"step {step}: validation MAE_angle {result['mae_angle']:.2f} deg"
+  for key, name in (("mae_angle_mean_baseline", "predict-the-mean"),
+                    ("mae_angle_per_frame", "per-frame network")):
+    if key in result:
+      line += f" ({name} {result[key]:.2f})"
+  return line + f", MPBLPE {result['mpblpe']:.1f} mm, MAE_body {result['mae_body']:.1f} mm"

@@ -1,0 +1,88 @@
+"""Stage 1: the per-frame network, trained on images, and its predictions on a split."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from d3ke_jax.data import pipeline
+from d3ke_jax.nets import heads
+from d3ke_jax.nets.d3ke import PerFrameD3KE
+from d3ke_jax.skeleton import make_layout
+from d3ke_jax.train import runs
+from d3ke_jax.train import stage as stages
+from d3ke_jax.train import summaries
+from d3ke_jax.train.step import AXIS, images_from_batch
+
+MODEL_KEYS = ("stage_sizes", "groups", "width_per_group", "head_hidden", "dtype",
+              "share_mirrored")
+LABELS = ("coordinates", "scales", "joints", "markers", "frame_valid", "coordinate_valid",
+          "subject", "clip", "frame", "movement", "view")
+
+
+def layout_for(config, model):
+  return make_layout(model, include_root=False, share_mirrored=config.model.share_mirrored)
+
+
+def build_network(config, model, layout):
+  runs.require(config, *(f"model.{k}" for k in MODEL_KEYS))
+  if config.model.dtype not in ("float32", "bfloat16"):
+    raise runs.ConfigError(f"model.dtype={config.model.dtype!r}: use 'float32' or 'bfloat16'")
+  return PerFrameD3KE(heads.bounds_for(model, layout), stage_sizes=tuple(config.model.stage_sizes),
+                      groups=config.model.groups, width_per_group=config.model.width_per_group,
+                      head_hidden=config.model.head_hidden, dtype=jnp.dtype(config.model.dtype),
+                      axis_name=AXIS)
+
+
+def make_stage(config, workdir, model):
+  """The per-frame ``Stage``: frame batches with augmentation, validation with images."""
+  del workdir  # everything comes from the dataset
+  layout = layout_for(config, model)
+  sources = runs.load_dataset(config)
+  train, validation = sources["train"], sources["validation"]
+  network = build_network(config, model, layout)
+  batch_size = stages.process_batch_size(config.batch_size)
+  augmentation = pipeline.Augmentation() if config.augmentation else None
+  size = pipeline.decode(train[0])["image"].shape[0]
+  index = np.array(layout.coordinates)
+  # The predict-the-mean baseline: the mean coordinates of (every 7th) training frame.
+  train_mean = np.mean([train[i]["coordinates"][index] for i in range(0, len(train), 7)], 0)
+  truth = pipeline.labels(validation, LABELS)
+  preview = next(pipeline.frame_batches(validation, jax.local_device_count(),
+                                        jax.local_device_count(), shuffle=False))
+
+  def batches(epoch, start_batch):
+    return pipeline.frame_batches(train, batch_size, jax.local_device_count(), seed=config.seed,
+                                  epoch=epoch, augmentation=augmentation,
+                                  process_index=jax.process_index(),
+                                  process_count=jax.process_count(), start_batch=start_batch)
+
+  def validate(evaluate, state):
+    predicted = predict_frames(evaluate, state, validation, batch_size)
+    metrics = stages.frame_metrics(model, layout, predicted, truth)
+    metrics["mae_angle_mean_baseline"] = stages.mae_angle_of(
+        np.broadcast_to(train_mean, predicted["coords"].shape), truth, layout)
+    _, _, pose = evaluate(state, preview)
+    return metrics, summaries.skeleton_overlays(model, preview, pose)
+
+  return stages.Stage(network=network, model=model, layout=layout,
+                          sample_input=jnp.zeros((1, size, size, 3)), inputs=images_from_batch,
+                          steps_per_epoch=len(train) // jax.process_count() // batch_size,
+                          batches=batches, validate=validate)
+
+
+def predict_frames(evaluate, state, source, batch_size, desc=None):
+  """Predictions of the per-frame network for every record of ``source``, in order:
+  {coords (N, P), scales (N, G, 3), rotation (N, 3, 3), joints (N, J, 3), markers (N, M, 3),
+  loss}; positions are root-relative in the camera's orientation."""
+  devices = jax.local_device_count()
+  batch_size = max(devices, batch_size // devices * devices)
+  outputs, losses = [], []
+  batches = pipeline.frame_batches(source, batch_size, devices, shuffle=False,
+                                   drop_remainder=False)
+  for batch in tqdm.tqdm(pipeline.prefetch(batches), total=-(-len(source) // batch_size),
+                         desc=desc, unit="batch", disable=desc is None, leave=False):
+    metrics, kinematics, pose = evaluate(state, batch)
+    losses.append(float(metrics["loss"][0]))
+    outputs.append(jax.tree.map(np.asarray, (kinematics, pose)))
+  return stages.gather_predictions(outputs, len(source), float(np.mean(losses)))

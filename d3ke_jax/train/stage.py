@@ -1,0 +1,72 @@
+"""What the training loop needs of a stage (per-frame or sequence), and metrics shared by
+both stages' validation."""
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import numpy as np
+
+from d3ke_jax.skeleton.subset import expand_scales
+from d3ke_jax.train import metrics
+from d3ke_jax.train.runs import ConfigError
+
+
+class Stage(NamedTuple):
+  network: Any  # a Flax module mapping ``inputs(batch)`` to ``Kinematics``
+  model: Any  # the SkeletalModel
+  layout: Any  # the PredictionLayout
+  sample_input: Any  # initialises the network
+  inputs: Callable  # batch -> network input
+  steps_per_epoch: int
+  batches: Callable  # (epoch, start_batch) -> iterator of pmap-shaped batches
+  validate: Callable  # (evaluate, replicated state) -> (metrics dict, images (N, H, W, 3))
+
+
+def process_batch_size(batch_size):
+  """This process's share of the global ``batch_size``, checked against the devices."""
+  if batch_size < 1:
+    raise ConfigError(f"batch_size={batch_size}: must be at least 1")
+  share, remainder = divmod(batch_size, jax.process_count())
+  if remainder or share % jax.local_device_count():
+    raise ConfigError(f"batch_size={batch_size} is not divisible by the {jax.device_count()} "
+                      f"devices ({jax.process_count()} processes x {jax.local_device_count()})")
+  return share
+
+
+def gather_predictions(outputs, count, loss):
+  """Per-batch (kinematics, pose) pmap outputs -> arrays over the first ``count`` items."""
+  flat = lambda parts: np.concatenate([p.reshape((-1,) + p.shape[2:]) for p in parts])[:count]
+  kinematics, poses = zip(*outputs)
+  return {"coords": flat([k.coords for k in kinematics]),
+          "scales": flat([k.scales for k in kinematics]),
+          "rotation": flat([k.rotation for k in kinematics]),
+          "joints": flat([p.joints for p in poses]), "markers": flat([p.markers for p in poses]),
+          "loss": loss}
+
+
+def _masked_coordinates(coords, truth, layout):
+  index = np.array(layout.coordinates)
+  valid = truth["coordinate_valid"][:, index] & truth["frame_valid"][:, None]
+  return np.where(valid, coords, np.nan), np.where(valid, truth["coordinates"][:, index], np.nan)
+
+
+def mae_angle_of(coords, truth, layout):
+  """MAE_angle (deg) of predicted coordinates (N, P) over the valid ground truth."""
+  return metrics.mae_angle(*_masked_coordinates(coords, truth, layout))
+
+
+def frame_metrics(model, layout, predicted, truth):
+  """Validation metrics of per-frame predictions (see ``gather_predictions``) against the
+  split's labels: MAE_angle, SD_angle (deg), MPBLPE, MAE_body (mm) and the loss."""
+  pred, true = _masked_coordinates(predicted["coords"], truth, layout)
+  valid = truth["frame_valid"]
+  root = model.root_joint
+  default = np.asarray(model.default_scales)
+  pred_scales = np.asarray(expand_scales(model, layout, predicted["scales"])) / default
+  return {"loss": predicted["loss"], "mae_angle": metrics.mae_angle(pred, true),
+          "sd_angle": metrics.sd_angle(pred, true),
+          "mpblpe": metrics.mpblpe(predicted["markers"][valid], truth["markers"][valid],
+                                   predicted["joints"][valid, root],
+                                   truth["joints"][valid, root]),
+          "mae_body": metrics.mae_body(model, pred_scales[valid], truth["scales"][valid] / default),
+          "frames": int(valid.sum())}

@@ -1,0 +1,90 @@
+"""Training summaries: a JSON-lines metrics file and TensorBoard events in the workdir,
+and frames with the projected skeleton drawn on them."""
+
+import json
+import os
+
+import numpy as np
+import PIL.Image
+import PIL.ImageDraw
+import tensorboardX
+
+from d3ke_jax.skeleton.model import GROUND
+
+PREDICTED, TRUE = (0, 255, 0), (255, 0, 255)
+
+
+class Writer:
+  """Writes scalars to ``metrics.jsonl`` and to TensorBoard (``tensorboard/<split>``).
+
+  Only one process of a multi-host run writes (``enabled``); the others do nothing.
+  """
+
+  def __init__(self, workdir, enabled=True):
+    self.workdir, self.enabled, self._boards = workdir, enabled, {}
+
+  def _board(self, split):
+    if split not in self._boards:
+      self._boards[split] = tensorboardX.SummaryWriter(
+          os.path.join(self.workdir, "tensorboard", split))
+    return self._boards[split]
+
+  def scalars(self, step, split, values):
+    if not self.enabled:
+      return
+    with open(os.path.join(self.workdir, "metrics.jsonl"), "a") as f:
+      f.write(json.dumps({"step": step, "split": split, **values}) + "\n")
+    for name, value in values.items():
+      self._board(split).add_scalar(name, value, step)
+
+  def images(self, step, split, name, images):
+    """``images`` (N, H, W, 3) uint8, shown side by side."""
+    if self.enabled and len(images):
+      self._board(split).add_image(name, np.concatenate(list(images), axis=1), step,
+                                   dataformats="HWC")
+
+  def close(self):
+    for board in self._boards.values():
+      board.close()
+
+
+def bones(model):
+  """(parent joint, joint) pairs: each joint linked to the joint that moves its parent body."""
+  moved_by = {body: j for j, body in enumerate(model.joint_child_body)}
+  return [(moved_by[parent], j) for j, parent in enumerate(model.joint_parent_body)
+          if parent != GROUND and parent in moved_by]
+
+
+def project(points, intrinsics):
+  """Camera-frame points (..., 3) -> pixels (..., 2)."""
+  pixels = points @ np.asarray(intrinsics).T
+  return pixels[..., :2] / pixels[..., 2:]
+
+
+def draw_skeleton(image, joints_2d, pairs, colour, width=1):
+  """A copy of ``image`` (H, W, 3) uint8 with the bones ``pairs`` of ``joints_2d`` drawn."""
+  canvas = PIL.Image.fromarray(np.asarray(image))
+  draw = PIL.ImageDraw.Draw(canvas)
+  for a, b in pairs:
+    draw.line([tuple(map(float, joints_2d[a])), tuple(map(float, joints_2d[b]))], fill=colour,
+              width=width)
+  return np.asarray(canvas)
+
+
+def skeleton_overlays(model, batch, pose, count=4, scale=2):
+  """The first ``count`` frames of a batch (magnified ``scale`` times) with the true (magenta)
+  and predicted (green) skeletons: the predicted root-relative pose placed at the true root."""
+  pairs = bones(model)
+  root = model.root_joint
+  images = np.asarray(batch["image"]).reshape((-1,) + batch["image"].shape[-3:])[:count]
+  true = np.asarray(batch["joints"]).reshape((-1,) + batch["joints"].shape[-2:])[:count]
+  intrinsics = np.asarray(batch["intrinsics"]).reshape(-1, 3, 3)[:count]
+  predicted = np.asarray(pose.joints).reshape((-1,) + pose.joints.shape[-2:])[:count]
+  predicted = predicted - predicted[:, root:root + 1] + true[:, root:root + 1]
+  out = []
+  for image, t, p, k in zip(images, true, predicted, intrinsics):
+    big = np.asarray(PIL.Image.fromarray(image).resize((image.shape[1] * scale,
+                                                        image.shape[0] * scale)))
+    big = draw_skeleton(big, project(t, k) * scale, pairs, TRUE)
+    out.append(draw_skeleton(big, project(p, k) * scale, pairs, PREDICTED))
+  return np.stack(out)

@@ -1,0 +1,154 @@
+"""Stage 2: the sequence network, trained on windows of the per-frame network's outputs.
+
+The per-frame (stage 1) run is named by ``config.per_frame_workdir``: its best checkpoint
+predicts every frame of its dataset once (cached in ``<workdir>/per_frame/``), and windows
+of those predictions with the frames' ground truth are the sequence network's batches.
+"""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from d3ke_jax.data import pipeline
+from d3ke_jax.io.atomic import atomic_path
+from d3ke_jax.nets import heads
+from d3ke_jax.nets.d3ke import TemporalD3KE
+from d3ke_jax.nets.sequence import SEQUENCE_NETWORKS
+from d3ke_jax.train import metrics, per_frame, runs
+from d3ke_jax.train import stage as stages
+from d3ke_jax.train import step as steps
+
+INPUTS = {"input_coords": "coords", "input_scales": "scales", "input_rotation": "rotation"}
+TARGETS = ("coordinates", "scales", "joints", "markers", "frame_valid", "coordinate_valid")
+
+
+def build_network(config, model, layout):
+  runs.require(config, "model.network", "model.options", "window")
+  if config.model.network not in SEQUENCE_NETWORKS:
+    raise runs.ConfigError(f"model.network={config.model.network!r}: unknown (choose from "
+                           f"{sorted(SEQUENCE_NETWORKS)})")
+  options = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model.options.items()}
+  if config.model.network == "transformer":
+    options["max_frames"] = config.window  # one learned position per frame of the window
+  return TemporalD3KE(heads.bounds_for(model, layout), network=config.model.network,
+                      options=tuple(sorted(options.items())))
+
+
+def per_frame_run(config):
+  """The stage-1 run's config, checked."""
+  runs.require(config, "per_frame_workdir")
+  if not config.per_frame_workdir:
+    raise runs.ConfigError("per_frame_workdir: set it to the workdir of a trained per-frame "
+                           "run (stage 1), e.g. --config.per_frame_workdir=workdirs/synthetic")
+  first = runs.load_config(config.per_frame_workdir)
+  if first.get("stage") != "per_frame":
+    raise runs.ConfigError(f"per_frame_workdir={config.per_frame_workdir!r} holds a "
+                           f"{first.get('stage')!r} run, not a per-frame one")
+  return first
+
+
+def per_frame_outputs(workdir, per_frame_workdir, sources, model):
+  """{split: stage-1 predictions} for every frame of each source, cached per checkpoint."""
+  first = runs.load_config(per_frame_workdir)
+  layout = per_frame.layout_for(first, model)
+  state = runs.restore_state(per_frame_workdir, "best")
+  step = int(state.step)
+  outputs, evaluate = {}, None
+  for split, source in sources.items():
+    path = os.path.join(workdir, "per_frame", f"{split}_step{step}.npz")
+    if not os.path.exists(path):
+      if evaluate is None:
+        network = per_frame.build_network(first, model, layout)
+        _, evaluate = steps.pmapped(network, model, layout, runs.loss_weights(first), None)
+        state = steps.replicate(state, jax.local_device_count())
+      predicted = per_frame.predict_frames(evaluate, state, source, first.batch_size,
+                                           desc=f"per-frame {split}")
+      with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **predicted)
+    with np.load(path) as stored:
+      outputs[split] = {k: stored[k] for k in stored.files}
+  return outputs
+
+
+def window_arrays(predicted, truth):
+  """Per-frame arrays a window batch is cut from: stage-1 inputs and the targets."""
+  arrays = {name: predicted[key].astype(np.float32) for name, key in INPUTS.items()}
+  arrays.update({k: truth[k] for k in TARGETS})
+  return arrays
+
+
+def make_stage(config, workdir, model):
+  """The sequence ``Stage``: shuffled windows of per-frame outputs; validation on whole
+  clips against the per-frame network's own predictions."""
+  runs.require(config, "window", "window_stride")
+  first = per_frame_run(config)
+  layout = per_frame.layout_for(first, model)
+  sources = runs.load_dataset(first)
+  outputs = per_frame_outputs(workdir, config.per_frame_workdir, sources, model)
+  truth = {split: pipeline.labels(source, per_frame.LABELS) for split, source in sources.items()}
+  starts = pipeline.window_starts(truth["train"]["clip"], config.window, config.window_stride)
+  if not len(starts):
+    longest = np.max(np.unique(truth["train"]["clip"], return_counts=True)[1])
+    raise runs.ConfigError(f"window={config.window}: longer than every training clip of "
+                           f"{first.dataset.name}/{first.dataset.config} (longest: {longest} "
+                           f"frames); use --config.window={longest} or less")
+  network = build_network(config, model, layout)
+  batch_size = stages.process_batch_size(config.batch_size)
+  train_arrays = window_arrays(outputs["train"], truth["train"])
+  validation = window_arrays(outputs["validation"], truth["validation"])
+  rate = runs.frame_rate(first)
+
+  def batches(epoch, start_batch):
+    return pipeline.array_window_batches(train_arrays, starts, config.window, batch_size,
+                                         jax.local_device_count(), seed=config.seed, epoch=epoch,
+                                         process_index=jax.process_index(),
+                                         process_count=jax.process_count(),
+                                         start_batch=start_batch)
+
+  def validate(evaluate, state):
+    clips = truth["validation"]["clip"]
+    predicted = predict_sequences(evaluate, state, validation, clips, config.window, batch_size)
+    result = stages.frame_metrics(model, layout, predicted, truth["validation"])
+    result["mae_angle_per_frame"] = stages.mae_angle_of(outputs["validation"]["coords"],
+                                                        truth["validation"], layout)
+    result["mv_angle"] = angle_velocity(predicted["coords"], clips, rate)
+    result["mv_angle_per_frame"] = angle_velocity(outputs["validation"]["coords"], clips, rate)
+    return result, np.zeros((0, 1, 1, 3), np.uint8)
+
+  bounds = network.bounds
+  window = lambda x: jnp.broadcast_to(jnp.asarray(x, jnp.float32),
+                                      (1, config.window) + np.shape(x))
+  sample = heads.Kinematics(window(bounds.coordinate_centre), window(bounds.scale_centre),
+                            window(np.eye(3)))
+  per_epoch = len(starts) // jax.process_count() // batch_size
+  return stages.Stage(network=network, model=model, layout=layout, sample_input=sample,
+                      inputs=steps.kinematics_from_batch, steps_per_epoch=per_epoch,
+                      batches=batches, validate=validate)
+
+
+def predict_sequences(evaluate, state, arrays, clips, window, batch_size):
+  """Refined predictions for every frame of every clip (see ``pipeline.covering_windows``),
+  as ``per_frame.predict_frames`` returns them."""
+  devices = jax.local_device_count()
+  batch_size = max(devices, batch_size // devices * devices)
+  index, source = pipeline.covering_windows(clips, window)
+  padded = np.concatenate([index, np.repeat(index[-1:], -len(index) % batch_size, 0)])
+  outputs, losses = [], []
+  for first in range(0, len(padded), batch_size):
+    rows = padded[first:first + batch_size]
+    batch = {k: v[rows].reshape((devices, -1) + rows.shape[1:] + v.shape[1:])
+             for k, v in arrays.items()}
+    result, kinematics, pose = evaluate(state, batch)
+    losses.append(float(result["loss"][0]))
+    outputs.append(jax.tree.map(np.asarray, (kinematics, pose)))
+  windows = stages.gather_predictions(outputs, len(index), float(np.mean(losses)))
+  return {k: v if k == "loss" else v[source[:, 0], source[:, 1]] for k, v in windows.items()}
+
+
+def angle_velocity(coords, clips, rate):
+  """MV_angle (deg/s, equation 13) of (N, P) coordinates, never across clip boundaries."""
+  same_clip = np.asarray(clips)[1:] == np.asarray(clips)[:-1]
+  step = np.abs(np.diff(np.asarray(coords), axis=0))[same_clip]
+  return float(np.degrees(np.nanmean(step)) * rate)

@@ -1,0 +1,64 @@
+"""Defaults shared by the configs: the paper's loss weights, AdamW, and both stages."""
+
+import ml_collections
+
+
+def optimizer(learning_rate, end_learning_rate, weight_decay=1e-3, final_epochs=0,
+              final_learning_rate=0.0, final_end_learning_rate=0.0):
+  """AdamW, linear decay; ``final_epochs`` > 0 adds a second decay from a lower rate."""
+  return ml_collections.ConfigDict(dict(
+      learning_rate=learning_rate, end_learning_rate=end_learning_rate,
+      weight_decay=weight_decay, final_epochs=final_epochs,
+      final_learning_rate=final_learning_rate, final_end_learning_rate=final_end_learning_rate))
+
+
+def paper_loss():
+  return ml_collections.ConfigDict(
+      {"lambda_joint": 1.0, "lambda_marker": 2.0, "lambda_body": 0.1, "lambda_angle": 0.06})
+
+
+def _run(stage, batch_size, epochs):
+  config = ml_collections.ConfigDict()
+  config.stage = stage
+  config.loss = paper_loss()
+  config.batch_size = batch_size
+  config.epochs = epochs
+  config.seed = 0
+  config.log_every_steps = 50
+  config.checkpoint_every_steps = 500
+  config.max_steps = -1  # stop early (tests, smoke runs); -1 runs every epoch
+  return config
+
+
+def per_frame(dataset, dataset_config, image_model, batch_size, epochs):
+  """Stage 1: the per-frame network (``image_model``: ResNeXt sizes and head) on images."""
+  config = _run("per_frame", batch_size, epochs)
+  config.dataset = ml_collections.ConfigDict(
+      {"name": dataset, "config": dataset_config, "data_dir": "data/tfds"})
+  config.model = ml_collections.ConfigDict(dict(image_model, share_mirrored=True))
+  config.augmentation = True
+  return config
+
+
+RESNEXT50 = {"stage_sizes": (3, 4, 6, 3), "groups": 32, "width_per_group": 4,
+             "head_hidden": 0, "dtype": "float32"}
+
+SEQUENCE_OPTIONS = {  # the sequence networks' sizes (see d3ke_jax.nets.sequence)
+    "lstm": {"hidden": 128, "layers": 3, "dropout": 0.1},
+    "tcn": {"channels": 256, "dilations": (1, 3, 9, 27, 81), "dropout": 0.25, "causal": False},
+    "transformer": {"hidden": 256, "heads": 8, "feed_forward": 512, "layers": 4,
+                    "dropout": 0.1},
+}
+
+
+def sequence(network):
+  """Stage 2 as in the paper: batch 128, 243-frame windows, 50 epochs, lr 1e-3 -> 5e-6.
+  The data and the layout come from the stage-1 run in ``per_frame_workdir``."""
+  config = _run("sequence", 128, 50)
+  config.per_frame_workdir = ""  # required: the stage-1 run's workdir
+  config.window = 243
+  config.window_stride = 1
+  config.model = ml_collections.ConfigDict(
+      {"network": network, "options": dict(SEQUENCE_OPTIONS[network])})
+  config.optimizer = optimizer(1e-3, 5e-6)
+  return config

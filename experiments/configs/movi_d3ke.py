@@ -1,0 +1,12 @@
+"""Per-frame D3KE on BML-MoVi with the paper's hyperparameters: ResNeXt-50 (32x4d), batch
+64, AdamW (weight decay 1e-3), lr 5e-4 -> 3.33e-5 over 28 epochs then 3.33e-6 -> 1e-6
+over 2, lambda = 1.0, 2.0, 0.1, 0.06 (joint, marker, body, angle)."""
+
+from experiments.configs import common
+
+
+def get_config():
+  config = common.per_frame("movi", "default", common.RESNEXT50, batch_size=64, epochs=30)
+  config.optimizer = common.optimizer(5e-4, 3.33e-5, weight_decay=1e-3, final_epochs=2,
+                                      final_learning_rate=3.33e-6, final_end_learning_rate=1e-6)
+  return config

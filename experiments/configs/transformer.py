@@ -1,0 +1,11 @@
+"""Stage 2 with the lifting Transformer: refines windows of a per-frame run's outputs.
+
+    python -m experiments.train --config experiments/configs/transformer.py --workdir DIR \
+        --config.per_frame_workdir=STAGE1_DIR
+(the tiny synthetic clips have 30 frames: add --config.window=27 there)."""
+
+from experiments.configs import common
+
+
+def get_config():
+  return common.sequence("transformer")
