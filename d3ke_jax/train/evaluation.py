@@ -1,0 +1,68 @@
+"""Evaluates a trained run (either stage) on a split and writes the paper's report."""
+
+import os
+
+import jax
+import numpy as np
+
+from d3ke_jax.data import pipeline
+from d3ke_jax.skeleton import load_osim
+from d3ke_jax.skeleton.subset import expand_scales
+from d3ke_jax.train import metrics, per_frame, report, runs, temporal
+from d3ke_jax.train import step as steps
+
+
+def predict_split(workdir, split, checkpoint="best"):
+  """(model, layout, predictions, truth, frame rate) of the run in ``workdir`` on ``split``:
+  predictions as ``per_frame.predict_frames`` returns them, truth the split's labels."""
+  config = runs.load_config(workdir)
+  model = load_osim()
+  first = temporal.per_frame_run(config) if config.stage == "sequence" else config
+  layout = per_frame.layout_for(first, model)
+  source = runs.load_dataset(first, splits=(split,))[split]
+  truth = pipeline.labels(source, per_frame.LABELS)
+  state = steps.replicate(runs.restore_state(workdir, checkpoint), jax.local_device_count())
+  if config.stage == "sequence":
+    outputs = temporal.per_frame_outputs(workdir, config.per_frame_workdir, {split: source},
+                                         model)[split]
+    network = temporal.build_network(config, model, layout)
+    _, evaluate = steps.pmapped(network, model, layout, runs.loss_weights(config), None,
+                                inputs=steps.kinematics_from_batch)
+    predicted = temporal.predict_sequences(evaluate, state,
+                                           temporal.window_arrays(outputs, truth),
+                                           truth["clip"], config.window, config.batch_size)
+  else:
+    network = per_frame.build_network(config, model, layout)
+    _, evaluate = steps.pmapped(network, model, layout, runs.loss_weights(config), None)
+    predicted = per_frame.predict_frames(evaluate, state, source, config.batch_size,
+                                         desc=f"predict {split}")
+  return model, layout, predicted, truth, runs.frame_rate(first)
+
+
+def to_report(model, layout, predicted, truth):
+  """``report.Predictions``: coordinates of the layout, root-aligned markers, relative scales."""
+  index = np.array(layout.coordinates)
+  root = model.root_joint
+  default = np.asarray(model.default_scales)
+  aligned = lambda markers, joints: markers - joints[:, root:root + 1]
+  return report.Predictions(
+      pred_coords=predicted["coords"], true_coords=truth["coordinates"][:, index],
+      coordinate_valid=truth["coordinate_valid"][:, index], frame_valid=truth["frame_valid"],
+      pred_markers=aligned(predicted["markers"], predicted["joints"]),
+      true_markers=aligned(truth["markers"], truth["joints"]),
+      pred_scales=np.asarray(expand_scales(model, layout, predicted["scales"])) / default,
+      true_scales=truth["scales"] / default, subject=truth["subject"],
+      movement=truth["movement"], view=truth["view"], clip=truth["clip"], frame=truth["frame"])
+
+
+def evaluate_run(workdir, split="test", checkpoint="best", out_dir=None, coordinate=None,
+                 clip=None):
+  """Writes the report of ``workdir``'s run on ``split`` into ``out_dir`` (default
+  ``<workdir>/eval/<split>``); returns ``report.write_report``'s result."""
+  model, layout, predicted, truth, rate = predict_split(workdir, split, checkpoint)
+  axis, extent = metrics.body_extents(model)
+  out_dir = out_dir or os.path.join(workdir, "eval", split)
+  return report.write_report(to_report(model, layout, predicted, truth),
+                             [model.coordinate_names[i] for i in layout.coordinates],
+                             model.body_names, axis, 1000 * extent, out_dir, rate,
+                             coordinate=coordinate, clip=clip)

@@ -1,0 +1,396 @@
+"""The evaluation report of the D3KE paper: CSV and Markdown tables and PNG plots of one split.
+
+Tables 1-4 (``summary``, ``per_body``), the per coordinate, movement, subject and view
+breakdowns and Table 6 (median and IQR across a group's items, per camera view) of sections
+3.1.1, 3.2 and 3.4, and the angle-over-time plot of Figure 5. Frames with invalid ground truth
+are left out of every metric; coordinates flagged invalid are left out of the angle metrics.
+Pearson's ρ is always the mean of per-clip correlations (NaN-safe: a constant series has none).
+"""
+
+import csv
+import dataclasses
+import os
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from d3ke_jax.io.atomic import atomic_path, atomic_write
+from d3ke_jax.train import metrics
+
+# Table 6's groups and the field naming their items (a joint is a column of the coordinates)
+_TABLE6_GROUPS = {"joint": "coordinate", "movement": "movement", "participant": "subject"}
+
+
+def _shaped(dims):
+  """A dataclass field holding an array of shape ``dims`` (one letter or digit per axis)."""
+  return dataclasses.field(metadata={"dims": dims})
+
+
+@dataclasses.dataclass
+class Predictions:
+  """Per-frame predictions and ground truth of one split, N frames in clip/frame order."""
+  pred_coords: np.ndarray = _shaped("NP")  # radians, the predicted (rotational) coordinates
+  true_coords: np.ndarray = _shaped("NP")
+  coordinate_valid: np.ndarray = _shaped("NP")  # bool
+  frame_valid: np.ndarray = _shaped("N")  # bool; invalid ground truth: left out of every metric
+  pred_markers: np.ndarray = _shaped("NM3")  # metres, root-aligned (root at origin)
+  true_markers: np.ndarray = _shaped("NM3")
+  pred_scales: np.ndarray = _shaped("NB3")  # body scale factors; 1 = the model's size
+  true_scales: np.ndarray = _shaped("NB3")
+  subject: np.ndarray = _shaped("N")  # int
+  movement: np.ndarray = _shaped("N")  # str
+  view: np.ndarray = _shaped("N")  # str, camera view, e.g. "frontal", "sagittal"
+  clip: np.ndarray = _shaped("N")  # int; one subject + movement + view, frames consecutive
+  frame: np.ndarray = _shaped("N")  # int, frame index within the clip
+
+  def __post_init__(self):
+    sizes = {"3": 3}
+    for field in dataclasses.fields(self):
+      value = np.asarray(getattr(self, field.name))
+      setattr(self, field.name, value)
+      dims = field.metadata["dims"]
+      bound = [sizes.setdefault(dim, size) for dim, size in zip(dims, value.shape)]
+      if value.ndim != len(dims) or list(value.shape) != bound:
+        expected = ", ".join(f"{dim}={sizes[dim]}" if dim in sizes else dim for dim in dims)
+        raise ValueError(f"Predictions.{field.name} has shape {value.shape}, expected ({expected})")
+    for name in ("coordinate_valid", "frame_valid"):
+      dtype = getattr(self, name).dtype
+      if dtype != bool:
+        raise ValueError(f"Predictions.{name} must be a bool array, got {dtype}")
+    self._check_clips()
+
+  def _check_clips(self):
+    if len(np.unique(np.stack([self.clip, self.frame], 1), axis=0)) != len(self.clip):
+      raise ValueError("Predictions.frame: a frame index repeats within a clip")
+    for clip in np.unique(self.clip):
+      rows = self.clip == clip
+      for name in ("subject", "movement", "view"):
+        if len(np.unique(getattr(self, name)[rows])) > 1:
+          raise ValueError(f"Predictions.{name}: clip {clip} holds more than one {name}")
+
+
+def write_report(predictions, coordinate_names, body_names, body_axis, body_extent_mm, out_dir,
+                 fps, coordinate=None, clip=None):
+  """Writes the evaluation report of ``predictions`` into ``out_dir`` (every file atomically).
+
+  Args:
+    coordinate_names: (P,) names of the predicted coordinates.
+    body_names, body_axis, body_extent_mm: (B,) each body's name, longest axis (0, 1 or 2) and
+      extent along it in mm (``axis, extent = metrics.body_extents(model)``; ``1000 * extent``).
+    fps: frame rate of the clips, for the mean velocities MV (equation 13). MV pools every
+      step between consecutive valid frames of a clip (the per-clip MVs weighted by their
+      number of steps); it never differences across clips or over an invalid frame.
+    coordinate, clip: what ``angle_over_time.png`` shows; by default the first of the clips
+      with the most frames and, within it, the coordinate whose ground truth varies most.
+
+  Returns the summary metrics, the plotted ``angle_over_time`` {coordinate, clip} and the
+  ``paths`` written ({file name: path}).
+  """
+  p = predictions
+  coordinate_names = [str(name) for name in coordinate_names]
+  _check_inputs(p, coordinate_names, body_names, body_axis, body_extent_mm, fps)
+  body_axis = np.asarray(body_axis).astype(int)
+  evaluation = _evaluate(p)
+  shown_clip = _choose_clip(p, clip)
+  shown_coordinate = _choose_coordinate(evaluation, coordinate_names, coordinate, shown_clip)
+  body_error_mm = _body_errors_mm(p, body_axis, body_extent_mm)
+  summary = _summary(evaluation, body_error_mm, fps)
+  per_coordinate = _per_coordinate(evaluation, coordinate_names)
+  tables = {
+      "summary": [summary],
+      "per_coordinate": per_coordinate,
+      "per_movement": _per_group(evaluation, "movement"),
+      "per_subject": _per_group(evaluation, "subject"),
+      "per_view": _per_group(evaluation, "view"),
+      "per_body": _per_body(p, body_names, body_error_mm),
+      "table6": _table6(evaluation),
+  }
+  paths = {}
+  for name, rows in tables.items():
+    paths.update(_write_table(out_dir, name, rows))
+  mae = {row["coordinate"]: row["MAE_deg"] for row in per_coordinate if row["view"] == "all"}
+  paths["per_coordinate_mae.png"] = _plot_mae(os.path.join(out_dir, "per_coordinate_mae.png"),
+                                              mae)
+  paths["angle_over_time.png"] = _plot_angle_over_time(
+      os.path.join(out_dir, "angle_over_time.png"), evaluation, shown_clip,
+      coordinate_names.index(shown_coordinate), shown_coordinate, fps)
+  return {**summary, "angle_over_time": {"coordinate": shown_coordinate, "clip": shown_clip},
+          "paths": paths}
+
+
+def _check_inputs(p, coordinate_names, body_names, body_axis, body_extent_mm, fps):
+  """Raises ValueError, naming the argument, unless the names and sizes match ``p``."""
+  num_coordinates, num_bodies = p.pred_coords.shape[1], p.pred_scales.shape[1]
+  for name, value, size in (("coordinate_names", coordinate_names, num_coordinates),
+                            ("body_names", body_names, num_bodies),
+                            ("body_axis", body_axis, num_bodies),
+                            ("body_extent_mm", body_extent_mm, num_bodies)):
+    if np.shape(value) != (size,):
+      raise ValueError(f"{name} has shape {np.shape(value)}, expected ({size},) to match the "
+                       "predictions")
+  if not np.isin(body_axis, (0, 1, 2)).all():
+    raise ValueError(f"body_axis must hold axes 0, 1 or 2, got {list(body_axis)}")
+  if not fps > 0:
+    raise ValueError(f"fps must be positive, got {fps}")
+  if not p.frame_valid.any():
+    raise ValueError("Predictions.frame_valid: no valid frame to evaluate")
+  valid = p.coordinate_valid & p.frame_valid[:, None]
+  for name in ("pred_coords", "true_coords", "pred_markers", "true_markers", "pred_scales",
+               "true_scales"):
+    values = getattr(p, name)
+    if not np.isfinite(values[valid if values.ndim == 2 else p.frame_valid]).all():
+      raise ValueError(f"Predictions.{name} is not finite where valid (mark such frames or "
+                       "coordinates invalid)")
+
+
+@dataclasses.dataclass
+class _Evaluation:
+  """A split's predictions with the derived arrays the tables share."""
+  p: Predictions
+  pred: np.ndarray  # (N, P) predicted coordinates, NaN where invalid
+  true: np.ndarray  # (N, P) true coordinates, NaN where invalid
+  marker_error_mm: np.ndarray  # (N,) mean marker distance of each frame, NaN where invalid
+  clips: dict  # {"clip" | "subject" | "movement" | "view": (C,) value of each clip}
+  clip_rows: list  # (C,) indices of each clip's frames
+  rho: np.ndarray  # (C, P) Pearson ρ of each coordinate within each clip
+
+
+def _evaluate(p):
+  valid = p.coordinate_valid & p.frame_valid[:, None]
+  pred = np.where(valid, p.pred_coords, np.nan)
+  true = np.where(valid, p.true_coords, np.nan)
+  distance = np.linalg.norm(p.pred_markers - p.true_markers, axis=-1)  # root-aligned already
+  marker_error_mm = np.where(p.frame_valid, 1000 * distance.mean(-1), np.nan)
+  _, first = np.unique(p.clip, return_index=True)
+  first = np.sort(first)  # clips in order of appearance
+  clips = {key: getattr(p, key)[first] for key in ("clip", "subject", "movement", "view")}
+  clip_rows = [np.flatnonzero(p.clip == clip) for clip in clips["clip"]]
+  rho = np.array([_pearson_columns(pred[rows], true[rows]) for rows in clip_rows])
+  return _Evaluation(p, pred, true, marker_error_mm, clips, clip_rows, rho)
+
+
+def _pearson_columns(pred, true):
+  """Pearson ρ of each column over its finite entries (NaN with fewer than two)."""
+  rho = np.full(pred.shape[1], np.nan)
+  for j in range(pred.shape[1]):
+    ok = np.isfinite(pred[:, j]) & np.isfinite(true[:, j])
+    if ok.sum() >= 2:
+      rho[j] = metrics.pearson(pred[ok, j, None], true[ok, j, None])[0]
+  return rho
+
+
+def _unique(values):
+  """The distinct values in order of first appearance."""
+  return list(dict.fromkeys(np.asarray(values).tolist()))
+
+
+def _choose_clip(p, clip):
+  ids = _unique(p.clip)
+  if clip is None:
+    counts = [np.count_nonzero(p.clip == c) for c in ids]
+    return ids[int(np.argmax(counts))]
+  if clip not in ids:
+    listed = ", ".join(map(str, ids[:10])) + (f", ... ({len(ids)} clips)" if len(ids) > 10 else "")
+    raise ValueError(f"clip {clip!r} is not in the predictions; clips: {listed}")
+  return clip
+
+
+def _choose_coordinate(evaluation, names, coordinate, clip):
+  if coordinate is None:
+    true = evaluation.true[evaluation.p.clip == clip]
+    variance = [np.var(column[np.isfinite(column)]) if np.isfinite(column).any() else -1
+                for column in true.T]
+    return names[int(np.argmax(variance))]
+  if coordinate not in names:
+    raise ValueError(f"coordinate {coordinate!r} is not a predicted coordinate; choose from: "
+                     f"{', '.join(names)}")
+  return coordinate
+
+
+def _select(evaluation, **equal):
+  """(frames (N,), clips (C,)) masks of the frames and clips whose fields equal ``equal``."""
+  frames = np.ones(len(evaluation.p.clip), bool)
+  clips = np.ones(len(evaluation.clips["clip"]), bool)
+  for key, value in equal.items():
+    frames &= getattr(evaluation.p, key) == value
+    clips &= evaluation.clips[key] == value
+  return frames, clips
+
+
+def _nanmean(values):
+  values = np.asarray(values, float)
+  return float(np.mean(values[np.isfinite(values)])) if np.isfinite(values).any() else np.nan
+
+
+def _angle_metrics(evaluation, frames, clips, columns):
+  """Frames, MAE and RMSE (deg) and mean per-clip ρ of the selected frames and coordinates."""
+  selected = np.ix_(frames, columns)
+  pred, true = evaluation.pred[selected], evaluation.true[selected]
+  count = int(np.isfinite(pred).any(1).sum())
+  if not count:
+    return {"frames": 0, "MAE_deg": np.nan, "RMSE_deg": np.nan, "rho": np.nan}
+  return {"frames": count, "MAE_deg": metrics.mae_angle(pred, true),
+          "RMSE_deg": float(np.degrees(np.sqrt(np.nanmean((pred - true)**2)))),
+          "rho": _nanmean(evaluation.rho[clips][:, columns])}
+
+
+def _body_errors_mm(p, body_axis, body_extent_mm):
+  """(valid frames, B) |scale error| along each body's longest axis times its extent, in mm."""
+  pred, true = p.pred_scales[p.frame_valid], p.true_scales[p.frame_valid]
+  bodies = np.arange(pred.shape[1])
+  error = pred[:, bodies, body_axis] - true[:, bodies, body_axis]
+  return np.abs(error) * np.asarray(body_extent_mm, float)
+
+
+def _clip_series(evaluation, values):
+  """``values`` of each clip on its frame grid (NaN at missing frames), the clips separated by
+  a NaN row, so equation 13 never differences across clips or over a missing frame."""
+  pieces = []
+  for rows in evaluation.clip_rows:
+    frame = evaluation.p.frame[rows]
+    offset = frame - frame.min()
+    grid = np.full((offset.max() + 2,) + values.shape[1:], np.nan)
+    grid[offset] = values[rows]
+    pieces.append(grid)
+  return np.concatenate(pieces)
+
+
+def _summary(evaluation, body_error_mm, fps):
+  """Tables 1, 3 and 4 over all valid frames."""
+  p, dt = evaluation.p, 1 / fps
+  valid_frame = p.frame_valid[:, None, None]
+
+  def marker_velocity(markers):
+    masked = np.where(valid_frame, markers, np.nan)
+    return metrics.mean_velocity(_clip_series(evaluation, masked), dt, points=True)
+
+  return {
+      "MPBLPE_mm": _nanmean(evaluation.marker_error_mm),
+      "MAE_body_mm": float(np.mean(body_error_mm)),
+      "RMSE_body": metrics.rmse_body(p.pred_scales[p.frame_valid], p.true_scales[p.frame_valid]),
+      "MAE_angle_deg": metrics.mae_angle(evaluation.pred, evaluation.true),
+      "SD_angle_deg": metrics.sd_angle(evaluation.pred, evaluation.true),
+      "MV_BL_mm_s": marker_velocity(p.pred_markers),
+      "MV_angle_deg_s": metrics.mean_velocity(_clip_series(evaluation, evaluation.pred), dt),
+      "MV_BL_true_mm_s": marker_velocity(p.true_markers),
+      "MV_angle_true_deg_s": metrics.mean_velocity(_clip_series(evaluation, evaluation.true), dt),
+      "frames": int(np.count_nonzero(p.frame_valid)),
+  }
+
+
+def _per_coordinate(evaluation, names):
+  """Each coordinate over all views, then per view."""
+  rows = []
+  for j, name in enumerate(names):
+    for view in ["all"] + _unique(evaluation.clips["view"]):
+      selection = _select(evaluation) if view == "all" else _select(evaluation, view=view)
+      rows.append({"coordinate": name, "view": view,
+                   **_angle_metrics(evaluation, *selection, [j])})
+  return rows
+
+
+def _per_group(evaluation, key):
+  """Each value of ``key`` (movement, subject or view): angle metrics and MPBLPE."""
+  every_coordinate = np.arange(evaluation.pred.shape[1])
+  rows = []
+  for value in _unique(evaluation.clips[key]):
+    frames, clips = _select(evaluation, **{key: value})
+    rows.append({key: value, **_angle_metrics(evaluation, frames, clips, every_coordinate),
+                 "MPBLPE_mm": _nanmean(evaluation.marker_error_mm[frames])})
+  return rows
+
+
+def _per_body(p, body_names, body_error_mm):
+  """Table 2: RMSE of all three scale factors and MAE_body of each body."""
+  pred, true = p.pred_scales[p.frame_valid], p.true_scales[p.frame_valid]
+  return [{"body": str(name), "RMSE_body": metrics.rmse_body(pred[:, b], true[:, b]),
+           "MAE_body_mm": float(np.mean(body_error_mm[:, b]))}
+          for b, name in enumerate(body_names)]
+
+
+def _item_metrics(evaluation, group, view):
+  """Angle metrics of every item of a Table 6 group (joint, movement, participant) in ``view``."""
+  num_coordinates = evaluation.pred.shape[1]
+  if group == "joint":
+    frames, clips = _select(evaluation, view=view)
+    return [_angle_metrics(evaluation, frames, clips, [j]) for j in range(num_coordinates)]
+  key = _TABLE6_GROUPS[group]
+  return [_angle_metrics(evaluation, *_select(evaluation, view=view, **{key: item}),
+                         np.arange(num_coordinates)) for item in _unique(evaluation.clips[key])]
+
+
+def _table6(evaluation):
+  """Table 6: median, IQR, mean and std across a group's items, per group and camera view."""
+  rows = []
+  for group in _TABLE6_GROUPS:
+    for view in _unique(evaluation.clips["view"]):
+      items = _item_metrics(evaluation, group, view)
+      views = [view] * len(items)
+      stats = {metric: metrics.summarize([item[metric] for item in items], views)[view]
+               for metric in ("MAE_deg", "RMSE_deg", "rho")}
+      rows.append({"group": group, "view": view, "items": stats["MAE_deg"]["n"],
+                   **{f"{metric}_{stat}": values[stat] for metric, values in stats.items()
+                      for stat in ("median", "iqr", "mean", "std")}})
+  return rows
+
+
+def _write_table(out_dir, name, rows):
+  """Writes ``rows`` (dicts with the same keys) as ``name``.csv and ``name``.md."""
+  columns = list(rows[0])
+  paths = {f"{name}.csv": os.path.join(out_dir, f"{name}.csv"),
+           f"{name}.md": os.path.join(out_dir, f"{name}.md")}
+  with atomic_write(paths[f"{name}.csv"]) as f:
+    writer = csv.DictWriter(f, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+  lines = [columns, ["---"] * len(columns)]
+  lines += [[_format(column, row[column]) for column in columns] for row in rows]
+  with atomic_write(paths[f"{name}.md"]) as f:
+    f.writelines("| " + " | ".join(cells) + " |\n" for cells in lines)
+  return paths
+
+
+def _format(column, value):
+  """3 decimals for ρ and RMSE_body, 2 for other floats (deg, mm); text with pipes escaped."""
+  if isinstance(value, float):
+    return f"{value:.{3 if column.startswith(('rho', 'RMSE_body')) else 2}f}"
+  return str(value).replace("|", "\\|")
+
+
+def _save(figure, path):
+  with atomic_path(path) as tmp:
+    figure.savefig(tmp, format="png", dpi=100)
+  return path
+
+
+def _plot_mae(path, mae):
+  """Horizontal bars of the MAE of each coordinate ({name: deg}), the largest on top."""
+  names = sorted(mae, key=lambda name: mae[name])
+  figure = Figure(figsize=(6, 1.5 + 0.25 * len(names)), layout="constrained")
+  axes = figure.add_subplot()
+  axes.barh(np.arange(len(names)), [mae[name] for name in names], color="tab:blue")
+  axes.set_yticks(np.arange(len(names)), names)
+  axes.set_xlabel("MAE (deg)")
+  axes.set_ylabel("coordinate")
+  axes.set_title("Mean absolute error per coordinate")
+  return _save(figure, path)
+
+
+def _plot_angle_over_time(path, evaluation, clip, j, name, fps):
+  """Figure 5, bottom row: predicted (blue) and true (orange) angle of one clip over time,
+  with gaps where the ground truth is invalid."""
+  p = evaluation.p
+  rows = np.flatnonzero(p.clip == clip)
+  rows = rows[np.argsort(p.frame[rows])]
+  time = p.frame[rows] / fps
+  figure = Figure(figsize=(8, 3.5), layout="constrained")
+  axes = figure.add_subplot()
+  axes.plot(time, np.degrees(evaluation.pred[rows, j]), color="tab:blue", label="predicted")
+  axes.plot(time, np.degrees(evaluation.true[rows, j]), color="tab:orange", label="ground truth")
+  axes.set_xlabel("time (s)")
+  axes.set_ylabel(f"{name} (deg)")
+  first = rows[0]
+  axes.set_title(f"{name}: subject {p.subject[first]}, {p.movement[first]}, {p.view[first]} "
+                 f"view (clip {clip})")
+  axes.legend()
+  return _save(figure, path)
