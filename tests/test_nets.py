@@ -59,7 +59,10 @@ def test_zero_logits_decode_to_the_default_pose():
   defaults = np.asarray(model.coordinate_defaults)[np.array(layout.coordinates)]
   np.testing.assert_allclose(kin.coords, defaults, atol=1e-5)  # all inside their ranges
   np.testing.assert_allclose(kin.scales, bounds.scale_centre, atol=1e-6)
-  np.testing.assert_allclose(kin.rotation, np.eye(3), atol=1e-6)
+  # Upright and facing the camera: the pelvis's up axis (y) points up the image (-y).
+  np.testing.assert_allclose(kin.rotation @ np.array([0.0, 1.0, 0.0]), [0.0, -1.0, 0.0],
+                             atol=1e-6)
+  np.testing.assert_allclose(kin.rotation, heads.FACING_CAMERA, atol=1e-6)
 
 
 def _targets(model, layout, coords, scales, rotation):
@@ -153,9 +156,10 @@ def test_tiny_d3ke_overfits_a_few_frames():
   n = 4
   q = random_poses(model, n, rng, limit=0.6)[:, np.array(layout.coordinates)]
   scales = np.asarray(bounds.scale_centre) * rng.uniform(0.9, 1.1, (n, layout.num_scale_groups, 3))
-  # Pelvis orientations within ~30 deg of upright: far-apart rotations let L1 on positions
-  # trade the pelvis against hip and shoulder rotations (a local minimum, not capacity).
-  rotation = rotvec_to_matrix(rng.normal(size=(n, 3)) * 0.3)
+  # Pelvis orientations within ~30 deg of upright and facing the camera (where the head
+  # starts): far-apart rotations let L1 on positions trade the pelvis against hip and
+  # shoulder rotations (a local minimum, not capacity).
+  rotation = np.asarray(heads.FACING_CAMERA) @ rotvec_to_matrix(rng.normal(size=(n, 3)) * 0.3)
   _, targets = _targets(model, layout, jnp.asarray(q, jnp.float32),
                         jnp.asarray(scales, jnp.float32), jnp.asarray(rotation, jnp.float32))
   # Distinguishable images: a colour each, plus texture.

@@ -14,6 +14,9 @@ import numpy as np
 from d3ke_jax.skeleton.rotations import sixd_to_matrix
 
 IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+# Pelvis -> camera rotation of a body upright and facing the camera: the pelvis's forward
+# (x), up (y) and right (z) axes along the camera's -z, -y and -x (x right, y down, z ahead).
+FACING_CAMERA = ((0.0, 0.0, -1.0), (0.0, -1.0, 0.0), (-1.0, 0.0, 0.0))
 
 
 class Kinematics(NamedTuple):
@@ -30,6 +33,7 @@ class Bounds(NamedTuple):
   coordinate_centre: Sequence[float]  # what zero logits decode to: the default pose
   scale_centre: Sequence[Sequence[float]]  # (G, 3)
   scale_band: float = 0.3  # scales stay within centre * (1 +- band)
+  rotation_centre: Sequence[Sequence[float]] = FACING_CAMERA  # what zero 6D logits give
 
 
 def bounds_for(model, layout, scale_centre=None, scale_band=0.3):
@@ -61,7 +65,7 @@ def decode(bounds: Bounds, coordinate_logits, scale_logits, sixd):
   coords = jnp.clip(low + (high - low) * unit, low, high)
   centre = jnp.asarray(bounds.scale_centre)
   scales = centre * (1.0 + bounds.scale_band * jnp.tanh(scale_logits))
-  rotation = sixd_to_matrix(sixd + jnp.asarray(IDENTITY_6D))
+  rotation = jnp.asarray(bounds.rotation_centre) @ sixd_to_matrix(sixd + jnp.asarray(IDENTITY_6D))
   return Kinematics(coords, scales, rotation)
 
 
@@ -71,7 +75,8 @@ def encode(bounds: Bounds, kinematics: Kinematics, eps=1e-4):
   unit = jnp.clip((kinematics.coords - low) / (high - low), eps, 1 - eps)
   relative = jnp.clip((kinematics.scales / jnp.asarray(bounds.scale_centre) - 1.0)
                       / bounds.scale_band, -1 + eps, 1 - eps)
-  sixd = jnp.concatenate([kinematics.rotation[..., :, 0], kinematics.rotation[..., :, 1]], -1)
+  relative_rotation = jnp.asarray(bounds.rotation_centre).T @ kinematics.rotation
+  sixd = jnp.concatenate([relative_rotation[..., :, 0], relative_rotation[..., :, 1]], -1)
   return (jnp.log(unit) - jnp.log1p(-unit) - _centre_logits(bounds), jnp.arctanh(relative),
           sixd - jnp.asarray(IDENTITY_6D))
 
@@ -94,7 +99,7 @@ def feature_size(bounds: Bounds):
 
 class KinematicHead(nn.Module):
   """Features (..., D) -> ``Kinematics``; the near-zero initial output layer predicts the
-  default pose, centre scales and the identity rotation."""
+  default pose, centre scales and the centre rotation."""
   bounds: Bounds
   hidden: int = 0
 
