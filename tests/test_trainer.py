@@ -9,7 +9,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from d3ke_jax.train import evaluation, runs, trainer
+from d3ke_jax.train import ablation, evaluation, runs, trainer
 from d3ke_jax.train import stage as stages
 from experiments.configs import synthetic_tiny, transformer
 
@@ -180,3 +180,33 @@ def test_command_line_rejects_unknown_keys_and_wrong_types(tmp_path):
                              synthetic_tiny.__file__, "--workdir", str(tmp_path), override],
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+
+
+def test_lambda_sweep_switches_terms_off_scales_them_and_isolates_objectives():
+  variants = ablation.lambda_variants(synthetic_tiny.get_config().loss)
+  assert variants["config"] == {"lambda_joint": 1.0, "lambda_marker": 2.0, "lambda_body": 0.1,
+                                "lambda_angle": 0.06}
+  assert variants["no_marker"]["lambda_marker"] == 0 and variants["no_marker"]["lambda_joint"] == 1
+  assert variants["angle_x10"]["lambda_angle"] == pytest.approx(0.6)
+  assert [k for k, v in variants["angle_only"].items() if v] == ["lambda_angle"]
+  assert sorted(k for k, v in variants["pose_only"].items() if v) == ["lambda_joint",
+                                                                       "lambda_marker"]
+  assert len(variants) == 11
+
+
+def test_ablate_command_trains_variants_into_one_table(tmp_path, data_dir):
+  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  command = [sys.executable, "-m", "experiments.ablate", "--config", synthetic_tiny.__file__,
+             "--workdir", str(tmp_path), "--variants", "no_angle,angle_only",
+             "--config.dataset.config=micro", f"--config.dataset.data_dir={data_dir}",
+             "--config.batch_size=8", "--config.max_steps=2", "--config.model.head_hidden=16"]
+  result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = list(csv.DictReader(open(tmp_path / "lambdas.csv")))
+  assert [r["variant"] for r in rows] == ["no_angle", "angle_only"]
+  assert float(rows[0]["lambda_angle"]) == 0 and float(rows[1]["lambda_joint"]) == 0
+  assert all(float(r["MAE_angle_deg"]) > 0 for r in rows)
+  assert "| no_angle |" in (tmp_path / "lambdas.md").read_text()
+  bad = subprocess.run(command[:-4] + ["--variants", "no_angels"], capture_output=True,
+                       text=True, timeout=300, check=False)
+  assert bad.returncode != 0 and "no_angels" in bad.stderr

@@ -107,7 +107,7 @@ def write_report(predictions, coordinate_names, body_names, body_axis, body_exte
   }
   paths = {}
   for name, rows in tables.items():
-    paths.update(_write_table(out_dir, name, rows))
+    paths.update(write_table(out_dir, name, rows))
   mae = {row["coordinate"]: row["MAE_deg"] for row in per_coordinate if row["view"] == "all"}
   paths["per_coordinate_mae.png"] = _plot_mae(os.path.join(out_dir, "per_coordinate_mae.png"),
                                               mae)
@@ -334,7 +334,7 @@ def _table6(evaluation):
   return rows
 
 
-def _write_table(out_dir, name, rows):
+def write_table(out_dir, name, rows):
   """Writes ``rows`` (dicts with the same keys) as ``name``.csv and ``name``.md."""
   columns = list(rows[0])
   paths = {f"{name}.csv": os.path.join(out_dir, f"{name}.csv"),
