@@ -148,13 +148,18 @@ def frame_batches(source, batch_size, devices=1, seed=0, epoch=0, shuffle=True,
       if drop_remainder:
         return
       chunk = np.pad(chunk, (0, batch_size - len(chunk)), mode="edge")
-    examples = []
-    for index in chunk:
-      example = decode(source[int(index)])
-      if augmentation is not None:
-        example = augment(example, np.random.default_rng([seed, epoch, int(index)]), augmentation)
-      examples.append(example)
-    yield _stack(examples, devices)
+    yield batch_of(source, chunk, devices, augmentation, seed, epoch)
+
+
+def batch_of(source, indices, devices=1, augmentation: Augmentation = None, seed=0, epoch=0):
+  """The records ``indices`` of ``source`` as one batch (devices, per_device, ...)."""
+  examples = []
+  for index in indices:
+    example = decode(source[int(index)])
+    if augmentation is not None:
+      example = augment(example, np.random.default_rng([seed, epoch, int(index)]), augmentation)
+    examples.append(example)
+  return _stack(examples, devices)
 
 
 def window_batches(source, window, stride, batch_size, devices=1, seed=0, epoch=0,

@@ -16,6 +16,7 @@ from d3ke_jax.train.step import AXIS, images_from_batch
 
 MODEL_KEYS = ("stage_sizes", "groups", "width_per_group", "head_hidden", "dtype",
               "share_mirrored")
+PREVIEW_FRAMES = 4
 LABELS = ("coordinates", "scales", "joints", "markers", "frame_valid", "coordinate_valid",
           "subject", "clip", "frame", "movement", "view")
 
@@ -48,8 +49,10 @@ def make_stage(config, workdir, model):
   # The predict-the-mean baseline: the mean coordinates of (every 7th) training frame.
   train_mean = np.mean([train[i]["coordinates"][index] for i in range(0, len(train), 7)], 0)
   truth = pipeline.labels(validation, LABELS)
-  preview = next(pipeline.frame_batches(validation, jax.local_device_count(),
-                                        jax.local_device_count(), shuffle=False))
+  # Frames drawn with their skeletons in TensorBoard: spread over the validation clips.
+  devices = jax.local_device_count()
+  shown = np.linspace(0, len(validation) - 1, PREVIEW_FRAMES * devices).astype(int)
+  preview = pipeline.batch_of(validation, shown, devices)
 
   def batches(epoch, start_batch):
     return pipeline.frame_batches(train, batch_size, jax.local_device_count(), seed=config.seed,
@@ -63,7 +66,7 @@ def make_stage(config, workdir, model):
     metrics["mae_angle_mean_baseline"] = stages.mae_angle_of(
         np.broadcast_to(train_mean, predicted["coords"].shape), truth, layout)
     _, _, pose = evaluate(state, preview)
-    return metrics, summaries.skeleton_overlays(model, preview, pose)
+    return metrics, summaries.skeleton_overlays(model, preview, pose, count=PREVIEW_FRAMES)
 
   return stages.Stage(network=network, model=model, layout=layout,
                           sample_input=jnp.zeros((1, size, size, 3)), inputs=images_from_batch,
