@@ -55,7 +55,7 @@ def make_stage(config, workdir, model):
   preview = pipeline.batch_of(validation, shown, devices)
 
   def batches(epoch, start_batch):
-    return pipeline.frame_batches(train, batch_size, jax.local_device_count(), seed=config.seed,
+    return pipeline.frame_batches(train, batch_size, devices, seed=config.seed,
                                   epoch=epoch, augmentation=augmentation,
                                   process_index=jax.process_index(),
                                   process_count=jax.process_count(), start_batch=start_batch)
@@ -69,9 +69,9 @@ def make_stage(config, workdir, model):
     return metrics, summaries.skeleton_overlays(model, preview, pose, count=PREVIEW_FRAMES)
 
   return stages.Stage(network=network, model=model, layout=layout,
-                          sample_input=jnp.zeros((1, size, size, 3)), inputs=images_from_batch,
-                          steps_per_epoch=len(train) // jax.process_count() // batch_size,
-                          batches=batches, validate=validate)
+                      sample_input=jnp.zeros((1, size, size, 3)), inputs=images_from_batch,
+                      steps_per_epoch=len(train) // jax.process_count() // batch_size,
+                      batches=batches, validate=validate)
 
 
 def predict_frames(evaluate, state, source, batch_size, desc=None):
