@@ -51,7 +51,7 @@ def main(argv=None):
 
 def write_preview(source, path, rows=2, columns=6):
   """A grid of frames, one per clip, with the stored 2D markers drawn on them."""
-  frames_per_clip = int(np.sum(pipeline.clip_ids(source) == 0))
+  frames_per_clip = int(np.sum(pipeline.labels(source, ("clip",))["clip"] == 0))
   tiles = []
   for k in range(rows * columns):
     record = pipeline.decode(source[(k * 7 % (len(source) // frames_per_clip)) * frames_per_clip

@@ -126,15 +126,19 @@ def test_splits_and_windows_respect_subjects_and_clips(source):
   subjects = {name: {sources[name][i]["subject"] for i in range(len(sources[name]))}
               for name in ("train", "validation", "test")}
   assert not (subjects["train"] & subjects["test"] or subjects["train"] & subjects["validation"])
-  clips = pipeline.clip_ids(sources["train"])
+  labels = pipeline.labels(sources["train"], ("clip", "frame", "coordinates"))
+  clips = labels["clip"]
   starts = pipeline.window_starts(clips, window=4, stride=1)
   assert all(clips[s] == clips[s + 3] for s in starts)
   assert len(starts) == len(set(clips)) * 3  # 6-frame clips hold 3 windows of 4
-  batch = next(pipeline.window_batches(sources["train"], 4, 2, batch_size=4, devices=2,
-                                       clips=clips))
+  batch = next(pipeline.array_window_batches(labels, starts, 4, batch_size=4, devices=2))
   assert batch["coordinates"].shape[:3] == (2, 2, 4)
   np.testing.assert_array_equal(np.diff(batch["frame"], axis=-1), 1)
   assert np.all(batch["clip"] == batch["clip"][..., :1])
+  # Windows covering whole clips (prediction): every frame once, from a window of its clip.
+  index, source = pipeline.covering_windows(clips, 4)
+  np.testing.assert_array_equal(index[source[:, 0], source[:, 1]], np.arange(len(clips)))
+  assert np.all(clips[index] == clips[index[:, :1]])
 
 
 def test_frame_batches_are_deterministic_and_sharded(source):

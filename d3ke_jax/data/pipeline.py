@@ -1,9 +1,9 @@
 """Input pipeline over TFDS array_record data sources (random access, no TensorFlow).
 
 Per-frame examples with train-time augmentation, and fixed-length windows of consecutive
-frames that never cross clip boundaries; shuffled deterministically from (seed, epoch),
-sharded by process, batched as (devices, per_device_batch, ...) for a pmapped step, and
-prefetched on a background thread.
+frames (labels and per-frame estimates held in memory) that never cross clip boundaries;
+shuffled deterministically from (seed, epoch), sharded by process, batched as (devices,
+per_device_batch, ...) for a pmapped step, and prefetched on a background thread.
 """
 
 import dataclasses
@@ -109,11 +109,6 @@ def decode(record):
   return out
 
 
-def clip_ids(source):
-  """The clip of every record (records of a clip are consecutive, frames in order)."""
-  return np.array([source[i]["clip"] for i in range(len(source))])
-
-
 def window_starts(clips, window, stride):
   """Starts of windows of ``window`` consecutive records inside one clip, every ``stride``."""
   starts = []
@@ -160,23 +155,6 @@ def batch_of(source, indices, devices=1, augmentation: Augmentation = None, seed
       example = augment(example, np.random.default_rng([seed, epoch, int(index)]), augmentation)
     examples.append(example)
   return _stack(examples, devices)
-
-
-def window_batches(source, window, stride, batch_size, devices=1, seed=0, epoch=0,
-                   shuffle=True, images=False, process_index=0, process_count=1, clips=None):
-  """Yields batches of windows (devices, per_device, window, ...) of consecutive frames."""
-  clips = clip_ids(source) if clips is None else clips
-  starts = window_starts(clips, window, stride)
-  order = starts[_order(len(starts), seed, epoch, shuffle, process_index, process_count)]
-  for first in range(0, len(order) - batch_size + 1, batch_size):
-    windows = []
-    for start in order[first:first + batch_size]:
-      frames = [source[int(i)] for i in range(start, start + window)]
-      frames = [decode(f) if images else {k: v for k, v in f.items() if k != "image"}
-                for f in frames]
-      windows.append({k: np.stack([f[k] for f in frames]) for k in frames[0]
-                      if not isinstance(frames[0][k], (str, bytes))})
-    yield _stack(windows, devices)
 
 
 def labels(source, keys):
