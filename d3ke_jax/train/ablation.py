@@ -52,6 +52,6 @@ def run_sweep(config, workdir, sweep="lambdas", variants=None, split="validation
     result = evaluation.evaluate_run(os.path.join(workdir, name), split)
     rows.append({"variant": name, **losses[name],
                  **{column: result[column] for column in COLUMNS},
-                 "train_minutes": seconds / 60})  # this invocation's (0 if already trained)
+                 "train_minutes": seconds / 60})  # this invocation's: short if already trained
   report.write_table(workdir, sweep, rows)
   return rows

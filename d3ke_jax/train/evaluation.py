@@ -7,8 +7,8 @@ import numpy as np
 
 from d3ke_jax.data import pipeline
 from d3ke_jax.skeleton import load_osim
-from d3ke_jax.skeleton.subset import expand_scales
 from d3ke_jax.train import metrics, per_frame, report, runs, temporal
+from d3ke_jax.train import stage as stages
 from d3ke_jax.train import step as steps
 
 
@@ -23,8 +23,8 @@ def predict_split(workdir, split, checkpoint="best"):
   truth = pipeline.labels(source, per_frame.LABELS)
   state = steps.replicate(runs.restore_state(workdir, checkpoint), jax.local_device_count())
   if config.stage == "sequence":
-    outputs = temporal.per_frame_outputs(workdir, config.per_frame_workdir, {split: source},
-                                         model)[split]
+    outputs = temporal.per_frame_outputs(workdir, config.per_frame_workdir, first,
+                                         {split: source}, model)[split]
     network = temporal.build_network(config, model, layout)
     _, evaluate = steps.pmapped(network, model, layout, runs.loss_weights(config), None,
                                 inputs=steps.kinematics_from_batch)
@@ -43,15 +43,14 @@ def to_report(model, layout, predicted, truth):
   """``report.Predictions``: coordinates of the layout, root-aligned markers, relative scales."""
   index = np.array(layout.coordinates)
   root = model.root_joint
-  default = np.asarray(model.default_scales)
   aligned = lambda markers, joints: markers - joints[:, root:root + 1]
   return report.Predictions(
       pred_coords=predicted["coords"], true_coords=truth["coordinates"][:, index],
       coordinate_valid=truth["coordinate_valid"][:, index], frame_valid=truth["frame_valid"],
       pred_markers=aligned(predicted["markers"], predicted["joints"]),
       true_markers=aligned(truth["markers"], truth["joints"]),
-      pred_scales=np.asarray(expand_scales(model, layout, predicted["scales"])) / default,
-      true_scales=truth["scales"] / default, subject=truth["subject"],
+      pred_scales=stages.relative_scales(model, layout, predicted["scales"]),
+      true_scales=truth["scales"] / np.asarray(model.default_scales), subject=truth["subject"],
       movement=truth["movement"], view=truth["view"], clip=truth["clip"], frame=truth["frame"])
 
 

@@ -55,6 +55,11 @@ def mae_angle_of(coords, truth, layout):
   return metrics.mae_angle(*_masked_coordinates(coords, truth, layout))
 
 
+def relative_scales(model, layout, scales):
+  """Predicted scale groups (N, G, 3) -> every body's scale relative to the model (N, B, 3)."""
+  return np.asarray(expand_scales(model, layout, scales)) / np.asarray(model.default_scales)
+
+
 def frame_metrics(model, layout, predicted, truth):
   """Validation metrics of per-frame predictions (see ``gather_predictions``) against the
   split's labels: MAE_angle, SD_angle (deg), MPBLPE, MAE_body (mm) and the loss."""
@@ -62,7 +67,7 @@ def frame_metrics(model, layout, predicted, truth):
   valid = truth["frame_valid"]
   root = model.root_joint
   default = np.asarray(model.default_scales)
-  pred_scales = np.asarray(expand_scales(model, layout, predicted["scales"])) / default
+  pred_scales = relative_scales(model, layout, predicted["scales"])
   return {"loss": predicted["loss"], "mae_angle": metrics.mae_angle(pred, true),
           "sd_angle": metrics.sd_angle(pred, true),
           "mpblpe": metrics.mpblpe(predicted["markers"][valid], truth["markers"][valid],

@@ -16,7 +16,7 @@ from d3ke_jax.io.atomic import atomic_path
 from d3ke_jax.nets import heads
 from d3ke_jax.nets.d3ke import TemporalD3KE
 from d3ke_jax.nets.sequence import SEQUENCE_NETWORKS
-from d3ke_jax.train import metrics, per_frame, runs
+from d3ke_jax.train import per_frame, runs
 from d3ke_jax.train import stage as stages
 from d3ke_jax.train import step as steps
 
@@ -49,9 +49,9 @@ def per_frame_run(config):
   return first
 
 
-def per_frame_outputs(workdir, per_frame_workdir, sources, model):
-  """{split: stage-1 predictions} for every frame of each source, cached per checkpoint."""
-  first = runs.load_config(per_frame_workdir)
+def per_frame_outputs(workdir, per_frame_workdir, first, sources, model):
+  """{split: stage-1 predictions} for every frame of each source, cached per checkpoint;
+  ``first`` is the stage-1 run's config (``per_frame_run``)."""
   layout = per_frame.layout_for(first, model)
   state = runs.restore_state(per_frame_workdir, "best")
   step = int(state.step)
@@ -86,7 +86,7 @@ def make_stage(config, workdir, model):
   first = per_frame_run(config)
   layout = per_frame.layout_for(first, model)
   sources = runs.load_dataset(first)
-  outputs = per_frame_outputs(workdir, config.per_frame_workdir, sources, model)
+  outputs = per_frame_outputs(workdir, config.per_frame_workdir, first, sources, model)
   truth = {split: pipeline.labels(source, per_frame.LABELS) for split, source in sources.items()}
   starts = pipeline.window_starts(truth["train"]["clip"], config.window, config.window_stride)
   if not len(starts):
@@ -99,6 +99,12 @@ def make_stage(config, workdir, model):
   train_arrays = window_arrays(outputs["train"], truth["train"])
   validation = window_arrays(outputs["validation"], truth["validation"])
   rate = runs.frame_rate(first)
+  clips = truth["validation"]["clip"]
+  # The per-frame network's own validation numbers: the baseline the refinement must beat.
+  per_frame_baseline = {
+      "mae_angle_per_frame": stages.mae_angle_of(outputs["validation"]["coords"],
+                                                 truth["validation"], layout),
+      "mv_angle_per_frame": angle_velocity(outputs["validation"]["coords"], clips, rate)}
 
   def batches(epoch, start_batch):
     return pipeline.array_window_batches(train_arrays, starts, config.window, batch_size,
@@ -108,14 +114,10 @@ def make_stage(config, workdir, model):
                                          start_batch=start_batch)
 
   def validate(evaluate, state):
-    clips = truth["validation"]["clip"]
     predicted = predict_sequences(evaluate, state, validation, clips, config.window, batch_size)
     result = stages.frame_metrics(model, layout, predicted, truth["validation"])
-    result["mae_angle_per_frame"] = stages.mae_angle_of(outputs["validation"]["coords"],
-                                                        truth["validation"], layout)
     result["mv_angle"] = angle_velocity(predicted["coords"], clips, rate)
-    result["mv_angle_per_frame"] = angle_velocity(outputs["validation"]["coords"], clips, rate)
-    return result, np.zeros((0, 1, 1, 3), np.uint8)
+    return {**result, **per_frame_baseline}, np.zeros((0, 1, 1, 3), np.uint8)
 
   bounds = network.bounds
   window = lambda x: jnp.broadcast_to(jnp.asarray(x, jnp.float32),
