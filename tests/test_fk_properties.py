@@ -80,6 +80,17 @@ def test_any_leading_batch_shape(batch):
                              atol=1e-12)
 
 
+@pytest.mark.parametrize("batch", [(0,), (2, 0)])
+def test_empty_batches_give_empty_outputs(batch):
+  model = _model()
+  out = forward_kinematics(model, np.zeros(batch + (model.num_coordinates,), np.float32),
+                           scales=np.ones((model.num_bodies, 3)), root_rotation=np.eye(3))
+  chex.assert_shape(out.markers, batch + (model.num_markers, 3))
+  chex.assert_shape(out.joint_origins, batch + (model.num_joints, 3))
+  chex.assert_shape(out.body_transforms, batch + (model.num_bodies, 4, 4))
+  assert out.markers.dtype == np.float32
+
+
 def test_large_batches_are_chunked_without_changing_results():
   model = _model()
   n = CPU_CHUNK + 7  # more than one chunk, not a multiple of it

@@ -57,11 +57,12 @@ def forward_kinematics(model: SkeletalModel, coords, scales=None, root_rotation=
   _check_shape(model, "coords", coords, (model.num_coordinates,))
   batch = coords.shape[:-1]
   n = int(np.prod(batch, dtype=int))
-  inputs = {"coords": coords.reshape(n, -1)}
+  inputs = {"coords": coords.reshape(n, model.num_coordinates)}
   if scales is not None:
     scales = jnp.asarray(scales, dtype)
     _check_shape(model, "scales", scales, (model.num_bodies, 3))
-    inputs["scales"] = jnp.broadcast_to(scales, batch + scales.shape[-2:]).reshape(n, -1, 3)
+    inputs["scales"] = jnp.broadcast_to(scales, batch + scales.shape[-2:]).reshape(
+        n, model.num_bodies, 3)
   if root_rotation is not None:
     root_rotation = jnp.asarray(root_rotation, dtype)
     _check_shape(model, "root_rotation", root_rotation, (3, 3))
@@ -326,7 +327,7 @@ def _body_frames(model, q, s, root_rotation):
 
   carry = jnp.broadcast_to(ground[:, None], (12, width, n))
   _, frames = jax.lax.scan(place, carry, xs)  # (S, 12, W, n)
-  frames = jnp.moveaxis(frames, 1, 0).reshape(12, -1, n)
+  frames = jnp.moveaxis(frames, 1, 0).reshape(12, joint.size, n)
   body_rows = np.zeros(model.num_bodies, int)
   for j, b in enumerate(model.joint_child_body):
     body_rows[b] = flat[j]
