@@ -5,7 +5,6 @@ from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax.numpy as jnp
-import numpy as np
 
 from d3ke_jax.nets import heads
 from d3ke_jax.nets.resnext import ResNeXt
@@ -15,21 +14,17 @@ from d3ke_jax.skeleton.subset import PredictionLayout, expand_coordinates, expan
 
 
 class Pose(NamedTuple):
-  """The skeletal-model layer's output: root-relative positions in ground orientation."""
+  """The skeletal-model layer's output: root-relative positions in the camera's orientation."""
   joints: jnp.ndarray  # (..., J, 3)
   markers: jnp.ndarray  # (..., M, 3)
 
 
 def skeletal_layer(model, layout: PredictionLayout, kinematics: heads.Kinematics):
-  """FK of predicted kinematics: T^ = T * (beta^ / beta), rotation as the pelvis's."""
+  """FK of predicted kinematics (scales relative to the model; bodies outside the layout
+  keep the model's size), the root rotated as the predicted pelvis."""
   coords = expand_coordinates(model, layout, kinematics.coords)
-  absolute = expand_scales(model, layout, kinematics.scales)
-  # Bodies outside the layout keep the model's own scales (relative factor 1).
-  predicted = np.zeros(model.num_bodies, bool)
-  for group in layout.body_groups:
-    predicted[list(group)] = True
-  relative = jnp.where(predicted[:, None], absolute / jnp.asarray(model.default_scales), 1.0)
-  out = forward_kinematics(model, coords, scales=relative, root_rotation=kinematics.rotation)
+  scales = expand_scales(model, layout, kinematics.scales)
+  out = forward_kinematics(model, coords, scales=scales, root_rotation=kinematics.rotation)
   return Pose(joints=out.joint_origins, markers=out.markers)
 
 

@@ -3,6 +3,10 @@
 Every output is valid by construction for any input: coordinates inside their ranges
 (range-scaled sigmoid, centred so that zero logits give the model's default pose), scales positive and within a band around their centre (tanh),
 the rotation proper and orthonormal (6D -> Gram-Schmidt, Zhou et al. 2019).
+
+Body scales are relative to the skeletal model everywhere (head, loss, metrics, dataset
+records): 1 is the model's own body size, as ``forward_kinematics`` takes them (OpenSim
+ScaleSet semantics), whatever scale factors the model file itself was made with.
 """
 
 from typing import NamedTuple, Sequence
@@ -22,8 +26,8 @@ FACING_CAMERA = ((0.0, 0.0, -1.0), (0.0, -1.0, 0.0), (-1.0, 0.0, 0.0))
 class Kinematics(NamedTuple):
   """Predicted (or ground-truth) kinematics of a batch of frames."""
   coords: jnp.ndarray  # (..., P) predicted coordinates, radians / metres
-  scales: jnp.ndarray  # (..., G, 3) body-group scale factors (absolute, like the model's)
-  rotation: jnp.ndarray  # (..., 3, 3) pelvis -> ground rotation
+  scales: jnp.ndarray  # (..., G, 3) body-group scale factors relative to the model
+  rotation: jnp.ndarray  # (..., 3, 3) pelvis -> camera rotation
 
 
 class Bounds(NamedTuple):
@@ -38,7 +42,7 @@ class Bounds(NamedTuple):
 
 def bounds_for(model, layout, scale_centre=None, scale_band=0.3):
   """``Bounds`` of a prediction layout: coordinate ranges centred on the model's default
-  pose; scales around the model's own (or dataset-mean ``scale_centre``)."""
+  pose; scales around 1, the model's own size (or a dataset-mean ``scale_centre``)."""
   index = np.array(layout.coordinates)
   ranges = np.asarray(model.coordinate_ranges)[index]
   # Kept off the range ends, where the sigmoid's logit would be infinite.
@@ -46,7 +50,7 @@ def bounds_for(model, layout, scale_centre=None, scale_band=0.3):
   centre = np.clip(np.asarray(model.coordinate_defaults)[index], ranges[:, 0] + margin,
                    ranges[:, 1] - margin)
   if scale_centre is None:
-    scale_centre = np.asarray(model.default_scales)[[g[0] for g in layout.body_groups]]
+    scale_centre = np.ones((layout.num_scale_groups, 3))
   return Bounds(tuple(map(float, ranges[:, 0])), tuple(map(float, ranges[:, 1])),
                 tuple(map(float, centre)),
                 tuple(tuple(map(float, s)) for s in np.asarray(scale_centre)), scale_band)

@@ -50,7 +50,7 @@ def to_report(model, layout, predicted, truth):
       pred_markers=aligned(predicted["markers"], predicted["joints"]),
       true_markers=aligned(truth["markers"], truth["joints"]),
       pred_scales=stages.relative_scales(model, layout, predicted["scales"]),
-      true_scales=truth["scales"] / np.asarray(model.default_scales), subject=truth["subject"],
+      true_scales=truth["scales"], subject=truth["subject"],
       movement=truth["movement"], view=truth["view"], clip=truth["clip"], frame=truth["frame"])
 
 

@@ -2,6 +2,8 @@
 
 Root-relative L1 for joint and marker positions, L1 for body scales and coordinates, with
 masks for frames (e.g. IK error above 2 cm) and coordinates without valid ground truth.
+Body scales, predicted and true, are relative to the skeletal model (1 = the model's size;
+see ``d3ke_jax.nets.heads``).
 """
 
 from typing import NamedTuple
@@ -13,7 +15,7 @@ PAPER_WEIGHTS = {"joint": 1.0, "marker": 2.0, "body": 0.1, "angle": 0.06}
 
 class Targets(NamedTuple):
   coords: jnp.ndarray  # (..., P)
-  scales: jnp.ndarray  # (..., G, 3)
+  scales: jnp.ndarray  # (..., G, 3) relative to the model
   joints: jnp.ndarray  # (..., J, 3)
   markers: jnp.ndarray  # (..., M, 3)
   frame_mask: jnp.ndarray  # (...,) 1 where the frame's ground truth is valid

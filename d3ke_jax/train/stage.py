@@ -57,7 +57,7 @@ def mae_angle_of(coords, truth, layout):
 
 def relative_scales(model, layout, scales):
   """Predicted scale groups (N, G, 3) -> every body's scale relative to the model (N, B, 3)."""
-  return np.asarray(expand_scales(model, layout, scales)) / np.asarray(model.default_scales)
+  return np.asarray(expand_scales(model, layout, scales))
 
 
 def frame_metrics(model, layout, predicted, truth):
@@ -66,12 +66,11 @@ def frame_metrics(model, layout, predicted, truth):
   pred, true = _masked_coordinates(predicted["coords"], truth, layout)
   valid = truth["frame_valid"]
   root = model.root_joint
-  default = np.asarray(model.default_scales)
   pred_scales = relative_scales(model, layout, predicted["scales"])
   return {"loss": predicted["loss"], "mae_angle": metrics.mae_angle(pred, true),
           "sd_angle": metrics.sd_angle(pred, true),
           "mpblpe": metrics.mpblpe(predicted["markers"][valid], truth["markers"][valid],
                                    predicted["joints"][valid, root],
                                    truth["joints"][valid, root]),
-          "mae_body": metrics.mae_body(model, pred_scales[valid], truth["scales"][valid] / default),
+          "mae_body": metrics.mae_body(model, pred_scales[valid], truth["scales"][valid]),
           "frames": int(valid.sum())}
