@@ -6,10 +6,11 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
+from d3ke_jax.errors import UserError
 from d3ke_jax.io.atomic import atomic_write
 
 
-class MotError(ValueError):
+class MotError(UserError, ValueError):
   """A .mot/.sto file that cannot be read."""
 
 

@@ -6,12 +6,14 @@ from typing import Tuple
 
 import numpy as np
 
+from d3ke_jax.errors import UserError
 from d3ke_jax.io.atomic import atomic_write
+from d3ke_jax.io.text import read_lines, space_separated, to_numbers
 
 _UNITS = {"m": 1.0, "mm": 1e-3, "cm": 1e-2}
 
 
-class TrcError(ValueError):
+class TrcError(UserError, ValueError):
   """A .trc file that cannot be read."""
 
 
@@ -33,16 +35,29 @@ class MarkerTrajectories:
 
 
 def read_trc(path):
-  """Reads a .trc file; positions are converted to metres from the file's ``Units``."""
+  """Reads a .trc file; positions are converted to metres from the file's ``Units``.
+
+  The format as OpenSim reads it: fields are separated by tabs (a file separated by spaces
+  is refused, saying so); an empty or ``nan`` cell is a missing value, and a marker missing
+  any coordinate is missing (NaN) as a whole. A row may stop early after an empty cell
+  (a tab) when its last markers are missing. Anything else raises TrcError naming the file
+  and line: a cell that is not a finite number (``inf`` included), a row with more or
+  fewer cells, a last row cut short, a repeated marker name, times that do not increase,
+  data without a single marker value.
+  """
   path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path}: no such .trc file")
-  with open(path) as f:
-    lines = f.read().splitlines()
-  if len(lines) < 5 or not lines[0].startswith("PathFileType"):
+  lines, complete = read_lines(path, TrcError, ".trc")
+  if not lines or not lines[0].startswith("PathFileType"):
     raise TrcError(f"{path}: not a .trc file (the first line must start with PathFileType)")
-  keys, values = lines[1].split("\t"), lines[2].split("\t")
-  header = dict(zip((k.strip() for k in keys), (v.strip() for v in values)))
+  if len(lines) < 5:
+    raise TrcError(f"{path}: the header ends at line {len(lines)}; a .trc header has 5 lines")
+  for number in (2, 3, 4):
+    _check_tabs(path, lines, number)
+  keys, values = ([c.strip() for c in line.split("\t") if c.strip()] for line in lines[1:3])
+  if len(keys) != len(values):
+    raise TrcError(f"{path}: line 2 names {len(keys)} header fields but line 3 has "
+                   f"{len(values)} values")
+  header = dict(zip(keys, values))
   units = header.get("Units", "")
   if units not in _UNITS:
     raise TrcError(f"{path}: unknown Units {units!r} (expected one of {sorted(_UNITS)})")
@@ -51,34 +66,65 @@ def read_trc(path):
     num_markers = int(header["NumMarkers"])
   except (KeyError, ValueError) as e:
     raise TrcError(f"{path}: malformed header line 3 ({e})") from None
-  columns = lines[3].split("\t")
-  names = tuple(c.strip() for c in columns[2:] if c.strip())
+  names, columns = [], {}
+  for column, name in enumerate(lines[3].split("\t")[2:], start=3):
+    name = name.strip()
+    if name in columns:
+      raise TrcError(f"{path}: line 4 names marker {name!r} twice (columns {columns[name]} "
+                     f"and {column})")
+    if name:
+      names.append(name)
+      columns[name] = column
   if len(names) != num_markers:
     raise TrcError(f"{path}: header says {num_markers} markers but names {len(names)}")
-  rows = []
+  rows, numbers = _data_rows(path, lines, complete, 2 + 3 * num_markers)
+  if not rows:
+    raise TrcError(f"{path}: no frames")
+  label = lambda c: ("Frame#", "Time")[c] if c < 2 else f"{names[(c - 2) // 3]} {'XYZ'[(c - 2) % 3]}"
+  data = to_numbers(rows, numbers, label, lambda message: TrcError(f"{path}: {message}"))
+  time = data[:, 1]
+  if np.isnan(time).any():
+    raise TrcError(f"{path}: line {numbers[np.argmax(np.isnan(time))]} has no time value")
+  back = np.nonzero(np.diff(time) <= 0)[0]
+  if back.size:
+    k = back[0] + 1
+    raise TrcError(f"{path}: line {numbers[k]}: time {time[k]:g} does not follow "
+                   f"{time[k - 1]:g} of line {numbers[k - 1]} (times must increase)")
+  positions = data[:, 2:].reshape(len(rows), num_markers, 3) * _UNITS[units]
+  positions[np.isnan(positions).any(-1)] = np.nan
+  if np.isnan(positions).all():
+    raise TrcError(f"{path}: no marker values (every marker cell of its {len(rows)} rows "
+                   "is empty)")
+  return MarkerTrajectories(names=tuple(names), time=time, positions=positions, rate=rate)
+
+
+def _check_tabs(path, lines, number):
+  if space_separated(lines[number - 1]):
+    raise TrcError(f"{path}: line {number} is separated by spaces; .trc fields must be "
+                   "separated by tabs")
+
+
+def _data_rows(path, lines, complete, width):
+  """Cell texts of the data rows (line 6 on, blank lines skipped), padded to ``width``,
+  and their line numbers."""
+  rows, numbers = [], []
   for number, line in enumerate(lines[5:], start=6):
     if not line.strip():
       continue
-    fields = line.split("\t")
-    values = [_number(v) for v in fields[:2 + 3 * num_markers]]
-    values += [np.nan] * (2 + 3 * num_markers - len(values))
-    if np.isnan(values[1]):
-      raise TrcError(f"{path}: line {number} has no time value")
-    rows.append(values)
-  if not rows:
-    raise TrcError(f"{path}: no frames")
-  data = np.array(rows)
-  return MarkerTrajectories(names=names, time=data[:, 1],
-                            positions=data[:, 2:].reshape(len(rows), num_markers, 3)
-                            * _UNITS[units], rate=rate)
-
-
-def _number(text):
-  text = text.strip()
-  try:
-    return float(text) if text else np.nan
-  except ValueError:
-    return np.nan
+    _check_tabs(path, lines, number)
+    cells = line.split("\t")
+    if len(cells) > width and any(c.strip() for c in cells[width:]):
+      raise TrcError(f"{path}: line {number} has {len(cells)} cells, more than the {width} "
+                     f"of Frame#, Time and X, Y, Z of {(width - 2) // 3} markers")
+    cut = number == len(lines) and not complete and rows and len(cells) < len(lines[number - 2].split("\t"))
+    if cut:
+      raise TrcError(f"{path}: line {number} is cut short (the file ends in the middle of it)")
+    if len(cells) < width and cells[-1].strip():
+      raise TrcError(f"{path}: line {number} has {len(cells)} cells, expected {width} "
+                     f"(Frame#, Time and X, Y, Z of {(width - 2) // 3} markers)")
+    rows.append(cells[:width] + [""] * (width - len(cells)))
+    numbers.append(number)
+  return rows, numbers
 
 
 def write_trc(path, trajectories: MarkerTrajectories, units="mm"):

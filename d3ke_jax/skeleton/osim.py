@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
+from d3ke_jax.errors import UserError
 from d3ke_jax.skeleton import functions
 from d3ke_jax.skeleton.model import GROUND, SkeletalModel
 
@@ -26,7 +27,7 @@ _FIXED_AXIS_JOINTS = {
 _FIT_TOLERANCE = 1e-8
 
 
-class OsimError(ValueError):
+class OsimError(UserError, ValueError):
   """A model file that cannot be read or holds a construct d3ke-jax does not support."""
 
 

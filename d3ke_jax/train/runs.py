@@ -7,6 +7,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from d3ke_jax.data.d3ke_synthetic import D3keSynthetic
+from d3ke_jax.errors import UserError
 from d3ke_jax.io.atomic import atomic_write
 from d3ke_jax.train.step import TrainState
 
@@ -14,7 +15,7 @@ DATASETS = {"synthetic": D3keSynthetic}
 CONFIG_FILE = "config.json"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
   """A config that cannot run: the message names the key and the problem."""
 
 
