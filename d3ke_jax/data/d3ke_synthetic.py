@@ -60,8 +60,14 @@ class D3keSynthetic(tfds.core.GeneratorBasedBuilder):
                       image_size=256, num_subjects=90, frames_per_clip=120),
   ]
 
+  @classmethod
+  def label_model(cls):
+    """The skeletal model the labels are made with (its coordinate, body, joint and marker
+    order is the records')."""
+    return frame_generation.default_model()
+
   def _info(self):
-    model = frame_generation.default_model()
+    model = self.label_model()
     c, b, j, m = model.num_coordinates, model.num_bodies, model.num_joints, model.num_markers
     array = lambda *shape: tfds.features.Tensor(shape=shape, dtype=np.float32)
     return self.dataset_info_from_configs(

@@ -6,7 +6,6 @@ import jax
 import numpy as np
 
 from d3ke_jax.data import pipeline
-from d3ke_jax.skeleton import load_osim
 from d3ke_jax.train import metrics, per_frame, report, runs, temporal
 from d3ke_jax.train import stage as stages
 from d3ke_jax.train import step as steps
@@ -16,8 +15,8 @@ def predict_split(workdir, split, checkpoint="best"):
   """(model, layout, predictions, truth, frame rate) of the run in ``workdir`` on ``split``:
   predictions as ``per_frame.predict_frames`` returns them, truth the split's labels."""
   config = runs.load_config(workdir)
-  model = load_osim()
   first = temporal.per_frame_run(config) if config.stage == "sequence" else config
+  model = stages.load_model(first)
   layout = per_frame.layout_for(first, model)
   source = runs.load_dataset(first, splits=(split,))[split]
   truth = pipeline.labels(source, per_frame.LABELS)

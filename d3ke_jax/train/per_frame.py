@@ -35,9 +35,10 @@ def build_network(config, model, layout):
                       axis_name=AXIS)
 
 
-def make_stage(config, workdir, model):
+def make_stage(config, workdir):
   """The per-frame ``Stage``: frame batches with augmentation, validation with images."""
   del workdir  # everything comes from the dataset
+  model = stages.load_model(config)
   layout = layout_for(config, model)
   sources = runs.load_dataset(config)
   train, validation = sources["train"], sources["validation"]

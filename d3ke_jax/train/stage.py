@@ -6,9 +6,13 @@ from typing import Any, Callable, NamedTuple
 import jax
 import numpy as np
 
+from d3ke_jax.skeleton import OsimError, load_osim
 from d3ke_jax.skeleton.subset import expand_scales
-from d3ke_jax.train import metrics
+from d3ke_jax.train import metrics, runs
 from d3ke_jax.train.runs import ConfigError
+
+LABEL_NAMES = {"coordinates": "coordinate_names", "bodies": "body_names",
+               "joints": "joint_names", "markers": "marker_names"}
 
 
 class Stage(NamedTuple):
@@ -20,6 +24,31 @@ class Stage(NamedTuple):
   steps_per_epoch: int
   batches: Callable  # (epoch, start_batch) -> iterator of pmap-shaped batches
   validate: Callable  # (evaluate, replicated state) -> (metrics dict, images (N, H, W, 3))
+
+
+def load_model(config):
+  """The skeletal model of a per-frame config, ``model_path`` ("" = the packaged model);
+  ``ConfigError`` unless its coordinates, bodies, joints and markers are, in order, those
+  of the dataset's labels."""
+  runs.require(config, "model_path", "dataset.name")
+  try:
+    model = load_osim(config.model_path or None)
+  except (FileNotFoundError, OsimError) as e:
+    raise ConfigError(f"model_path={config.model_path!r}: {' '.join(str(e).split())}") from None
+  builder = runs.DATASETS.get(config.dataset.name)
+  if builder is None:  # runs.load_dataset names the unknown dataset
+    return model
+  labels = builder.label_model()
+  for kind, field in LABEL_NAMES.items():
+    ours, theirs = getattr(model, field), getattr(labels, field)
+    if ours != theirs:
+      first = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b),
+                   min(len(ours), len(theirs)))
+      name = lambda names: repr(names[first]) if first < len(names) else "none"
+      raise ConfigError(f"model_path={config.model_path!r}: its {kind} do not match the "
+                        f"labels of dataset {config.dataset.name!r} ({len(ours)} vs "
+                        f"{len(theirs)}; #{first}: {name(ours)} vs {name(theirs)})")
+  return model
 
 
 def process_batch_size(batch_size):

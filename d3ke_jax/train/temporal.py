@@ -79,11 +79,13 @@ def window_arrays(predicted, truth):
   return arrays
 
 
-def make_stage(config, workdir, model):
+def make_stage(config, workdir):
   """The sequence ``Stage``: shuffled windows of per-frame outputs; validation on whole
-  clips against the per-frame network's own predictions."""
+  clips against the per-frame network's own predictions. The skeletal model is the
+  stage-1 run's."""
   runs.require(config, "window", "window_stride")
   first = per_frame_run(config)
+  model = stages.load_model(first)
   layout = per_frame.layout_for(first, model)
   sources = runs.load_dataset(first)
   outputs = per_frame_outputs(workdir, config.per_frame_workdir, first, sources, model)

@@ -17,7 +17,6 @@ import orbax.checkpoint as ocp
 import tqdm
 
 from d3ke_jax.data import pipeline
-from d3ke_jax.skeleton import load_osim
 from d3ke_jax.train import per_frame, runs, summaries, temporal
 from d3ke_jax.train import stage as stages
 from d3ke_jax.train import step as steps
@@ -69,7 +68,7 @@ def train_and_evaluate(config, workdir):
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     runs.save_config(workdir, config)
-  stage = STAGES[config.stage](config, workdir, load_osim())
+  stage = STAGES[config.stage](config, workdir)
   if stage.steps_per_epoch < 1:
     raise ConfigError(f"batch_size={config.batch_size}: larger than the training set")
   return fit(config, workdir, stage)

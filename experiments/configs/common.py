@@ -35,6 +35,10 @@ def per_frame(dataset, dataset_config, image_model, batch_size, epochs):
   config = _run("per_frame", batch_size, epochs)
   config.dataset = ml_collections.ConfigDict(
       {"name": dataset, "config": dataset_config, "data_dir": "data/tfds"})
+  # The skeletal model (.osim) of the head, the skeletal layer, the loss and evaluation;
+  # "" is the packaged d3ke_full_body.osim. Its coordinates, bodies, joints and markers
+  # must be those of the dataset's labels (checked at start-up). Stage 2 uses stage 1's.
+  config.model_path = ""
   config.model = ml_collections.ConfigDict(dict(image_model, share_mirrored=True))
   config.augmentation = True
   return config
