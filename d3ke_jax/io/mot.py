@@ -8,6 +8,7 @@ import numpy as np
 
 from d3ke_jax.errors import UserError
 from d3ke_jax.io.atomic import atomic_write
+from d3ke_jax.io.text import check_times, read_lines, to_numbers
 
 
 class MotError(UserError, ValueError):
@@ -57,29 +58,82 @@ def write_mot(path, time, values, names: Sequence[str], rotational: Sequence[boo
 
 def read_mot(path, rotational_names=None):
   """Reads a .mot/.sto file. With ``rotational_names``, those columns come back in radians
-  when the file says ``inDegrees=yes``."""
+  when the file says ``inDegrees=yes``.
+
+  Cells are separated by tabs or, where the column labels hold no tab, by spaces (older
+  files); an empty or ``nan`` cell is NaN. Raises MotError naming the file and line for a
+  cell that is not a finite number, a row with more or fewer cells than there are labels,
+  a repeated label, ``nRows`` / ``nColumns`` that disagree with the table, times that do
+  not increase.
+  """
   path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path}: no such .mot/.sto file")
-  with open(path) as f:
-    lines = f.read().splitlines()
+  lines, complete = read_lines(path, MotError, ".mot/.sto")
+  error = lambda message: MotError(f"{path}: {message}")
   try:
     end = next(i for i, line in enumerate(lines) if line.strip().lower() == "endheader")
   except StopIteration:
     raise MotError(f"{path}: no 'endheader' line") from None
-  in_degrees = any(line.replace(" ", "").lower() == "indegrees=yes" for line in lines[:end])
-  columns = lines[end + 1].split("\t")
-  if columns[0].strip().lower() != "time":
-    raise MotError(f"{path}: the first column after endheader must be 'time'")
-  try:
-    data = np.array([[float(v) for v in line.split("\t")] for line in lines[end + 2:]
-                     if line.strip()]).reshape(-1, len(columns))
-  except ValueError as e:
-    raise MotError(f"{path}: malformed data row ({e})") from None
-  names = tuple(c.strip() for c in columns[1:])
+  header = {}
+  for line in lines[:end]:
+    key, equals, value = line.partition("=")
+    if equals:
+      header[key.strip().lower()] = value.strip()
+  labels_at = next((i for i in range(end + 1, len(lines)) if lines[i].strip()), None)
+  if labels_at is None:
+    raise error(f"no column labels after 'endheader' (line {end + 1})")
+  split = (lambda line: line.split("\t")) if "\t" in lines[labels_at] else str.split
+  labels = _trimmed([c.strip() for c in split(lines[labels_at])], 0)
+  if labels[0].lower() != "time":
+    raise error(f"line {labels_at + 1}: the first column after endheader must be 'time'")
+  for k, label in enumerate(labels):
+    if label in labels[:k]:
+      raise error(f"line {labels_at + 1} labels column {label!r} twice (columns "
+                  f"{labels.index(label) + 1} and {k + 1})")
+  _check_count(path, header, "nColumns", len(labels),
+               f"line {labels_at + 1} labels {len(labels)} columns")
+  rows, numbers, previous = [], [], None
+  for number, line in enumerate(lines[labels_at + 1:], start=labels_at + 2):
+    if not line.strip():
+      continue
+    cells = split(line)
+    if number == len(lines) and not complete and previous and len(cells) < previous:
+      raise error(f"line {number} is cut short (the file ends in the middle of it)")
+    previous = len(cells)
+    cells = _trimmed(cells, len(labels))
+    if len(cells) != len(labels):
+      raise error(f"line {number} has {len(cells)} cells but line {labels_at + 1} labels "
+                  f"{len(labels)} columns")
+    rows.append(cells)
+    numbers.append(number)
+  if not rows:
+    raise error("no data rows")
+  _check_count(path, header, "nRows", len(rows), f"there are {len(rows)} data rows")
+  data = to_numbers(rows, numbers, lambda c: labels[c], error)
+  check_times(data[:, 0], numbers, error)
+  names = tuple(labels[1:])
   values = data[:, 1:]
-  if in_degrees and rotational_names is not None:
+  if header.get("indegrees", "").lower() == "yes" and rotational_names is not None:
     for k, name in enumerate(names):
       if name in rotational_names:
         values[:, k] = np.radians(values[:, k])
   return MotionTable(names=names, time=data[:, 0], values=values)
+
+
+def _trimmed(cells, width):
+  """``cells`` without the empty ones at its end beyond the first ``width``."""
+  while len(cells) > width and not cells[-1].strip():
+    cells = cells[:-1]
+  return cells
+
+
+def _check_count(path, header, key, count, actual):
+  """The header's ``key`` (nRows, nColumns), where present, must be ``count``."""
+  if key.lower() not in header:
+    return
+  try:
+    stated = int(header[key.lower()])
+  except ValueError:
+    raise MotError(f"{path}: the header's {key} is {header[key.lower()]!r}, not a whole "
+                   "number") from None
+  if stated != count:
+    raise MotError(f"{path}: the header says {key}={stated} but {actual}")

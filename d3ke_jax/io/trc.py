@@ -8,7 +8,7 @@ import numpy as np
 
 from d3ke_jax.errors import UserError
 from d3ke_jax.io.atomic import atomic_write
-from d3ke_jax.io.text import read_lines, space_separated, to_numbers
+from d3ke_jax.io.text import check_times, read_lines, space_separated, to_numbers
 
 _UNITS = {"m": 1.0, "mm": 1e-3, "cm": 1e-2}
 
@@ -80,16 +80,11 @@ def read_trc(path):
   rows, numbers = _data_rows(path, lines, complete, 2 + 3 * num_markers)
   if not rows:
     raise TrcError(f"{path}: no frames")
-  label = lambda c: ("Frame#", "Time")[c] if c < 2 else f"{names[(c - 2) // 3]} {'XYZ'[(c - 2) % 3]}"
-  data = to_numbers(rows, numbers, label, lambda message: TrcError(f"{path}: {message}"))
+  label = lambda c: ("Frame#", "Time", *(f"{n} {a}" for n in names for a in "XYZ"))[c]
+  error = lambda message: TrcError(f"{path}: {message}")
+  data = to_numbers(rows, numbers, label, error)
   time = data[:, 1]
-  if np.isnan(time).any():
-    raise TrcError(f"{path}: line {numbers[np.argmax(np.isnan(time))]} has no time value")
-  back = np.nonzero(np.diff(time) <= 0)[0]
-  if back.size:
-    k = back[0] + 1
-    raise TrcError(f"{path}: line {numbers[k]}: time {time[k]:g} does not follow "
-                   f"{time[k - 1]:g} of line {numbers[k - 1]} (times must increase)")
+  check_times(time, numbers, error)
   positions = data[:, 2:].reshape(len(rows), num_markers, 3) * _UNITS[units]
   positions[np.isnan(positions).any(-1)] = np.nan
   if np.isnan(positions).all():
@@ -107,23 +102,24 @@ def _check_tabs(path, lines, number):
 def _data_rows(path, lines, complete, width):
   """Cell texts of the data rows (line 6 on, blank lines skipped), padded to ``width``,
   and their line numbers."""
-  rows, numbers = [], []
+  rows, numbers, previous = [], [], None
+  expected = f"Frame#, Time and X, Y, Z of {(width - 2) // 3} markers"
   for number, line in enumerate(lines[5:], start=6):
     if not line.strip():
       continue
     _check_tabs(path, lines, number)
     cells = line.split("\t")
+    if number == len(lines) and not complete and previous and len(cells) < previous:
+      raise TrcError(f"{path}: line {number} is cut short (the file ends in the middle of it)")
     if len(cells) > width and any(c.strip() for c in cells[width:]):
       raise TrcError(f"{path}: line {number} has {len(cells)} cells, more than the {width} "
-                     f"of Frame#, Time and X, Y, Z of {(width - 2) // 3} markers")
-    cut = number == len(lines) and not complete and rows and len(cells) < len(lines[number - 2].split("\t"))
-    if cut:
-      raise TrcError(f"{path}: line {number} is cut short (the file ends in the middle of it)")
+                     f"of {expected}")
     if len(cells) < width and cells[-1].strip():
       raise TrcError(f"{path}: line {number} has {len(cells)} cells, expected {width} "
-                     f"(Frame#, Time and X, Y, Z of {(width - 2) // 3} markers)")
+                     f"({expected})")
     rows.append(cells[:width] + [""] * (width - len(cells)))
     numbers.append(number)
+    previous = len(cells)
   return rows, numbers
 
 
