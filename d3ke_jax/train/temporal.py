@@ -1,10 +1,13 @@
 """Stage 2: the sequence network, trained on windows of the per-frame network's outputs.
 
 The per-frame (stage 1) run is named by ``config.per_frame_workdir``: its best checkpoint
-predicts every frame of its dataset once (cached in ``<workdir>/per_frame/``), and windows
-of those predictions with the frames' ground truth are the sequence network's batches.
+predicts every frame of its dataset once (cached in ``<workdir>/per_frame/``, keyed by the
+checkpoint's step and a hash of its variables), and windows of those predictions with the
+frames' ground truth are the sequence network's batches.
 """
 
+import glob
+import hashlib
 import os
 
 import jax
@@ -50,14 +53,16 @@ def per_frame_run(config):
 
 
 def per_frame_outputs(workdir, per_frame_workdir, first, sources, model):
-  """{split: stage-1 predictions} for every frame of each source, cached per checkpoint;
-  ``first`` is the stage-1 run's config (``per_frame_run``)."""
+  """{split: stage-1 predictions} for every frame of each source, cached in
+  ``<workdir>/per_frame/`` under ``checkpoint_key`` (stale entries are removed); ``first``
+  is the stage-1 run's config (``per_frame_run``)."""
   layout = per_frame.layout_for(first, model)
   state = runs.restore_state(per_frame_workdir, "best")
-  step = int(state.step)
+  key = checkpoint_key(per_frame_workdir, first, state)
+  directory = os.path.join(workdir, "per_frame")
   outputs, evaluate = {}, None
   for split, source in sources.items():
-    path = os.path.join(workdir, "per_frame", f"{split}_step{step}.npz")
+    path = os.path.join(directory, f"{split}_{key}.npz")
     if not os.path.exists(path):
       if evaluate is None:
         network = per_frame.build_network(first, model, layout)
@@ -67,9 +72,22 @@ def per_frame_outputs(workdir, per_frame_workdir, first, sources, model):
                                            desc=f"per-frame {split}")
       with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **predicted)
+      for stale in glob.glob(os.path.join(glob.escape(directory), f"{split}_step*.npz")):
+        if stale != path:
+          os.remove(stale)
     with np.load(path) as stored:
       outputs[split] = {k: stored[k] for k in stored.files}
   return outputs
+
+
+def checkpoint_key(per_frame_workdir, first, state):
+  """Names a stage-1 checkpoint: its step and a hash of the run's path, its config and the
+  checkpoint's variables, so a retrained stage-1 run is never served stale predictions."""
+  digest = hashlib.sha256(os.path.abspath(per_frame_workdir).encode())
+  digest.update(first.to_json_best_effort(sort_keys=True).encode())
+  for leaf in jax.tree.leaves((state.params, state.batch_stats)):
+    digest.update(np.ascontiguousarray(leaf).tobytes())
+  return f"step{int(state.step)}_{digest.hexdigest()[:16]}"
 
 
 def window_arrays(predicted, truth):
