@@ -5,9 +5,9 @@ batch size, beside OpenSim's own implementation measured in the same run.
 """
 
 import argparse
+import math
 import os
 import statistics
-import sys
 import tempfile
 import time
 
@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from d3ke_jax import cli
 from d3ke_jax.skeleton import default_model_path, forward_kinematics, load_osim
 from d3ke_jax.io import MarkerTrajectories, read_mot, write_trc
 from d3ke_jax.skeleton.ik import free_coordinates, inverse_kinematics
@@ -163,31 +164,52 @@ def resolve(model, coords):
   return np.asarray(resolve_coordinates(model, jnp.asarray(coords).T).T)
 
 
+def number(kind, low, inclusive=False):
+  """An argparse type: a ``kind`` (int or float) above ``low`` (or equal, if inclusive)."""
+  def parse(text):
+    try:
+      value = kind(text)
+    except ValueError:
+      value = None
+    if (value is None or not math.isfinite(value)
+        or not (value >= low if inclusive else value > low)):
+      raise argparse.ArgumentTypeError(
+          f"{text!r} is not {'an integer' if kind is int else 'a number'} "
+          f"{'>=' if inclusive else '>'} {low:g}")
+    return value
+  return parse
+
+
 def main(argv=None):
-  parser = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__)
+  count, positive = number(int, 0), number(float, 0)
+  parser = cli.ArgumentParser(prog="python -m experiments.bench", description=__doc__)
   sub = parser.add_subparsers(dest="benchmark", required=True)
   fk = sub.add_parser("fk", help="forward kinematics vs OpenSim")
   fk.add_argument("--models", nargs="*", help="OpenSim model files (default: the project's "
                   "model and ../shared/reference's full-body model where present)")
-  fk.add_argument("--batches", nargs="+", type=int, default=[1, 16, 256, 4096])
-  fk.add_argument("--repeats", type=int, default=10)
-  fk.add_argument("--opensim-poses", type=int, default=200)
+  fk.add_argument("--batches", nargs="+", type=count, default=[1, 16, 256, 4096])
+  fk.add_argument("--repeats", type=count, default=10)
+  fk.add_argument("--opensim-poses", type=count, default=200)
   fk.add_argument("--float64", action="store_true")
   fk.set_defaults(run=bench_fk)
   ik = sub.add_parser("ik", help="inverse kinematics vs OpenSim's InverseKinematicsTool")
   ik.add_argument("--model", help="OpenSim model (default: ../shared/reference's full-body "
                   "model where present, else the project's)")
-  ik.add_argument("--frames", type=int, default=512)
-  ik.add_argument("--rate", type=float, default=30.0)
-  ik.add_argument("--noise-mm", type=float, default=3.0)
-  ik.add_argument("--limit", type=float, default=0.5,
+  ik.add_argument("--frames", type=count, default=512)
+  ik.add_argument("--rate", type=positive, default=30.0)
+  ik.add_argument("--noise-mm", type=number(float, 0, inclusive=True), default=3.0)
+  ik.add_argument("--limit", type=positive, default=0.5,
                   help="coordinates move within [-limit, limit] (radians, metres)")
-  ik.add_argument("--repeats", type=int, default=3)
-  ik.add_argument("--opensim-frames", type=int, default=120)
+  ik.add_argument("--repeats", type=count, default=3)
+  ik.add_argument("--opensim-frames", type=count, default=120)
   ik.set_defaults(run=bench_ik)
   args = parser.parse_args(argv)
+  models = args.models if args.benchmark == "fk" else [args.model]
+  for path in filter(None, models or []):
+    if not os.path.isfile(path):
+      parser.error(f"{path}: no such OpenSim model file")
   args.run(args)
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main)

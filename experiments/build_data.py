@@ -4,7 +4,6 @@ Writes TFDS array_record files under ``--data_dir`` (default ``data/tfds``) and 
 build time, the number of frames per split and the size on disk.
 """
 
-import argparse
 import os
 import time
 
@@ -12,8 +11,10 @@ import numpy as np
 import PIL.Image
 import PIL.ImageDraw
 
+from d3ke_jax import cli
 from d3ke_jax.data import pipeline
 from d3ke_jax.data.d3ke_synthetic import D3keSynthetic
+from d3ke_jax.errors import UserError, did_you_mean
 from d3ke_jax.io.atomic import atomic_path
 
 DATASETS = {"synthetic": D3keSynthetic}
@@ -25,7 +26,7 @@ def directory_size(path):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(prog="python -m experiments.build_data", description=__doc__)
+  parser = cli.ArgumentParser(prog="python -m experiments.build_data", description=__doc__)
   parser.add_argument("dataset", choices=sorted(DATASETS))
   parser.add_argument("--config", default="tiny",
                       help="builder config: " + ", ".join(c.name for c in D3keSynthetic.BUILDER_CONFIGS))
@@ -34,7 +35,13 @@ def main(argv=None):
   args = parser.parse_args(argv)
   names = [c.name for c in DATASETS[args.dataset].BUILDER_CONFIGS]
   if args.config not in names:
-    parser.error(f"unknown config {args.config!r} for {args.dataset}; choose from {names}")
+    raise UserError(f"--config {args.config}: no such {args.dataset} config"
+                    f"{did_you_mean(args.config, names)}")
+  check_writable_directory(args.data_dir, "--data_dir")
+  if args.preview:
+    if os.path.isdir(args.preview):
+      raise UserError(f"{args.preview}: a directory, not a PNG file name (--preview)")
+    check_writable_directory(os.path.dirname(args.preview) or os.curdir, "--preview")
   builder = DATASETS[args.dataset](config=args.config, data_dir=args.data_dir,
                                    file_format="array_record")
   start = time.perf_counter()
@@ -46,7 +53,19 @@ def main(argv=None):
   if args.preview:
     write_preview(builder.as_data_source()["train"], args.preview)
     print(f"wrote {args.preview}")
-  return builder
+
+
+def check_writable_directory(path, flag):
+  """Raises UserError unless ``path`` is a directory this user may write in, or one that
+  can be made (its nearest existing ancestor is such a directory)."""
+  existing = os.path.abspath(path)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    where = "" if existing == os.path.abspath(path) else f" ({existing} is a file)"
+    raise UserError(f"{path}: not a directory{where} ({flag})")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise UserError(f"{path}: no permission to write in {existing} ({flag})")
 
 
 def write_preview(source, path, rows=2, columns=6):
@@ -69,4 +88,4 @@ def write_preview(source, path, rows=2, columns=6):
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)
