@@ -121,6 +121,24 @@ def test_mot_bad_data_names_file_and_line(tmp_path, old, new, message):
   assert str(error.value).startswith(f"{path}: ")
 
 
+def test_mot_written_by_opensim_is_read(tmp_path):
+  """Both of OpenSim's writers: STOFileAdapter (no nRows) and Storage (padded cells)."""
+  opensim = pytest.importorskip("opensim")
+  table = opensim.TimeSeriesTable()
+  table.setColumnLabels(["hip", "tx"])
+  for i in range(3):
+    table.appendRow(i / 10, opensim.RowVector([10.0 * i, math.nan]))
+  table.addTableMetaDataString("inDegrees", "yes")
+  opensim.STOFileAdapter.write(table, str(tmp_path / "a.sto"))
+  storage = opensim.Storage(str(tmp_path / "a.sto"))
+  storage.printResult(storage, "b", str(tmp_path), -1, ".mot")
+  for name in ("a.sto", "b.mot"):
+    back = read_mot(tmp_path / name, rotational_names={"hip"})
+    np.testing.assert_allclose(back.time, [0, 0.1, 0.2])
+    np.testing.assert_allclose(back.values, [[0, np.nan], [np.radians(10), np.nan],
+                                             [np.radians(20), np.nan]], atol=1e-12)
+
+
 def test_mot_binary(tmp_path):
   (tmp_path / "b.mot").write_bytes(bytes(range(256)))
   with pytest.raises(MotError, match="not a text .mot/.sto file"):
