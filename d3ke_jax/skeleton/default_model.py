@@ -1,8 +1,9 @@
 """Authors d3ke-jax's default full-body OpenSim model, ``models/d3ke_full_body.osim``.
 
 ``python -m d3ke_jax.skeleton.default_model`` regenerates the packaged file (the output is
-the same bytes on every run); ``build_model()`` returns the ``opensim.Model`` and
-``write(path)`` saves it elsewhere.
+the same bytes on every run and every machine: numbers are written to 12 significant
+digits and those below 1e-12 as 0, so last-bit differences of the CPU's arithmetic do not
+show); ``build_model()`` returns the ``opensim.Model`` and ``write(path)`` saves it elsewhere.
 
 The model is a 1.75 m, 75 kg adult standing in the anatomical position (arms hanging at the
 sides, palms forward) with every coordinate at zero: 32 bodies, a pelvis with six degrees of
@@ -48,12 +49,19 @@ Sources of the figures (H = stature):
 
 import math
 import os
+import re
+import tempfile
 from typing import NamedTuple, Tuple
 
 import numpy as np
 
+from d3ke_jax.io.atomic import atomic_write
+
 MODEL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models",
                           "d3ke_full_body.osim")
+SIGNIFICANT_DIGITS = 12  # of every number in the file (OpenSim prints 17)
+NEGLIGIBLE = 1e-12  # smaller magnitudes (rounding residue, e.g. of axes) are written as 0
+_NUMBER = re.compile(r"(?<=[>\s])-?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?=[\s<])")  # in element text
 
 HEIGHT = 1.75  # m
 MASS = 75.0  # kg
@@ -523,11 +531,27 @@ def build_model():
   return b.model
 
 
+def round_numbers(text):
+  """``text`` with each number in element text rounded to ``SIGNIFICANT_DIGITS``, and
+  those below ``NEGLIGIBLE`` written as 0, so that last-bit differences do not show."""
+
+  def rounded(match):
+    value = float(match.group())
+    return "0" if abs(value) < NEGLIGIBLE else f"{value:.{SIGNIFICANT_DIGITS}g}"
+
+  return _NUMBER.sub(rounded, text)
+
+
 def write(path=MODEL_PATH):
-  """Builds the model and saves it as an OpenSim model file at ``path``."""
+  """Builds the model and saves it as an OpenSim model file at ``path``, numbers rounded."""
   path = os.fspath(path)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  build_model().printToXML(path)
+  with tempfile.TemporaryDirectory() as directory:
+    printed = os.path.join(directory, "model.osim")
+    build_model().printToXML(printed)
+    with open(printed, encoding="utf-8") as f:
+      text = f.read()
+  with atomic_write(path) as f:
+    f.write(round_numbers(text))
   return path
 
 
