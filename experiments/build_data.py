@@ -29,7 +29,8 @@ def main(argv=None):
   parser = cli.ArgumentParser(prog="python -m experiments.build_data", description=__doc__)
   parser.add_argument("dataset", choices=sorted(DATASETS))
   parser.add_argument("--config", default="tiny",
-                      help="builder config: " + ", ".join(c.name for c in D3keSynthetic.BUILDER_CONFIGS))
+                      help="builder config: " + ", ".join(
+                          c.name for c in D3keSynthetic.BUILDER_CONFIGS))
   parser.add_argument("--data_dir", default=os.path.join("data", "tfds"))
   parser.add_argument("--preview", help="also write a PNG grid of frames from the train split")
   args = parser.parse_args(argv)

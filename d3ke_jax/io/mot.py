@@ -8,7 +8,7 @@ import numpy as np
 
 from d3ke_jax.errors import UserError
 from d3ke_jax.io.atomic import atomic_write
-from d3ke_jax.io.text import check_times, read_lines, to_numbers
+from d3ke_jax.io.text import check_times, read_lines, to_numbers, trimmed
 
 
 class MotError(UserError, ValueError):
@@ -82,15 +82,15 @@ def read_mot(path, rotational_names=None):
   if labels_at is None:
     raise error(f"no column labels after 'endheader' (line {end + 1})")
   split = (lambda line: line.split("\t")) if "\t" in lines[labels_at] else str.split
-  labels = _trimmed([c.strip() for c in split(lines[labels_at])], 0)
+  labels = trimmed([c.strip() for c in split(lines[labels_at])], 0)
   if labels[0].lower() != "time":
     raise error(f"line {labels_at + 1}: the first column after endheader must be 'time'")
   for k, label in enumerate(labels):
     if label in labels[:k]:
       raise error(f"line {labels_at + 1} labels column {label!r} twice (columns "
                   f"{labels.index(label) + 1} and {k + 1})")
-  _check_count(path, header, "nColumns", len(labels),
-               f"line {labels_at + 1} labels {len(labels)} columns")
+  _check_count(header, "nColumns", len(labels),
+               f"line {labels_at + 1} labels {len(labels)} columns", error)
   rows, numbers, previous = [], [], None
   for number, line in enumerate(lines[labels_at + 1:], start=labels_at + 2):
     if not line.strip():
@@ -99,7 +99,7 @@ def read_mot(path, rotational_names=None):
     if number == len(lines) and not complete and previous and len(cells) < previous:
       raise error(f"line {number} is cut short (the file ends in the middle of it)")
     previous = len(cells)
-    cells = _trimmed(cells, len(labels))
+    cells = trimmed(cells, len(labels))
     if len(cells) != len(labels):
       raise error(f"line {number} has {len(cells)} cells but line {labels_at + 1} labels "
                   f"{len(labels)} columns")
@@ -107,7 +107,7 @@ def read_mot(path, rotational_names=None):
     numbers.append(number)
   if not rows:
     raise error("no data rows")
-  _check_count(path, header, "nRows", len(rows), f"there are {len(rows)} data rows")
+  _check_count(header, "nRows", len(rows), f"there are {len(rows)} data rows", error)
   data = to_numbers(rows, numbers, lambda c: labels[c], error)
   check_times(data[:, 0], numbers, error)
   names = tuple(labels[1:])
@@ -119,21 +119,13 @@ def read_mot(path, rotational_names=None):
   return MotionTable(names=names, time=data[:, 0], values=values)
 
 
-def _trimmed(cells, width):
-  """``cells`` without the empty ones at its end beyond the first ``width``."""
-  while len(cells) > width and not cells[-1].strip():
-    cells = cells[:-1]
-  return cells
-
-
-def _check_count(path, header, key, count, actual):
+def _check_count(header, key, count, actual, error):
   """The header's ``key`` (nRows, nColumns), where present, must be ``count``."""
   if key.lower() not in header:
     return
   try:
     stated = int(header[key.lower()])
   except ValueError:
-    raise MotError(f"{path}: the header's {key} is {header[key.lower()]!r}, not a whole "
-                   "number") from None
+    raise error(f"the header's {key} is {header[key.lower()]!r}, not a whole number") from None
   if stated != count:
-    raise MotError(f"{path}: the header says {key}={stated} but {actual}")
+    raise error(f"the header says {key}={stated} but {actual}")

@@ -34,6 +34,14 @@ def space_separated(line):
   return "\t" not in line and len(line.split()) > 1
 
 
+def trimmed(cells, width):
+  """``cells`` without the empty ones at its end beyond the first ``width`` (a row's
+  trailing tabs)."""
+  while len(cells) > width and not cells[-1].strip():
+    cells = cells[:-1]
+  return cells
+
+
 def to_numbers(rows, line_numbers, label, error):
   """(R, C) float array of rows of C cell texts; an empty cell or ``nan`` is NaN.
 

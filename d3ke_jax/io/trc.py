@@ -8,7 +8,8 @@ import numpy as np
 
 from d3ke_jax.errors import UserError
 from d3ke_jax.io.atomic import atomic_write
-from d3ke_jax.io.text import check_times, read_lines, space_separated, to_numbers
+from d3ke_jax.io.text import (check_times, read_lines, space_separated, to_numbers,
+                              trimmed)
 
 _UNITS = {"m": 1.0, "mm": 1e-3, "cm": 1e-2}
 
@@ -111,15 +112,16 @@ def _data_rows(path, lines, complete, width):
     cells = line.split("\t")
     if number == len(lines) and not complete and previous and len(cells) < previous:
       raise TrcError(f"{path}: line {number} is cut short (the file ends in the middle of it)")
-    if len(cells) > width and any(c.strip() for c in cells[width:]):
+    previous = len(cells)
+    cells = trimmed(cells, width)
+    if len(cells) > width:
       raise TrcError(f"{path}: line {number} has {len(cells)} cells, more than the {width} "
                      f"of {expected}")
     if len(cells) < width and cells[-1].strip():
       raise TrcError(f"{path}: line {number} has {len(cells)} cells, expected {width} "
                      f"({expected})")
-    rows.append(cells[:width] + [""] * (width - len(cells)))
+    rows.append(cells + [""] * (width - len(cells)))
     numbers.append(number)
-    previous = len(cells)
   return rows, numbers
 
 
