@@ -8,7 +8,7 @@
 Each returns a residual update of its input, so an untrained network starts as identity.
 """
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -32,11 +32,13 @@ class BiLSTM(nn.Module):
 
 class TCN(nn.Module):
   """Receptive field ``1 + 2 * sum(dilations)`` frames (243 by default); ``causal`` looks
-  only backwards (the field then ends at the current frame)."""
+  only backwards (the field then ends at the current frame). ``axis_name``: the pmap axis
+  over which training-mode BatchNorm averages its statistics (as the ResNeXt's)."""
   channels: int = 256
   dilations: Sequence[int] = (1, 3, 9, 27, 81)
   dropout: float = 0.25
   causal: bool = False
+  axis_name: Any = None
 
   @nn.compact
   def __call__(self, x, train=False):
@@ -44,7 +46,8 @@ class TCN(nn.Module):
       pad = ((2 * dilation, 0),) if self.causal else ((dilation, dilation),)
       return nn.Conv(self.channels, (3,), kernel_dilation=dilation, padding=pad, name=name)(h)
 
-    norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, name=name)
+    norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                                     axis_name=self.axis_name if train else None, name=name)
     drop = nn.Dropout(self.dropout, deterministic=not train)
     h = drop(nn.relu(norm("expand_bn")(conv(x, self.dilations[0], "expand"))))
     for i, dilation in enumerate(self.dilations[1:]):

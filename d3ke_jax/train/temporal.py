@@ -35,6 +35,8 @@ def build_network(config, model, layout):
   options = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model.options.items()}
   if config.model.network == "transformer":
     options["max_frames"] = config.window  # one learned position per frame of the window
+  if config.model.network == "tcn":
+    options["axis_name"] = steps.AXIS  # BatchNorm statistics over all devices
   return TemporalD3KE(heads.bounds_for(model, layout), network=config.model.network,
                       options=tuple(sorted(options.items())))
 
