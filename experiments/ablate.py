@@ -2,7 +2,8 @@
 
 Trains every variant of the sweep (``lambdas``: the config's loss weights, each term switched
 off, each term scaled ten-fold, angle-only and pose-only objectives) into
-``DIR/<variant>``, evaluates each on ``--split`` and writes ``DIR/<sweep>.md`` and ``.csv``.
+``DIR/<variant>``, evaluates each one's best-on-validation checkpoint on ``--split`` (default
+test) and writes ``DIR/<sweep>_<split>.md`` and ``.csv``.
 Config overrides apply to every variant (e.g. ``--config.epochs=2``); re-running resumes.
 """
 
@@ -17,8 +18,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "training config file"
 _WORKDIR = flags.DEFINE_string("workdir", None, "directory for the variants and the table")
 _SWEEP = flags.DEFINE_enum("sweep", "lambdas", sorted(ablation.SWEEPS), "what to vary")
 _VARIANTS = flags.DEFINE_list("variants", None, "only these variants (default: all)")
-_SPLIT = flags.DEFINE_enum("split", "validation", ["validation", "test"],
-                           "split the variants are compared on")
+_SPLIT = flags.DEFINE_enum("split", "test", ["validation", "test"],
+                           "split the variants are compared on (checkpoints: best on validation)")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -31,7 +32,7 @@ def main(argv):
                        _SPLIT.value)
   except ConfigError as e:
     raise app.UsageError(f"bad config: {e}") from None
-  with open(f"{_WORKDIR.value}/{_SWEEP.value}.md") as f:
+  with open(ablation.table_path(_WORKDIR.value, _SWEEP.value, _SPLIT.value) + ".md") as f:
     print(f.read())
 
 

@@ -202,11 +202,11 @@ def test_ablate_command_trains_variants_into_one_table(tmp_path, data_dir):
              "--config.batch_size=8", "--config.max_steps=2", "--config.model.head_hidden=16"]
   result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
-  rows = list(csv.DictReader(open(tmp_path / "lambdas.csv")))
+  rows = list(csv.DictReader(open(tmp_path / "lambdas_test.csv")))
   assert [r["variant"] for r in rows] == ["no_angle", "angle_only"]
   assert float(rows[0]["lambda_angle"]) == 0 and float(rows[1]["lambda_joint"]) == 0
   assert all(float(r["MAE_angle_deg"]) > 0 for r in rows)
-  assert "| no_angle |" in (tmp_path / "lambdas.md").read_text()
+  assert "| no_angle |" in (tmp_path / "lambdas_test.md").read_text()
   bad = subprocess.run(command[:-4] + ["--variants", "no_angels"], capture_output=True,
                        text=True, timeout=300, check=False)
   assert bad.returncode != 0 and "no_angels" in bad.stderr

@@ -29,10 +29,16 @@ def lambda_variants(loss, scale=10.0):
 SWEEPS = {"lambdas": lambda_variants}
 
 
-def run_sweep(config, workdir, sweep="lambdas", variants=None, split="validation"):
+def table_path(workdir, sweep, split):
+  """Path (without .csv / .md) of a sweep's table: the split its metrics are on is named."""
+  return os.path.join(workdir, f"{sweep}_{split}")
+
+
+def run_sweep(config, workdir, sweep="lambdas", variants=None, split="test"):
   """Trains every variant of ``sweep`` into ``workdir/<variant>`` (resuming finished or
-  interrupted ones), evaluates each one's best checkpoint on ``split`` and writes
-  ``workdir/<sweep>.csv`` and ``.md``; returns the table's rows."""
+  interrupted ones), takes each one's checkpoint selected on validation (``best/``),
+  evaluates it on ``split`` (by default the test split, not the one it was selected on) and
+  writes ``table_path(workdir, sweep, split)`` .csv and .md; returns the table's rows."""
   if sweep not in SWEEPS:
     raise runs.ConfigError(f"sweep {sweep!r}: unknown (choose from {sorted(SWEEPS)})")
   trainer.check_config(config)
@@ -49,9 +55,12 @@ def run_sweep(config, workdir, sweep="lambdas", variants=None, split="validation
     print(f"--- {sweep}: {name} {losses[name]}")
     trainer.train_and_evaluate(variant, os.path.join(workdir, name))
     seconds = time.perf_counter() - start
-    result = evaluation.evaluate_run(os.path.join(workdir, name), split)
+    result = evaluation.evaluate_run(os.path.join(workdir, name), split, checkpoint="best")
     rows.append({"variant": name, **losses[name],
                  **{column: result[column] for column in COLUMNS},
                  "train_minutes": seconds / 60})  # this invocation's: short if already trained
-  report.write_table(workdir, sweep, rows)
+  path = table_path(workdir, sweep, split)
+  report.write_table(os.path.dirname(path), os.path.basename(path), rows,
+                     title=f"{sweep} sweep: metrics on the {split} split, each variant's "
+                     "checkpoint selected on the validation split")
   return rows

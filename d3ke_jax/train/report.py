@@ -334,8 +334,9 @@ def _table6(evaluation):
   return rows
 
 
-def write_table(out_dir, name, rows):
-  """Writes ``rows`` (dicts with the same keys) as ``name``.csv and ``name``.md."""
+def write_table(out_dir, name, rows, title=None):
+  """Writes ``rows`` (dicts with the same keys) as ``name``.csv and ``name``.md (headed by
+  ``title`` when given)."""
   columns = list(rows[0])
   paths = {f"{name}.csv": os.path.join(out_dir, f"{name}.csv"),
            f"{name}.md": os.path.join(out_dir, f"{name}.md")}
@@ -346,6 +347,8 @@ def write_table(out_dir, name, rows):
   lines = [columns, ["---"] * len(columns)]
   lines += [[_format(column, row[column]) for column in columns] for row in rows]
   with atomic_write(paths[f"{name}.md"]) as f:
+    if title:
+      f.write(f"# {title}\n\n")
     f.writelines("| " + " | ".join(cells) + " |\n" for cells in lines)
   return paths
 
