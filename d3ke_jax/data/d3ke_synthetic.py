@@ -3,8 +3,9 @@
 Configs differ in crop size and amount of data. Splits hold disjoint subjects in MoVi's
 63 / 3 / 16 ratio. Frames of a clip (one subject, movement and camera view) are stored in
 order, so sequence networks can read windows. Ground truth per frame: coordinates (model
-order), body scales, pelvis rotation, joints and markers in the camera frame (metres),
-their 2D projections in the crop (pixels), the crop box, the camera, and validity masks.
+order), body scales (relative to the model), pelvis rotation, joints and markers in the
+camera frame (metres), their 2D projections in the crop (pixels), the crop box, the camera,
+and validity masks.
 
 Build: ``python -m experiments.build_data synthetic`` (array_record files, no TensorFlow).
 """

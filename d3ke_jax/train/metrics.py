@@ -40,7 +40,7 @@ def mae_body(model, pred_scales, true_scales, bodies=None):
 
 
 def rmse_body(pred_scales, true_scales):
-  """Root mean square error of the predicted scale factors (unitless)."""
+  """Root mean square error of the predicted scale factors (unitless, relative to the model)."""
   return float(np.sqrt(np.mean((np.asarray(pred_scales) - np.asarray(true_scales))**2)))
 
 
