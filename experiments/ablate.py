@@ -7,34 +7,35 @@ test) and writes ``DIR/<sweep>_<split>.md`` and ``.csv``.
 Config overrides apply to every variant (e.g. ``--config.epochs=2``); re-running resumes.
 """
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+import os
 
+from absl import flags, logging
+
+from d3ke_jax import cli
+from d3ke_jax.errors import UserError
 from d3ke_jax.train import ablation
-from d3ke_jax.train.runs import ConfigError
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "training config file",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "directory for the variants and the table")
-_SWEEP = flags.DEFINE_enum("sweep", "lambdas", sorted(ablation.SWEEPS), "what to vary")
-_VARIANTS = flags.DEFINE_list("variants", None, "only these variants (default: all)")
-_SPLIT = flags.DEFINE_enum("split", "test", ["validation", "test"],
-                           "split the variants are compared on (checkpoints: best on validation)")
-flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def define(values):
+  flags.DEFINE_string("workdir", None, "directory for the variants and the table",
+                      flag_values=values, required=True)
+  flags.DEFINE_enum("sweep", "lambdas", sorted(ablation.SWEEPS), "what to vary",
+                    flag_values=values)
+  flags.DEFINE_list("variants", None, "only these variants (default: all)", flag_values=values)
+  flags.DEFINE_enum("split", "test", ["validation", "test"],
+                    "split the variants are compared on (checkpoints: best on validation)",
+                    flag_values=values)
+
+
+def main(argv=None):
+  args = cli.parse_flags(argv, define, __doc__, config_help="training config file")
   logging.set_verbosity(logging.WARNING)
-  try:
-    ablation.run_sweep(_CONFIG.value, _WORKDIR.value, _SWEEP.value, _VARIANTS.value,
-                       _SPLIT.value)
-  except ConfigError as e:
-    raise app.UsageError(f"bad config: {e}") from None
-  with open(ablation.table_path(_WORKDIR.value, _SWEEP.value, _SPLIT.value) + ".md") as f:
+  if os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
+    raise UserError(f"{args.workdir}: not a directory (--workdir)")
+  ablation.run_sweep(args.config, args.workdir, args.sweep, args.variants, args.split)
+  with open(ablation.table_path(args.workdir, args.sweep, args.split) + ".md") as f:
     print(f.read())
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

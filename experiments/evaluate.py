@@ -3,35 +3,41 @@
 Writes the paper's metrics (Tables 1-4 and 6: per coordinate, movement, subject and view)
 as CSV and Markdown, and PNG plots (per-coordinate MAE; predicted vs true angle over time),
 into ``DIR/eval/<split>/``, and prints the summary. Works for per-frame and sequence runs.
+An unreadable checkpoint is skipped for the newest readable one of the same kind.
 """
 
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from d3ke_jax import cli
+from d3ke_jax.errors import UserError
 from d3ke_jax.train.evaluation import evaluate_run
-from d3ke_jax.train.runs import ConfigError
-
-_WORKDIR = flags.DEFINE_string("workdir", None, "workdir of a training run")
-_SPLIT = flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "split to evaluate")
-_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
-                                "the best-on-validation or the latest checkpoint")
-_OUT = flags.DEFINE_string("out", None, "output directory (default: WORKDIR/eval/SPLIT)")
-_COORDINATE = flags.DEFINE_string("coordinate", None,
-                                  "coordinate plotted over time (default: the most varying)")
-_CLIP = flags.DEFINE_integer("clip", None, "clip plotted over time (default: the longest)")
-flags.mark_flags_as_required(["workdir"])
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def define(values):
+  flags.DEFINE_string("workdir", None, "workdir of a training run", flag_values=values,
+                      required=True)
+  flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "split to evaluate",
+                    flag_values=values)
+  flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
+                    "the best-on-validation or the latest checkpoint", flag_values=values)
+  flags.DEFINE_string("out", None, "output directory (default: WORKDIR/eval/SPLIT)",
+                      flag_values=values)
+  flags.DEFINE_string("coordinate", None,
+                      "coordinate plotted over time (default: the most varying)",
+                      flag_values=values)
+  flags.DEFINE_integer("clip", None, "clip plotted over time (default: the longest)",
+                       flag_values=values)
+
+
+def main(argv=None):
+  args = cli.parse_flags(argv, define, __doc__)
   logging.set_verbosity(logging.WARNING)
-  try:
-    result = evaluate_run(_WORKDIR.value, _SPLIT.value, _CHECKPOINT.value, _OUT.value,
-                          _COORDINATE.value, _CLIP.value)
-  except (ConfigError, FileNotFoundError, ValueError) as e:
-    raise app.UsageError(str(e)) from None
+  if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
+    raise UserError(f"{args.out}: not a directory (--out)")
+  result = evaluate_run(args.workdir, args.split, args.checkpoint, args.out, args.coordinate,
+                        args.clip)
   paths = result["paths"]
   with open(paths["summary.md"]) as f:
     print(f.read())
@@ -39,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -79,3 +79,87 @@ def test_user_errors_and_interrupts_exit_with_one_line(error, status, message, c
 def test_bugs_keep_their_traceback():
   with pytest.raises(ZeroDivisionError):
     cli.run(_raise(ZeroDivisionError()), [], prog="cmd")
+
+
+def _train(argv):
+  from experiments import train  # pylint: disable=g-import-not-at-top
+  return train.main(argv)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["--config.epoch=3"], "--config.epoch: no such config key (did you mean 'epochs'?)"),
+    (["--config.log_every_steps=0"], "log_every_steps=0: must be an integer >= 1"),
+    (["--config.checkpoint_every_steps=0"], "checkpoint_every_steps=0: must be an integer >= 1"),
+    (["--config.max_steps=0"], "max_steps=0: must be -1 (every epoch) or an integer >= 1"),
+    (["--config.optimizer.learning_rate=-1e-3"], "optimizer.learning_rate=-0.001: must be a "
+                                                 "number > 0"),
+    (["--config.optimizer.weight_decay=nan"], "optimizer.weight_decay=nan: must be a number >= 0"),
+    (["--config.seed=-1"], "seed=-1: must be an integer >= 0"),
+    (["--config.loss.lambda_joint=0", "--config.loss.lambda_marker=0",
+      "--config.loss.lambda_body=0", "--config.loss.lambda_angle=0"],
+     "loss: every weight is 0, nothing to train"),
+])
+def test_train_refuses_bad_values_at_start_up(tmp_path, overrides, message, capsys):
+  code, err = run(_train, ["--config", TINY, "--workdir", str(tmp_path / "w")] + overrides,
+                  capsys)
+  assert (code, err) == (2, f"cmd: {message}")
+  assert not (tmp_path / "w").exists()  # nothing written
+
+
+def test_train_refuses_a_bad_sequence_window_and_workdir(tmp_path, capsys):
+  from experiments.configs import transformer  # pylint: disable=g-import-not-at-top
+  code, err = run(_train, ["--config", transformer.__file__, "--workdir", str(tmp_path),
+                           "--config.per_frame_workdir=x", "--config.window=0"], capsys)
+  assert (code, err) == (2, "cmd: window=0: must be an integer >= 1")
+  (tmp_path / "file").write_text("")
+  code, err = run(_train, ["--config", TINY, "--workdir", str(tmp_path / "file")], capsys)
+  assert (code, err) == (2, f"cmd: {tmp_path / 'file'}: not a directory (the workdir must be "
+                            f"one)")
+  code, err = run(_train, ["--config", "nothere.py", "--workdir", str(tmp_path)], capsys)
+  assert (code, err) == (2, "cmd: nothere.py: no such config file (--config)")
+
+
+def _evaluate(argv):
+  from experiments import evaluate  # pylint: disable=g-import-not-at-top
+  return evaluate.main(argv)
+
+
+def test_evaluate_names_a_bad_workdir_or_flag(tmp_path, capsys):
+  (tmp_path / "file").write_text("")
+  for argv, message in (
+      ([str(tmp_path / "none")], f"{tmp_path / 'none'}: no such directory; is it the workdir "
+                                 "of a training run?"),
+      ([str(tmp_path / "file")], f"{tmp_path / 'file'}: not a directory; is it the workdir of "
+                                 "a training run?"),
+      ([str(tmp_path)], f"{tmp_path / 'config.json'}: not found; is {str(tmp_path)!r} the "
+                        "workdir of a training run?"),
+      ([str(tmp_path), "--split=tset"], "flag --split=tset: value should be one of "
+                                        "<train|validation|test>"),
+      ([str(tmp_path), "--checkpoint=last"], "flag --checkpoint=last: value should be one of "
+                                             "<best|latest>"),
+      ([str(tmp_path), "--clip=first"], "flag --clip=first: invalid literal for int() with "
+                                        "base 10: 'first'"),
+      ([str(tmp_path), "--out", str(tmp_path / "file")], f"{tmp_path / 'file'}: not a "
+                                                         "directory (--out)")):
+    assert run(_evaluate, ["--workdir"] + argv, capsys) == (2, f"cmd: {message}")
+  (tmp_path / "config.json").write_text("{")
+  code, err = run(_evaluate, ["--workdir", str(tmp_path)], capsys)
+  assert code == 2 and err.startswith(f"cmd: {tmp_path / 'config.json'}: not a JSON config")
+
+
+def _ablate(argv):
+  from experiments import ablate  # pylint: disable=g-import-not-at-top
+  return ablate.main(argv)
+
+
+def test_ablate_names_a_bad_variant_sweep_or_workdir(tmp_path, capsys):
+  (tmp_path / "file").write_text("")
+  for argv, message in (
+      (["--variants", "no_angels"], "variants ['no_angels']: unknown"),
+      (["--sweep", "lambda"], "flag --sweep=lambda: value should be one of <lambdas>"),
+      (["--split", "train"], "flag --split=train: value should be one of <validation|test>"),
+      (["--config.loss.lambda_joint=-1"], "loss.lambda_joint=-1.0: must be a number >= 0")):
+    code, err = run(_ablate, ["--config", TINY, "--workdir", str(tmp_path / "w")] + argv, capsys)
+    assert code == 2 and err.startswith(f"cmd: {message}"), err
+  code, err = run(_ablate, ["--config", TINY, "--workdir", str(tmp_path / "file")], capsys)
+  assert (code, err) == (2, f"cmd: {tmp_path / 'file'}: not a directory (--workdir)")

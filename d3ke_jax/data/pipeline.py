@@ -7,6 +7,7 @@ per_device_batch, ...) for a pmapped step, and prefetched on a background thread
 """
 
 import dataclasses
+import os
 import queue
 import threading
 
@@ -14,6 +15,7 @@ import numpy as np
 import PIL.Image
 
 from d3ke_jax.data.d3ke_synthetic import decode_jpeg
+from d3ke_jax.errors import UserError
 
 LABELS_3D = ("joints", "markers")  # camera-frame points rotated with the image
 
@@ -99,6 +101,30 @@ def _occlude(image, rng, count):
     x, y = rng.integers(0, size - w), rng.integers(0, size - h)
     image[y:y + h, x:x + w] = rng.integers(0, 256, 3)
   return image
+
+
+class Records:
+  """Random access to the records of a TFDS data source (``len``, ``[index]``); a damaged
+  record raises ``UserError`` naming its file, which array_record's error does not."""
+
+  def __init__(self, source):
+    self.source = source
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, index):
+    try:
+      return self.source[index]
+    except RuntimeError as e:  # array_record: "Corrupted Riegeli/records file: ..."
+      path = self.path(index)
+      raise UserError(f"{path}: record {index} is damaged ({str(e).splitlines()[0]}); delete "
+                      f"{os.path.dirname(path)} to build the dataset again") from None
+
+  def path(self, index):
+    """The file holding record ``index``."""
+    split = self.source.dataset_info.splits[self.source.split]
+    return split.filepaths[int(np.searchsorted(np.cumsum(split.shard_lengths), index, "right"))]
 
 
 def decode(record):
@@ -216,17 +242,38 @@ def _stack(examples, devices):
 
 
 def prefetch(iterator, size=2):
-  """Runs ``iterator`` on a background thread, ``size`` items ahead."""
+  """Runs ``iterator`` on a background thread, ``size`` items ahead. An exception it raises
+  is raised here, in the consumer, after the items before it; closing this generator early
+  stops the thread."""
   items = queue.Queue(maxsize=size)
-  done = object()
+  stop = threading.Event()
+
+  def put(entry):
+    while not stop.is_set():
+      try:
+        items.put(entry, timeout=0.1)
+        return True
+      except queue.Full:
+        pass
+    return False
 
   def work():
     try:
       for item in iterator:
-        items.put(item)
-    finally:
-      items.put(done)
+        if not put((item, None)):
+          return
+      put((None, StopIteration()))
+    except BaseException as e:  # pylint: disable=broad-except  # re-raised by the consumer
+      put((None, e))
 
   threading.Thread(target=work, daemon=True).start()
-  while (item := items.get()) is not done:
-    yield item
+  try:
+    while True:
+      item, error = items.get()
+      if isinstance(error, StopIteration):
+        return
+      if error is not None:
+        raise error
+      yield item
+  finally:
+    stop.set()

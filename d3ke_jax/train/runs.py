@@ -2,10 +2,12 @@
 
 import json
 import os
+import sys
 
 import ml_collections
 import orbax.checkpoint as ocp
 
+from d3ke_jax.data import pipeline
 from d3ke_jax.data.d3ke_synthetic import D3keSynthetic
 from d3ke_jax.errors import UserError
 from d3ke_jax.io.atomic import atomic_write
@@ -30,7 +32,7 @@ def require(config, *keys):
 
 
 def load_dataset(config, splits=("train", "validation")):
-  """{split: random-access data source} of ``config.dataset``; the synthetic dataset is
+  """{split: ``pipeline.Records``} of ``config.dataset``; the synthetic dataset is
   generated on first use."""
   require(config, "dataset.name", "dataset.config", "dataset.data_dir")
   name = config.dataset.name
@@ -44,7 +46,7 @@ def load_dataset(config, splits=("train", "validation")):
                           file_format="array_record")
   builder.download_and_prepare()  # generated offline; a no-op once built
   sources = builder.as_data_source()
-  return {split: sources[split] for split in splits}
+  return {split: pipeline.Records(sources[split]) for split in splits}
 
 
 def loss_weights(config):
@@ -57,6 +59,10 @@ def frame_rate(config):
   return DATASETS[config.dataset.name].FRAME_RATE
 
 
+RESUMABLE = ("epochs", "max_steps", "log_every_steps", "checkpoint_every_steps",
+             "dataset.data_dir")  # config keys that may change when a run is resumed
+
+
 def save_config(workdir, config):
   with atomic_write(os.path.join(workdir, CONFIG_FILE)) as f:
     f.write(config.to_json_best_effort(indent=2))
@@ -64,34 +70,114 @@ def save_config(workdir, config):
 
 def load_config(workdir):
   """The config a run in ``workdir`` was trained with."""
+  if not os.path.isdir(workdir):
+    problem = "not a directory" if os.path.exists(workdir) else "no such directory"
+    raise ConfigError(f"{workdir}: {problem}; is it the workdir of a training run?")
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     raise ConfigError(f"{path}: not found; is {workdir!r} the workdir of a training run?")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  try:
+    with open(path) as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except ValueError as e:
+    raise ConfigError(f"{path}: not a JSON config ({e})") from None
 
 
-def checkpoint_managers(workdir):
+def check_same_run(workdir, config):
+  """Raises ``ConfigError`` when ``workdir`` holds a run trained with another config, naming
+  the keys that differ; the ``RESUMABLE`` keys may change."""
+  if not os.path.exists(os.path.join(workdir, CONFIG_FILE)):
+    return
+  saved = _flatten(load_config(workdir).to_dict())
+  now = _flatten(json.loads(config.to_json_best_effort()))
+  missing = "(none)"
+  changed = [f"{k}={saved.get(k, missing)!r} there, {now.get(k, missing)!r} now"
+             for k in sorted(saved.keys() | now.keys())
+             if k not in RESUMABLE and saved.get(k, missing) != now.get(k, missing)]
+  if changed:
+    raise ConfigError(f"{os.path.join(workdir, CONFIG_FILE)}: the run in this workdir has "
+                      f"another config: {'; '.join(changed)}; only {', '.join(RESUMABLE)} may "
+                      f"change when resuming (start a new run in another --workdir)")
+
+
+def _flatten(tree, prefix=""):
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[prefix + key] = list(value) if isinstance(value, tuple) else value
+  return flat
+
+
+def checkpoint_managers(workdir, train=False):
   """(latest, best): orbax managers of the periodic checkpoints and of the one with the
-  lowest validation MAE_angle."""
+  lowest validation MAE_angle. For training (``train``) they create their directories and
+  remove the temporary directories of saves cut short (never a committed checkpoint)."""
   root = os.path.abspath(workdir)
-  latest = ocp.CheckpointManager(os.path.join(root, "checkpoints"),
-                                 options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+  options = dict(create=train, cleanup_tmp_directories=train)
+  latest = ocp.CheckpointManager(os.path.join(root, "checkpoints"), options=(
+      ocp.CheckpointManagerOptions(max_to_keep=2, **options)))
   best = ocp.CheckpointManager(os.path.join(root, "best"), options=ocp.CheckpointManagerOptions(
-      max_to_keep=1, create=True, best_mode="min", best_fn=lambda m: m["mae_angle"]))
+      max_to_keep=1, best_mode="min", best_fn=lambda m: m["mae_angle"], **options))
   return latest, best
+
+
+def restore_newest(manager, args, set_aside=False):
+  """(step, restored) of the newest readable checkpoint of ``manager`` (None: it has none);
+  ``args()`` gives the restore arguments. Unreadable ones (a truncated or damaged file) are
+  skipped with one line on stderr; with ``set_aside`` they are renamed ``STEP.unreadable``
+  (kept, not deleted) so that training can save that step again. No readable checkpoint
+  is a ``UserError``."""
+  steps = sorted(manager.all_steps(), reverse=True)
+  unreadable = []
+  for step in steps:
+    try:
+      restored = manager.restore(step, args=args())
+    except Exception as e:  # pylint: disable=broad-except  # any damage, any error type
+      unreadable.append((step, e))
+      continue
+    if unreadable:
+      if set_aside:
+        for bad, _ in unreadable:
+          _set_aside(os.path.join(manager.directory, str(bad)))
+        manager.reload()
+      print(f"{manager.directory}: checkpoint step(s) {', '.join(str(s) for s, _ in unreadable)} "
+            f"unreadable ({_summary(unreadable[0][1])}){'; set aside as *.unreadable' if set_aside else ''}"
+            f"; using step {step}", file=sys.stderr)
+    return step, restored
+  if unreadable:
+    raise UserError(f"{manager.directory}: no readable checkpoint (step {unreadable[0][0]}: "
+                    f"{_summary(unreadable[0][1])})")
+  return None, None
+
+
+def _summary(error):
+  lines = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {lines[0][:120] if lines else ''}"
+
+
+def _set_aside(path):
+  target, n = f"{path}.unreadable", 1
+  while os.path.exists(target):
+    n += 1
+    target = f"{path}.unreadable{n}"
+  os.rename(path, target)
 
 
 def restore_state(workdir, which="best"):
   """The trained ``TrainState`` (no optimizer state) of a run: its ``best`` checkpoint, or
   the ``latest`` (also used when no validation has run yet)."""
   if which not in ("best", "latest"):
-    raise ValueError(f"checkpoint {which!r}: choose 'best' or 'latest'")
+    raise ConfigError(f"checkpoint {which!r}: choose 'best' or 'latest'")
   latest, best = checkpoint_managers(workdir)
-  manager = best if which == "best" and best.latest_step() is not None else latest
-  step = manager.latest_step()
+  try:
+    manager = best if which == "best" and best.all_steps() else latest
+    step, restored = restore_newest(manager, ocp.args.StandardRestore)
+  finally:
+    latest.close()
+    best.close()
   if step is None:
-    raise FileNotFoundError(f"{workdir}: no checkpoint to restore (has it trained a step?)")
-  restored = manager.restore(step, args=ocp.args.StandardRestore())
+    raise UserError(f"{workdir}: no checkpoint to restore (has it trained a step?)")
   return TrainState(step=restored["step"], params=restored["params"],
                     batch_stats=restored.get("batch_stats", {}), opt_state=None)

@@ -9,6 +9,7 @@ augmentation, dropout and initialisation depend only on the config's seed, so a 
 killed at any point and started again continues exactly where it stopped.
 """
 
+import math
 import os
 
 import jax
@@ -17,6 +18,7 @@ import orbax.checkpoint as ocp
 import tqdm
 
 from d3ke_jax.data import pipeline
+from d3ke_jax.errors import Interrupted, UserError
 from d3ke_jax.train import per_frame, runs, summaries, temporal
 from d3ke_jax.train import stage as stages
 from d3ke_jax.train import step as steps
@@ -35,18 +37,46 @@ def check_config(config):
   runs.require(config, *REQUIRED)
   if config.stage not in STAGES:
     raise ConfigError(f"stage={config.stage!r}: choose from {sorted(STAGES)}")
-  if config.epochs < 1:
-    raise ConfigError(f"epochs={config.epochs}: must be at least 1")
-  if not 0 <= config.optimizer.final_epochs < config.epochs:
+  for key in ("epochs", "log_every_steps", "checkpoint_every_steps"):
+    _check_number(config, key, 1, integer=True)
+  _check_number(config, "seed", 0, integer=True)
+  if config.max_steps != -1:
+    _check_number(config, "max_steps", 1, integer=True, also="-1 (every epoch) or ")
+  _check_number(config, "optimizer.learning_rate", 0, strict=True)
+  for key in ("end_learning_rate", "weight_decay", "final_learning_rate",
+              "final_end_learning_rate"):
+    _check_number(config, f"optimizer.{key}", 0)
+  _check_number(config, "optimizer.final_epochs", 0, integer=True)
+  if not config.optimizer.final_epochs < config.epochs:
     raise ConfigError(f"optimizer.final_epochs={config.optimizer.final_epochs}: must be in "
                       f"[0, epochs={config.epochs})")
-  for key, value in config.loss.items():
+  if config.optimizer.final_epochs:
+    _check_number(config, "optimizer.final_learning_rate", 0, strict=True)
+  for key in config.loss:
     if not key.startswith("lambda_") or key.removeprefix("lambda_") not in PAPER_WEIGHTS:
       raise ConfigError(f"loss.{key}: unknown loss weight (expected "
                         f"{['lambda_' + k for k in PAPER_WEIGHTS]})")
-    if value < 0:
-      raise ConfigError(f"loss.{key}={value}: must not be negative")
+    _check_number(config, f"loss.{key}", 0)
+  if not any(config.loss.values()):
+    raise ConfigError("loss: every weight is 0, nothing to train")
+  if config.stage == "sequence":
+    runs.require(config, "window", "window_stride")
+    _check_number(config, "window", 1, integer=True)
+    _check_number(config, "window_stride", 1, integer=True)
   stages.process_batch_size(config.batch_size)
+
+
+def _check_number(config, key, low, integer=False, strict=False, also=""):
+  """Raises ``ConfigError`` unless ``config[key]`` is a finite number (an integer) at least
+  (``strict``: above) ``low``."""
+  value = config
+  for part in key.split("."):
+    value = value[part]
+  kind = int if integer else (int, float)
+  if (isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value)
+      or value < low or (strict and value == low)):
+    raise ConfigError(f"{key}={value!r}: must be {also}{'an integer' if integer else 'a number'}"
+                      f" {'>' if strict else '>='} {low}")
 
 
 def make_optimizer(config, steps_per_epoch, epochs):
@@ -63,64 +93,80 @@ def make_optimizer(config, steps_per_epoch, epochs):
 
 def train_and_evaluate(config, workdir):
   """Trains ``config.stage`` into ``workdir`` (resuming what is there); returns the last
-  validation metrics."""
+  validation metrics. The config is checked in full, and against the one of a run already
+  in ``workdir``, before anything is written there."""
   check_config(config)
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    runs.save_config(workdir, config)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f"{workdir}: not a directory (the workdir must be one)")
+  runs.check_same_run(workdir, config)
   stage = STAGES[config.stage](config, workdir)
   if stage.steps_per_epoch < 1:
     raise ConfigError(f"batch_size={config.batch_size}: larger than the training set")
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    runs.save_config(workdir, config)
   return fit(config, workdir, stage)
 
 
 def fit(config, workdir, stage: stages.Stage):
+  """The training loop. Ctrl-C lets pending checkpoint writes finish and raises
+  ``Interrupted`` saying where to resume from."""
   per_epoch = stage.steps_per_epoch
   total = per_epoch * config.epochs
   optimizer, schedule = make_optimizer(config.optimizer, per_epoch, config.epochs)
   state = steps.create_state(stage.network, optimizer, stage.sample_input,
                              jax.random.PRNGKey(config.seed))
-  latest, best = runs.checkpoint_managers(workdir)
-  if latest.latest_step() is not None:
-    state = latest.restore(latest.latest_step(), args=ocp.args.StandardRestore(state))
-    print(f"resumed from step {int(state.step)} in {workdir}")
-  train, evaluate = steps.pmapped(stage.network, stage.model, stage.layout,
-                                  runs.loss_weights(config), optimizer, inputs=stage.inputs,
-                                  seed=config.seed)
-  state = steps.replicate(state, jax.local_device_count())
-  writer = summaries.Writer(workdir, enabled=jax.process_index() == 0)
-  step = int(state.step[0])
-  stop = total if config.max_steps < 0 else min(total, config.max_steps)
-  result = None
-  with tqdm.tqdm(total=stop, initial=step, unit="step", desc=config.stage) as bar:
-    while step < stop:
-      epoch, skip = divmod(step, per_epoch)
-      for batch in pipeline.prefetch(stage.batches(epoch, skip)):
-        state, train_metrics = train(state, batch)
-        step += 1
-        bar.update(1)
-        if step % config.log_every_steps == 0 or step == stop:
-          values = {k: float(v[0]) for k, v in train_metrics.items()}
-          values["learning_rate"] = float(schedule(step))
-          bar.set_postfix(loss=f"{values['loss']:.4f}")
-          writer.scalars(step, "train", values)
-        if step % config.checkpoint_every_steps == 0 or step == stop:
-          latest.save(step, args=ocp.args.StandardSave(steps.unreplicate(state)))
-        if step % per_epoch == 0 or step == stop:
-          result, images = stage.validate(evaluate, state)
-          writer.scalars(step, "validation", result)
-          writer.images(step, "validation", "skeleton", images)
-          best.save(step, args=ocp.args.StandardSave(steps.unreplicate(state)),
-                    metrics={"mae_angle": result["mae_angle"]})
-          bar.write(describe(step, result))
-        if step >= stop:
-          break
-  latest.wait_until_finished()
-  best.wait_until_finished()
-  writer.close()
-  if result is None:  # nothing left to train: report the finished run
-    result, _ = stage.validate(evaluate, state)
-  return result
+  latest, best = runs.checkpoint_managers(workdir, train=True)
+  step, writer = 0, None
+  try:
+    restored, resumed = runs.restore_newest(latest, lambda: ocp.args.StandardRestore(state),
+                                            set_aside=jax.process_index() == 0)
+    if restored is not None:
+      state = resumed
+      print(f"resumed from step {restored} in {workdir}")
+    train, evaluate = steps.pmapped(stage.network, stage.model, stage.layout,
+                                    runs.loss_weights(config), optimizer, inputs=stage.inputs,
+                                    seed=config.seed)
+    state = steps.replicate(state, jax.local_device_count())
+    step = int(state.step[0])
+    writer = summaries.Writer(workdir, enabled=jax.process_index() == 0, step=step)
+    stop = total if config.max_steps < 0 else min(total, config.max_steps)
+    result = None
+    with tqdm.tqdm(total=stop, initial=step, unit="step", desc=config.stage) as bar:
+      while step < stop:
+        epoch, skip = divmod(step, per_epoch)
+        for batch in pipeline.prefetch(stage.batches(epoch, skip)):
+          state, train_metrics = train(state, batch)
+          step += 1
+          bar.update(1)
+          if step % config.log_every_steps == 0 or step == stop:
+            values = {k: float(v[0]) for k, v in train_metrics.items()}
+            values["learning_rate"] = float(schedule(step))
+            bar.set_postfix(loss=f"{values['loss']:.4f}")
+            writer.scalars(step, "train", values)
+          if step % config.checkpoint_every_steps == 0 or step == stop:
+            latest.save(step, args=ocp.args.StandardSave(steps.unreplicate(state)))
+          if step % per_epoch == 0 or step == stop:
+            result, images = stage.validate(evaluate, state)
+            writer.scalars(step, "validation", result)
+            writer.images(step, "validation", "skeleton", images)
+            best.save(step, args=ocp.args.StandardSave(steps.unreplicate(state)),
+                      metrics={"mae_angle": result["mae_angle"]})
+            bar.write(describe(step, result))
+          if step >= stop:
+            break
+    if result is None:  # nothing left to train: report the finished run
+      result, _ = stage.validate(evaluate, state)
+    return result
+  except KeyboardInterrupt:
+    latest.wait_until_finished()
+    raise Interrupted(f"interrupted at step {step}; run the same command to resume from step "
+                      f"{latest.latest_step() or 0}") from None
+  finally:
+    if writer is not None:
+      writer.close()
+    latest.close()
+    best.close()
 
 
 def describe(step, result):
