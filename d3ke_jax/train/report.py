@@ -14,6 +14,7 @@ import os
 import numpy as np
 from matplotlib.figure import Figure
 
+from d3ke_jax.errors import UserError
 from d3ke_jax.io.atomic import atomic_path, atomic_write
 from d3ke_jax.train import metrics
 
@@ -191,7 +192,7 @@ def _choose_clip(p, clip):
     return ids[int(np.argmax(counts))]
   if clip not in ids:
     listed = ", ".join(map(str, ids[:10])) + (f", ... ({len(ids)} clips)" if len(ids) > 10 else "")
-    raise ValueError(f"clip {clip!r} is not in the predictions; clips: {listed}")
+    raise UserError(f"clip {clip!r} is not in the predictions; clips: {listed}")
   return clip
 
 
@@ -202,7 +203,7 @@ def _choose_coordinate(evaluation, names, coordinate, clip):
                 for column in true.T]
     return names[int(np.argmax(variance))]
   if coordinate not in names:
-    raise ValueError(f"coordinate {coordinate!r} is not a predicted coordinate; choose from: "
+    raise UserError(f"coordinate {coordinate!r} is not a predicted coordinate; choose from: "
                      f"{', '.join(names)}")
   return coordinate
 
