@@ -312,7 +312,8 @@ class _Builder:
       coordinate.setRangeMin(low)
       coordinate.setRangeMax(high)
       coordinate.setDefaultValue(0.0)
-      coordinate.setDefaultClamped(True)
+      # The pelvis is free in space: a subject turning round is not stopped at +-180 deg.
+      coordinate.setDefaultClamped(parent != "ground")
       coordinate.setDefaultLocked(False)
 
   def marker(self, name, body, point):
