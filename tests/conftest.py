@@ -1,14 +1,54 @@
-"""Shared test setup: float64 available, paths to ../shared/reference."""
+"""Shared test setup: the float64 opt-in and paths to ../shared/reference.
 
+Tests run in float32, as users run the library. A test that compares with OpenSim's double
+precision (or needs it, as finite differences do) opts in with ``@pytest.mark.float64``
+(a whole module: ``pytestmark = pytest.mark.float64``); JAX then makes 64-bit arrays for
+that test only. Code wider or narrower than one test uses ``with float64():``.
+"""
+
+import contextlib
 import os
 
 import jax
 import pytest
 
-jax.config.update("jax_enable_x64", True)  # tests pick float32 or float64 explicitly
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.environ.get("D3KE_REFERENCE", os.path.join(REPO, os.pardir, "shared", "reference"))
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "float64: run the test with 64-bit JAX arrays, for "
+                          "comparisons with OpenSim's double precision")
+
+
+@contextlib.contextmanager
+def float64():
+  """64-bit JAX arrays inside the block (``jax.enable_x64``).
+
+  JAX's jit caches keep what was traced in the other mode, and using it fails (e.g. "lax.add
+  requires arguments to have the same dtypes, got int32, int64" on indexing with a NumPy
+  array); switching modes in one process is unsupported (jax-ml/jax#5982, #11092), so the
+  caches are cleared on the way in and out.
+  """
+  jax.clear_caches()
+  try:
+    with jax.enable_x64(True):
+      yield
+  finally:
+    jax.clear_caches()
+
+
+_marked_last = [False]  # whether the previous test ran with 64-bit arrays
+
+
+@pytest.fixture(autouse=True)
+def _float64_when_marked(request):
+  marked = request.node.get_closest_marker("float64") is not None
+  if marked != _marked_last[0]:
+    jax.clear_caches()  # consecutive tests of one mode share the caches (see float64)
+    _marked_last[0] = marked
+  with jax.enable_x64(True) if marked else contextlib.nullcontext():
+    yield
 
 
 def reference_file(*parts):

@@ -1,6 +1,7 @@
 """The Flax ResNeXt against torchvision's (fixture made by tests/fixtures/make_resnext_fixture.py
 with torch 2.14.1 / torchvision 0.29.1): converted weights give the same logits and stage
-outputs within 1e-4 relative error; the converter covers the full ResNeXt-50 32x4d."""
+outputs in float32 (measured: <= 8.5e-7 relative to the largest value, logits; stages
+<= 6.8e-7), checked within 3e-6; the converter covers the full ResNeXt-50 32x4d."""
 
 import ast
 import os
@@ -19,6 +20,7 @@ sys.path.insert(0, FIXTURES)
 from seeded_weights import seeded_state_dict  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FIXTURE = np.load(os.path.join(FIXTURES, "resnext_torchvision.npz"))
+TOL = 3e-6  # relative error, float32
 
 
 def _shapes(prefix):
@@ -36,10 +38,11 @@ def test_converted_weights_reproduce_torchvision():
   variables = model.init(jax.random.PRNGKey(0), image)
   converted = load_torchvision_state_dict(seeded_state_dict(_shapes("tiny")), variables)
   logits, stages = model.apply(converted, image, return_stages=True)
-  assert _relative_error(logits, FIXTURE["logits"]) < 1e-4
+  chex.assert_type([logits, *stages], jnp.float32)
+  assert _relative_error(logits, FIXTURE["logits"]) < TOL
   for i, stage in enumerate(stages):
     expected = FIXTURE[f"stage{i + 1}"].transpose(0, 2, 3, 1)
-    assert _relative_error(stage, expected) < 1e-4, f"stage {i + 1}"
+    assert _relative_error(stage, expected) < TOL, f"stage {i + 1}"
 
 
 def test_converter_covers_full_resnext50_32x4d():
