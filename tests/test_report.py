@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+from d3ke_jax.errors import UserError
 from d3ke_jax.train.report import Predictions, write_report
 
 FPS = 50.0
@@ -222,7 +223,7 @@ def test_plots_are_png_files_and_defaults_pick_the_longest_clip(tmp_path):
     ({"clip": 99}, "clip 99 .*clips: 0, 1, 2"),
 ])
 def test_unknown_plot_choice_fails_before_writing(tmp_path, kwargs, message):
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises(UserError, match=message):
     write(make_split(), tmp_path / "out", **kwargs)
   assert not (tmp_path / "out").exists()
 
