@@ -1,8 +1,9 @@
 """Kinematic head: backbone features -> bounded coordinates, body scales, pelvis rotation.
 
 Every output is valid by construction for any input: coordinates inside their ranges
-(range-scaled sigmoid, centred so that zero logits give the model's default pose), scales positive and within a band around their centre (tanh),
-the rotation proper and orthonormal (6D -> Gram-Schmidt, Zhou et al. 2019).
+(range-scaled sigmoid, centred so that zero logits give the model's default pose), scales
+positive and within a band around their centre (tanh), the rotation proper and orthonormal
+(6D -> Gram-Schmidt, Zhou et al. 2019).
 
 Body scales are relative to the skeletal model everywhere (head, loss, metrics, dataset
 records): 1 is the model's own body size, as ``forward_kinematics`` takes them (OpenSim
