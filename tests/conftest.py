@@ -3,7 +3,8 @@
 Tests run in float32, as users run the library. A test that compares with OpenSim's double
 precision (or needs it, as finite differences do) opts in with ``@pytest.mark.float64``
 (a whole module: ``pytestmark = pytest.mark.float64``); JAX then makes 64-bit arrays for
-that test only. Code wider or narrower than one test uses ``with float64():``.
+that test only. Code wider or narrower than one test uses ``with float64():``. A test that
+leaves 64-bit arrays switched on for the whole session fails.
 """
 
 import contextlib
@@ -41,14 +42,25 @@ def float64():
 _marked_last = [False]  # whether the previous test ran with 64-bit arrays
 
 
+def _fail_if_x64_is_global(when):
+  if jax.config.jax_enable_x64:
+    jax.config.update("jax_enable_x64", False)  # so that only this test fails
+    jax.clear_caches()
+    pytest.fail(f"64-bit JAX arrays were switched on for the whole session {when} (e.g. by "
+                "jax.config.update or a CLI's --float64); use @pytest.mark.float64 or "
+                "conftest.float64()", pytrace=False)
+
+
 @pytest.fixture(autouse=True)
 def _float64_when_marked(request):
+  _fail_if_x64_is_global("before this test (at import?)")
   marked = request.node.get_closest_marker("float64") is not None
   if marked != _marked_last[0]:
     jax.clear_caches()  # consecutive tests of one mode share the caches (see float64)
     _marked_last[0] = marked
   with jax.enable_x64(True) if marked else contextlib.nullcontext():
     yield
+  _fail_if_x64_is_global("by this test")
 
 
 def reference_file(*parts):
