@@ -87,7 +87,10 @@ def test_subjects_and_movements_stay_in_range():
                                   subject.scales[model.body_index("femur_l")])
     for name in synthetic.MOVEMENTS:
       coords = synthetic.movement(model, name, subject, 20)
-      assert np.all((coords >= low) & (coords <= high)), name
+      # Clipped to the ranges, but seldom at a bound (measured: <= 0.4 % of the values),
+      # and moving (largest excursion measured >= 0.12 rad).
+      assert np.mean((coords <= low) | (coords >= high)) < 0.01, name
+      assert np.ptp(coords, axis=0).max() > 0.05, name
       assert np.max(np.abs(np.diff(coords, axis=0))) < 0.5  # smooth at 30 fps
   with pytest.raises(KeyError, match="unknown movement"):
     synthetic.movement(model, "moonwalk", synthetic.make_subject(model, 0), 5)
