@@ -1,31 +1,52 @@
-"""The training loop: resuming after an interruption, and bad configs failing at start-up."""
+"""The training loop and its commands: resuming after Ctrl-C or from a damaged checkpoint,
+bad configs and files failing at start-up in one line."""
 
 import csv
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from d3ke_jax import cli
 from d3ke_jax.train import ablation, evaluation, runs, trainer
 from d3ke_jax.train import stage as stages
+from experiments import evaluate, train
 from experiments.configs import synthetic_tiny, transformer
+
+
+# The tiny run every test trains, as config values and as the command line's overrides.
+TINY_RUN = {"dataset.config": "micro", "model.head_hidden": 16, "batch_size": 8, "epochs": 2,
+            "log_every_steps": 1, "checkpoint_every_steps": 3}
 
 
 def _config(data_dir, **overrides):
   config = synthetic_tiny.get_config()
-  config.dataset.config = "micro"
-  config.dataset.data_dir = data_dir
-  config.model.head_hidden = 16
-  config.batch_size = 8
-  config.epochs = 2
-  config.log_every_steps = 1
-  config.checkpoint_every_steps = 3
+  for key, value in dict(TINY_RUN, **{"dataset.data_dir": data_dir}).items():
+    parent, name = (config, key) if "." not in key else (config[key.split(".")[0]],
+                                                         key.split(".")[1])
+    parent[name] = value
   for key, value in overrides.items():
     config[key] = value
   return config
+
+
+def _argv(data_dir, workdir, **overrides):
+  """``experiments.train``'s command line for ``_config(data_dir, **overrides)``."""
+  values = dict(TINY_RUN, **{"dataset.data_dir": data_dir}, **overrides)
+  return (["--config", synthetic_tiny.__file__, "--workdir", str(workdir)] +
+          [f"--config.{key}={value}" for key, value in values.items()])
+
+
+def _command(main, argv, capsys):
+  """(exit status, stderr lines) of a command run as ``cli.run`` runs it."""
+  capsys.readouterr()  # what came before
+  with pytest.raises(SystemExit) as exit_:
+    cli.run(main, argv, prog="cmd")
+  return exit_.value.code, capsys.readouterr().err.splitlines()
 
 
 def _params(workdir):
@@ -34,29 +55,115 @@ def _params(workdir):
   return manager.latest_step(), restored["params"]
 
 
+def _train_steps(workdir):
+  return [row["step"] for row in map(json.loads, open(workdir / "metrics.jsonl"))
+          if row["split"] == "train"]
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("tfds"))
 
 
-def test_interrupted_run_resumes_to_the_same_result(tmp_path, data_dir):
-  straight = tmp_path / "straight"
-  trainer.train_and_evaluate(_config(data_dir, max_steps=6), str(straight))
-  interrupted = tmp_path / "interrupted"
-  trainer.train_and_evaluate(_config(data_dir, max_steps=3), str(interrupted))  # "killed"
-  trainer.train_and_evaluate(_config(data_dir, max_steps=6), str(interrupted))  # restarted
-  step_a, params_a = _params(straight)
-  step_b, params_b = _params(interrupted)
-  assert step_a == step_b == 6
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, data_dir):
+  """A run of 8 steps, never interrupted (checkpoints at steps 3, 6 and 8)."""
+  workdir = tmp_path_factory.mktemp("straight")
+  trainer.train_and_evaluate(_config(data_dir, max_steps=8), str(workdir))
+  return workdir
+
+
+def _interrupted_after(make_stage, steps):
+  """``make_stage`` whose batches stop with Ctrl-C (KeyboardInterrupt) after ``steps``."""
+  def make(config, workdir):
+    stage = make_stage(config, workdir)
+
+    def batches(epoch, start_batch):
+      for step, batch in enumerate(stage.batches(epoch, start_batch),
+                                   epoch * stage.steps_per_epoch + start_batch):
+        if step == steps:
+          raise KeyboardInterrupt
+        yield batch
+    return stage._replace(batches=batches)
+  return make
+
+
+def _damage(path, size=100):
+  with open(path, "r+b") as f:
+    f.truncate(size)
+
+
+def test_interrupted_run_resumes_to_the_same_result(straight, tmp_path, data_dir, monkeypatch,
+                                                    capsys):
+  workdir = tmp_path / "interrupted"
+  with monkeypatch.context() as patch:
+    patch.setitem(trainer.STAGES, "per_frame",
+                  _interrupted_after(trainer.STAGES["per_frame"], 7))
+    code, err = _command(train.main, _argv(data_dir, workdir, max_steps=8), capsys)
+  assert code == 130 and err[-1] == ("cmd: interrupted at step 7; run the same command to "
+                                     "resume from step 6"), err
+  assert not list(workdir.rglob("*tmp*")) and _train_steps(workdir) == list(range(1, 8))
+  # The newest checkpoint is damaged (a truncated data file): the run resumes from step 3,
+  # keeps the damaged one aside, replays steps 4-7 without logging them twice, and ends
+  # where the uninterrupted run did. How often it checkpoints may change on resuming.
+  damaged = workdir / "checkpoints" / "6"
+  _damage(max((p for p in damaged.rglob("*") if p.is_file()), key=os.path.getsize), 1000)
+  code, err = _command(train.main, _argv(data_dir, workdir, max_steps=8,
+                                         checkpoint_every_steps=2), capsys)
+  assert code == 0
+  fallback = [line for line in err if "unreadable" in line]
+  assert len(fallback) == 1 and fallback[0].startswith(
+      f"{workdir}/checkpoints: checkpoint step(s) 6 unreadable (Exception: ") and fallback[
+          0].endswith("; set aside as *.unreadable; using step 3"), err
+  assert (workdir / "checkpoints" / "6.unreadable").is_dir()
+  (step_a, params_a), (step_b, params_b) = _params(straight), _params(workdir)
+  assert step_a == step_b == 8
   for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-  lines = [json.loads(l) for l in open(interrupted / "metrics.jsonl")]
-  assert [l["step"] for l in lines if l["split"] == "train"] == [1, 2, 3, 4, 5, 6]
-  validation = [l for l in lines if l["split"] == "validation"]
-  assert validation
-  best = ocp.CheckpointManager(os.path.join(os.path.abspath(interrupted), "best"))
-  kept = min(validation, key=lambda l: l["mae_angle"])["step"]
-  assert best.all_steps() == [kept]
+  rows = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
+  assert _train_steps(workdir) == list(range(1, 9))
+  validation = [l for l in rows if l["split"] == "validation"]
+  best = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "best"))
+  assert best.all_steps() == [min(validation, key=lambda l: l["mae_angle"])["step"]]
+  # No readable checkpoint at all (truncated metadata): one line, for training and evaluation.
+  for step in runs.checkpoint_managers(workdir)[0].all_steps():
+    _damage(workdir / "checkpoints" / str(step) / "default" / "_METADATA")
+  code, err = _command(train.main, _argv(data_dir, workdir, max_steps=8), capsys)
+  assert code == 2 and len(err) == 1 and err[0].startswith(
+      f"cmd: {workdir}/checkpoints: no readable checkpoint (step 8: JSONDecodeError: "), err
+  code, err = _command(evaluate.main, ["--workdir", str(workdir), "--checkpoint", "latest",
+                                       "--split", "validation"], capsys)
+  assert code == 2 and len(err) == 1 and "no readable checkpoint (step 8" in err[0], err
+
+
+def test_a_run_keeps_its_config(straight, data_dir, capsys):
+  saved = (straight / "config.json").read_bytes()
+  code, err = _command(train.main, _argv(data_dir, straight, max_steps=8,
+                                         **{"model.groups": 2, "seed": 1}), capsys)
+  assert (code, err) == (2, [
+      f"cmd: {straight}/config.json: the run in this workdir has another config: "
+      "model.groups=4 there, 2 now; seed=0 there, 1 now; only epochs, max_steps, "
+      "log_every_steps, checkpoint_every_steps, dataset.data_dir may change when resuming "
+      "(start a new run in another --workdir)"])
+  code, err = _command(train.main, _argv(data_dir, straight, log_every_steps=0), capsys)
+  assert (code, err) == (2, ["cmd: log_every_steps=0: must be an integer >= 1"])
+  assert (straight / "config.json").read_bytes() == saved
+
+
+def test_a_damaged_dataset_file_is_named(tmp_path, data_dir, capsys):
+  runs.load_dataset(_config(data_dir))  # builds the dataset if no test has yet
+  copy = tmp_path / "tfds"
+  shutil.copytree(data_dir, copy)
+  path = next(copy.rglob("*-train.array_record-00000-of-00001"))
+  data = bytearray(path.read_bytes())
+  data[200:2200] = bytes(2000)  # inside the chunk of the first record, read at start-up
+  path.write_bytes(bytes(data))
+  code, err = _command(train.main, _argv(str(copy), tmp_path / "w"), capsys)
+  assert code == 2 and len(err) == 1, err
+  assert err[0].startswith(f"cmd: {path}: record ") and err[0].endswith(
+      f"; delete {path.parent} to build the dataset again"), err
+  assert ": record 0 is damaged (Corrupted Riegeli/records file: chunk " in err[0], err
+  assert not (tmp_path / "w").exists()
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -162,24 +269,32 @@ def test_evaluate_command_line(two_stages):
   missing = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--workdir",
                             str(two_stages[0] / "nothing")],
                            capture_output=True, text=True, timeout=300, check=False)
-  assert missing.returncode != 0 and "config.json: not found" in missing.stderr
+  assert missing.returncode == 2 and missing.stderr == (
+      f"experiments.evaluate: {two_stages[0] / 'nothing'}: no such directory; is it the workdir "
+      "of a training run?\n")
 
 
 def test_stage_two_names_what_is_missing(tmp_path, data_dir):
   with pytest.raises(trainer.ConfigError, match="per_frame_workdir: set it"):
     trainer.train_and_evaluate(_sequence_config(""), str(tmp_path / "a"))
-  with pytest.raises(trainer.ConfigError, match="config.json: not found"):
+  with pytest.raises(trainer.ConfigError, match="nothing: no such directory"):
     trainer.train_and_evaluate(_sequence_config(tmp_path / "nothing"), str(tmp_path / "b"))
+  (tmp_path / "c").mkdir()
+  with pytest.raises(trainer.ConfigError, match="config.json: not found"):
+    trainer.train_and_evaluate(_sequence_config(tmp_path / "c"), str(tmp_path / "b"))
 
 
 def test_command_line_rejects_unknown_keys_and_wrong_types(tmp_path):
   import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
-  for override, message in (("--config.optimzer.learning_rate=1", "optimzer"),
-                            ("--config.epochs=two", "epochs")):
+  for override, message in (
+      ("--config.optimzer.learning_rate=1", "--config.optimzer.learning_rate: no such config "
+                                            "key (did you mean 'optimizer.learning_rate'?)"),
+      ("--config.epochs=two", "flag --config.epochs=two: invalid literal for int() with base "
+                              "10: 'two'")):
     result = subprocess.run([sys.executable, "-m", "experiments.train", "--config",
                              synthetic_tiny.__file__, "--workdir", str(tmp_path), override],
                             capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+    assert (result.returncode, result.stderr) == (2, f"experiments.train: {message}\n")
 
 
 def test_lambda_sweep_switches_terms_off_scales_them_and_isolates_objectives():
@@ -209,4 +324,5 @@ def test_ablate_command_trains_variants_into_one_table(tmp_path, data_dir):
   assert "| no_angle |" in (tmp_path / "lambdas_test.md").read_text()
   bad = subprocess.run(command[:-4] + ["--variants", "no_angels"], capture_output=True,
                        text=True, timeout=300, check=False)
-  assert bad.returncode != 0 and "no_angels" in bad.stderr
+  assert bad.returncode == 2 and bad.stderr.startswith(
+      "experiments.ablate: variants ['no_angels']: unknown") and bad.stderr.count("\n") == 1

@@ -138,13 +138,15 @@ def restore_newest(manager, args, set_aside=False):
       unreadable.append((step, e))
       continue
     if unreadable:
+      aside = ""
       if set_aside:
         for bad, _ in unreadable:
           _set_aside(os.path.join(manager.directory, str(bad)))
         manager.reload()
-      print(f"{manager.directory}: checkpoint step(s) {', '.join(str(s) for s, _ in unreadable)} "
-            f"unreadable ({_summary(unreadable[0][1])}){'; set aside as *.unreadable' if set_aside else ''}"
-            f"; using step {step}", file=sys.stderr)
+        aside = "; set aside as *.unreadable"
+      print(f"{manager.directory}: checkpoint step(s) {', '.join(str(s) for s, _ in unreadable)}"
+            f" unreadable ({_summary(unreadable[0][1])}){aside}; using step {step}",
+            file=sys.stderr)
     return step, restored
   if unreadable:
     raise UserError(f"{manager.directory}: no readable checkpoint (step {unreadable[0][0]}: "
