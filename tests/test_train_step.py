@@ -22,9 +22,10 @@ def pmap_check():
   return {v[0]: (float(v[2]), float(v[4]), float(v[6])) for v in lines}
 
 
-@pytest.mark.parametrize("network", ["per_frame", "tcn"])
-def test_four_devices_match_one_device(pmap_check, network):
+# Same math up to the order of float32 reductions across devices. Measured largest parameter
+# differences: 2.2e-7 (per-frame), 8.1e-9 (TCN); losses equal to the 6 decimals printed.
+@pytest.mark.parametrize("network, tolerance", [("per_frame", 1e-6), ("tcn", 4e-8)])
+def test_four_devices_match_one_device(pmap_check, network, tolerance):
   difference, loss_one, loss_four = pmap_check[network]
-  # Same math up to the order of float32 reductions across devices.
-  assert difference < 1e-5, pmap_check[network]
-  assert abs(loss_one - loss_four) < 1e-4 * max(1.0, abs(loss_one)), pmap_check[network]
+  assert difference < tolerance, pmap_check[network]
+  assert abs(loss_one - loss_four) <= 2e-6 * max(1.0, abs(loss_one)), pmap_check[network]
