@@ -259,7 +259,7 @@ def test_evaluate_writes_the_report_of_either_stage(two_stages, stage):
   assert sorted(int(r["subject"]) for r in rows) == sorted(set(truth["subject"].tolist()))
 
 
-def test_evaluate_command_line(two_stages):
+def test_evaluate_command_line(two_stages, capsys):
   import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
   result = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--workdir",
                            str(two_stages[0]), "--split", "validation"],
@@ -272,6 +272,11 @@ def test_evaluate_command_line(two_stages):
   assert missing.returncode == 2 and missing.stderr == (
       f"experiments.evaluate: {two_stages[0] / 'nothing'}: no such directory; is it the workdir "
       "of a training run?\n")
+  for flag, message in (("--coordinate=knee", "coordinate 'knee' is not a predicted coordinate"),
+                        ("--clip=999", "clip 999 is not in the predictions; clips: ")):
+    code, err = _command(evaluate.main, ["--workdir", str(two_stages[0]), "--split",
+                                         "validation", flag], capsys)
+    assert code == 2 and err[-1].startswith(f"cmd: {message}"), err
 
 
 def test_stage_two_names_what_is_missing(tmp_path, data_dir):
