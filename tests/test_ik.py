@@ -1,5 +1,7 @@
-"""Inverse kinematics: analytic Jacobian, recovery of known poses, missing data, and
-agreement with OpenSim 4.6's InverseKinematicsTool run live on the same markers."""
+"""Inverse kinematics: analytic Jacobian, recovery of known poses, missing data, bounds,
+several starts, the temporal prior, and accuracy against OpenSim 4.6's
+InverseKinematicsTool run live on the same markers. float32 (what users run) except the
+Jacobian check, which compares with autodiff in float64."""
 
 import functools
 
@@ -16,6 +18,7 @@ from conftest import reference_file
 
 SPINE = ("L5_S1", "L4_L5", "T12_L1", "T11_T12", "T10_T11", "T9_T10", "T8_T9", "T1_T2",
          "T1_head_neck")
+FRAMES = 60  # one trial length, so that the sequence solver compiles once for the module
 
 
 @functools.lru_cache(maxsize=None)
@@ -24,12 +27,12 @@ def _model():
 
 
 def _resolve(model, coords):
-  return np.asarray(resolve_coordinates(model, np.asarray(coords).T).T)
+  return np.asarray(resolve_coordinates(model, np.asarray(coords, np.float32).T).T)
 
 
 def _markers(model, coords, rng, noise):
-  markers = np.asarray(forward_kinematics(model, coords).markers)
-  return markers + rng.normal(0, noise / np.sqrt(3), markers.shape)  # noise = RMS distance
+  markers = np.asarray(forward_kinematics(model, np.asarray(coords, np.float32)).markers)
+  return (markers + rng.normal(0, noise / np.sqrt(3), markers.shape)).astype(np.float32)
 
 
 def _rotational(model, exclude=()):
@@ -37,6 +40,17 @@ def _rotational(model, exclude=()):
           and not model.coordinate_names[i].startswith(exclude)]
 
 
+def _trial(model, seed, noise, rate=60.0):
+  """A smooth motion with the pelvis turning +-30 deg, and its noisy markers."""
+  rng = np.random.default_rng(seed)
+  coords = smooth_motion(model, FRAMES, rng, rate=rate, limit=0.5)
+  coords[:, model.coordinate_index("pelvis_rotation")] = np.radians(30) * np.sin(
+      np.linspace(0, 2 * np.pi, FRAMES))
+  truth = _resolve(model, coords)
+  return truth, _markers(model, truth, rng, noise)
+
+
+@pytest.mark.float64
 @pytest.mark.parametrize("scaled", [False, True])
 def test_analytic_jacobian_matches_autodiff(scaled):
   # The paper's model: couplers (chain rule through splines) and locked coordinates.
@@ -49,7 +63,8 @@ def test_analytic_jacobian_matches_autodiff(scaled):
   _, jacobian = ik._marker_jacobian(model, free, ik._full(free, x, q[0]), scales)
   expected = jax.vmap(jax.jacfwd(lambda x: forward_kinematics(
       model, ik._full(free, x, q[0]), scales=scales).markers))(x)  # (T, M, 3, F)
-  np.testing.assert_allclose(np.moveaxis(jacobian, 1, -1), expected, atol=1e-10)
+  # Achieved: 2e-15 (float64 round-off).
+  np.testing.assert_allclose(np.moveaxis(jacobian, 1, -1), expected, atol=1e-12)
 
 
 def test_recovers_random_poses_with_5mm_noise():
@@ -57,6 +72,7 @@ def test_recovers_random_poses_with_5mm_noise():
   rng = np.random.default_rng(1)
   truth = _resolve(model, random_poses(model, 24, rng, limit=0.5))
   result = ik.inverse_kinematics(model, _markers(model, truth, rng, 0.005), sequence=False)
+  assert result.coords.dtype == np.float32
   rms = np.asarray(result.rms_error)
   assert 0.003 < np.median(rms) < 0.0055  # at the noise level (fewer DOF than 3M residuals)
   assert np.mean(result.converged) > 0.9
@@ -70,68 +86,119 @@ def test_recovers_random_poses_with_5mm_noise():
 def test_sequence_without_noise_is_exact_and_reports_missing_frames():
   model = _model()
   rng = np.random.default_rng(2)
-  truth = _resolve(model, smooth_motion(model, 40, rng, limit=0.4))
+  truth = _resolve(model, smooth_motion(model, FRAMES, rng, limit=0.4))
   markers = _markers(model, truth, rng, 0.0)
   markers[5:9, :20] = np.nan  # a gap in 20 markers
   markers[30] = np.nan  # an empty frame
   markers[31, 2:] = np.nan  # a frame with 2 markers
-  result = ik.inverse_kinematics(model, markers)
+  markers[40, 7, 1] = np.nan  # one component missing: the whole marker is missing
+  markers[41, 8, 2] = np.inf
+  result = ik.inverse_kinematics(model, markers, smoothing_weight=0.0)
   assert not result.converged[30] and not result.converged[31]
   assert np.isnan(result.rms_error[30])
-  # Frames after the two bad ones start far from their solution; the solver may need more
-  # iterations there and says so, everywhere else it settles at zero error.
-  assert np.all(result.converged[:30])
-  assert np.max(np.asarray(result.rms_error)[:30]) < 1e-4
+  assert np.isnan(result.marker_errors[40, 7]) and np.isnan(result.marker_errors[41, 8])
+  others = np.r_[0:30, 32:FRAMES]
+  assert np.all(result.converged[others])
+  # Achieved in float32: 7e-8 m in the median frame; 0.4 mm at most, in the frames about
+  # the two with a marker missing (the tracking prior's pull is not undone in full there).
+  rms = np.asarray(result.rms_error)[others]
+  assert np.median(rms) < 5e-7 and np.max(rms) < 1e-3
   assert np.isnan(result.marker_errors[5, 0]) and np.isfinite(result.marker_errors[5, 30])
-  error = np.degrees(np.abs(np.asarray(result.coords) - truth))[:30]
-  assert np.median(error[:, _rotational(model)]) < 0.05
+  error = np.degrees(np.abs(np.asarray(result.coords) - truth))[others]
+  assert np.median(error[:, _rotational(model)]) < 0.01
 
 
-def test_coordinate_tasks_pull_unobserved_coordinates():
+def test_no_frames_is_an_error():
   model = _model()
-  markers = np.asarray(forward_kinematics(model, np.asarray(model.coordinate_defaults)).markers)
-  wrist = model.coordinate_index("wrist_flex_r")
-  markers = markers[None].copy()
-  markers[0, model.marker_index("RFIN")] = np.nan  # nothing sees the wrist any more
-  targets = np.zeros(model.num_coordinates)
-  targets[wrist] = 0.3
-  weights = np.zeros(model.num_coordinates)
-  weights[wrist] = 1.0
-  result = ik.inverse_kinematics(model, markers, coordinate_targets=targets,
-                                 coordinate_weights=weights, sequence=False)
-  np.testing.assert_allclose(result.coords[0, wrist], 0.3, atol=1e-3)
+  with pytest.raises(ValueError, match="no frames"):
+    ik.inverse_kinematics(model, np.zeros((0, model.num_markers, 3), np.float32))
 
 
-def test_bad_shapes_are_reported():
+def test_unclamped_pelvis_follows_a_subject_turning_round():
+  # The default model's pelvis is unclamped (range +-180 deg): one and a half turns.
   model = _model()
-  with pytest.raises(ValueError, match="markers must be"):
-    ik.inverse_kinematics(model, np.zeros((3, 5, 3)))
-  with pytest.raises(ValueError, match="weights must be"):
-    ik.inverse_kinematics(model, np.zeros((3, model.num_markers, 3)), weights=np.ones(2))
+  rotation = model.coordinate_index("pelvis_rotation")
+  assert not model.coordinate_clamped[rotation]
+  coords = smooth_motion(model, FRAMES, np.random.default_rng(3), limit=0.3)
+  coords[:, rotation] = np.linspace(0, 3 * np.pi, FRAMES)
+  truth = _resolve(model, coords)
+  result = ik.inverse_kinematics(model, _markers(model, truth, np.random.default_rng(4), 0.002))
+  turn = np.degrees(np.abs(np.asarray(result.coords)[:, rotation] - truth[:, rotation]))
+  assert np.median(turn) < 0.5 and np.max(turn) < 2.0  # achieved: 0.2 and 1.3 deg
 
 
-def test_agrees_with_opensim_inverse_kinematics_tool():
+def test_clamped_coordinates_stay_in_their_ranges():
+  model = _model()
+  knee = model.coordinate_index("knee_angle_r")
+  low, high = model.coordinate_ranges[knee]
+  assert model.coordinate_clamped[knee]
+  coords = np.tile(np.asarray(model.coordinate_defaults, np.float32), (4, 1))
+  coords[:, knee] = high + np.radians([5, 10, 20, 30])  # hyperextended beyond the range
+  markers = _markers(model, coords, np.random.default_rng(5), 0.0)
+  solved = np.asarray(ik.inverse_kinematics(model, markers, sequence=False).coords)[:, knee]
+  assert np.all(solved <= high + 1e-6) and np.all(solved >= low)
+  np.testing.assert_allclose(solved, high, atol=1e-4)  # as close as the bound allows
+
+
+def test_first_frame_from_several_starts_escapes_a_wrong_minimum():
+  # Poses far from the default one (limbs up to 2.5 rad): from the default pose alone, the
+  # solver ends in a wrong minimum for some; the best of several starts does not.
+  model = _model()
+  poses = _resolve(model, random_poses(model, 12, np.random.default_rng(0), limit=2.5))
+  markers = _markers(model, poses, np.random.default_rng(1), 0.0)
+
+  def first_frame_rms(starts):
+    return np.array([ik.inverse_kinematics(model, markers[i:i + 1], starts=starts).rms_error[0]
+                     for i in range(len(poses))])
+
+  single, several = first_frame_rms(1), first_frame_rms(8)
+  assert np.sum(single > 0.02) >= 2  # wrong minima: 6-8 cm RMS
+  # Achieved: at most 3 mm (the pose prior of a first frame holds extreme poses back).
+  assert np.all(several < 0.005)
+  assert np.all(several <= single + 1e-4)
+
+
+def test_temporal_prior_makes_noisy_angles_more_accurate():
+  model = _model()
+  truth, markers = _trial(model, seed=6, noise=0.005)
+  rotational = _rotational(model)
+
+  def errors(weight):
+    result = ik.inverse_kinematics(model, markers, smoothing_weight=weight)
+    return np.degrees(np.abs(np.asarray(result.coords)[:, rotational] - truth[:, rotational]))
+
+  plain, smooth = errors(0.0), errors(ik.SMOOTHING_WEIGHT)
+  # Achieved: median 1.5 -> 0.9 deg, mean 3.0 -> 2.4 deg.
+  assert np.median(smooth) < 0.75 * np.median(plain)
+  assert np.mean(smooth) < 0.9 * np.mean(plain)
+
+
+def test_at_least_as_accurate_as_opensim_inverse_kinematics_tool():
   from experiments.bench import opensim_ik  # pylint: disable=g-import-not-at-top
   model = _model()
-  rng = np.random.default_rng(3)
-  frames = 12
-  truth = _resolve(model, smooth_motion(model, frames, rng, limit=0.4))
-  markers = _markers(model, truth, rng, 0.003)
+  truth, markers = _trial(model, seed=1, noise=0.005)
   ours = np.asarray(ik.inverse_kinematics(model, markers).coords)
   theirs, _ = opensim_ik(default_model_path(), MarkerTrajectories(
-      model.marker_names, np.arange(frames) / 30, markers, 30.0), frames)
-
-  def marker_rms(coords):
-    fitted = np.asarray(forward_kinematics(model, coords).markers)
-    return np.sqrt(np.mean(np.sum((fitted - markers)**2, -1)))
-
-  assert marker_rms(ours) <= marker_rms(theirs) * 1.01
-  difference = np.degrees(np.sqrt(np.mean((ours - theirs)**2, axis=0)))
-  # Exceptions: markers do not determine them, so both solvers fit the noise differently:
-  # the spine (27 rotations, 7 torso markers), the toes (one marker each) and forearm
-  # rotation (two wrist markers 4 cm apart against 3 mm noise).
-  exceptions = SPINE + ("mtp_angle", "pro_sup")
-  checked = _rotational(model, exclude=exceptions)
-  assert len(checked) > 25
-  worst = max(checked, key=lambda i: difference[i])
-  assert difference[worst] < 2.0, model.coordinate_names[worst]
+      model.marker_names, np.arange(FRAMES) / 60, markers, 60.0), FRAMES)
+  rotational = _rotational(model)
+  ours_error = np.degrees(np.abs(ours - truth))[:, rotational]
+  theirs_error = np.degrees(np.abs(theirs - truth))[:, rotational]
+  # Achieved: median 0.88 vs 1.26 deg, mean 2.39 vs 2.59 deg.
+  assert np.median(ours_error) <= np.median(theirs_error)
+  assert np.mean(ours_error) <= np.mean(theirs_error)
+  # Per coordinate, no worse by more than 1 deg on average (achieved: better on every one),
+  # except how the
+  # bending is shared among the nine spine joints, which seven torso and four head markers
+  # do not determine (both solvers are 1-5 deg off the truth there, each its own way): for
+  # the spine, the total bend about each axis (achieved: better than OpenSim's).
+  worse = np.mean(ours_error, 0) - np.mean(theirs_error, 0)
+  names = [model.coordinate_names[i] for i in rotational]
+  limbs = [k for k, n in enumerate(names) if not n.startswith(SPINE)]
+  worst = max(limbs, key=lambda k: worse[k])
+  assert worse[worst] < 1.0, names[worst]
+  for axis in ("FE", "LB", "AR"):
+    spine = [model.coordinate_index(f"{j}_{axis}") for j in SPINE]
+    total = lambda c: np.degrees(np.sum(c[:, spine], 1))
+    ours_total = np.mean(np.abs(total(ours) - total(truth)))
+    theirs_total = np.mean(np.abs(total(theirs) - total(truth)))
+    assert ours_total < theirs_total + 1.0, axis

@@ -20,6 +20,17 @@ from d3ke_jax.skeleton.model import GROUND, SkeletalModel
 from d3ke_jax.skeleton.rotations import axis_angle_to_matrix
 
 
+# The temporal prior of a sequence (see ``inverse_kinematics``): weight per squared radian
+# and frames in the moving average.
+SMOOTHING_WEIGHT = 0.01
+SMOOTHING_WINDOW = 9
+# Tracking: each solve of a sequence also pulls the rotational coordinates towards its
+# starting pose with this weight per squared radian, so that coordinates the markers do
+# not separate (the spine's nine joints, gimbal-locked shoulders) stay where they were
+# instead of following the noise or jumping to an equally good mirror solution.
+TRACKING_WEIGHT = 1e-3
+
+
 class IKResult(NamedTuple):
   """Per-frame IK solution; errors in metres over the markers present in each frame."""
   coords: jnp.ndarray  # (T, C) every coordinate (locked and coupled ones resolved)
@@ -33,6 +44,16 @@ def free_coordinates(model: SkeletalModel):
   """Indices IK solves for: independent coordinates that are not locked."""
   locked = np.asarray(model.coordinate_locked)
   return tuple(i for i in model.independent_coordinates if not locked[i])
+
+
+def unobserved_coordinates(model: SkeletalModel, marker_names=None):
+  """Free coordinates that move none of the markers (default: all of the model's): IK
+  leaves them at their starting values."""
+  names = model.marker_names if marker_names is None else set(marker_names)
+  seen = np.array([n in names for n in model.marker_names], float)
+  moved = _moves(model.joint_parent_body, model.joint_child_body, model.marker_body) @ seen
+  observed = {c for j, _, c in model.axis_inputs if moved[j] > 0}
+  return tuple(c for c in free_coordinates(model) if c not in observed)
 
 
 @functools.lru_cache(maxsize=16)
@@ -140,7 +161,7 @@ def _full(free, x, base):
 
 
 def _weighted_error(problem, markers):
-  present = ~jnp.isnan(problem.targets[..., 0])
+  present = _present(problem.targets)
   sqrt_w = jnp.sqrt(jnp.where(present, problem.weights, 0.0))[..., None]
   return sqrt_w, sqrt_w * (markers - jnp.where(present[..., None], problem.targets, 0.0))
 
@@ -152,23 +173,37 @@ def _cost(model, free, x, base, problem):
                                axis=-1)
 
 
-def _levenberg_marquardt(model, free, active, low, high, iterations, x, base, problem):
-  """LM iterations for frames x (T, F); ``active`` (F,) masks coordinates that may move.
+def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
+  """Levenberg-Marquardt iterations for frames x (N, F).
 
-  Returns the solution, its cost, and whether the last iteration still lowered the cost
-  by more than 0.1 % and (0.1 mm)^2 per marker (the frame has not settled).
+  ``root`` (optional): (iterations, weights (N, M)) of a first phase in which only the
+  root joint's coordinates move, fitted with those marker weights. Clamped coordinates
+  stay in their ranges (an active set: a coordinate held at a bound that the descent
+  pushes against is left out of the step). Returns the solution, its cost, and whether
+  the last iteration still lowered the cost by more than 0.1 % and (0.1 mm)^2 per marker
+  (the frame has not settled).
   """
-  def step(_, state):
-    x, damping, cost, _ = state
+  dtype = x.dtype
+  low, high = _bounds(model, free, dtype)
+  root_iterations, root_weights = root if root is not None else (0, problem.weights)
+  root_coordinates = {c for j, _, c in model.axis_inputs if j == model.root_joint}
+  root_active = jnp.asarray([c in root_coordinates for c in free])
+  settled = 1e-8 * model.num_markers  # an improvement below (0.1 mm)^2 per marker
+
+  def step(i, state):
+    x, damping, _, _ = state
+    in_root_phase = i < root_iterations
+    phase = problem._replace(weights=jnp.where(in_root_phase, root_weights, problem.weights))
+    active = jnp.where(in_root_phase, root_active, True)
     markers, jac = _marker_jacobian(model, free, _full(free, x, base), problem.scales)
-    sqrt_w, residual = _weighted_error(problem, markers)
-    jac = jac * sqrt_w[:, None]  # (T, F, M, 3)
-    gradient = jnp.einsum("tfmk,tmk->tf", jac, residual)
-    gradient = gradient + problem.coordinate_weights * (x - problem.coordinate_targets)
-    # Coordinates held at a bound that the descent direction pushes against stay out of
-    # the step (an active set); clipping a full step instead can stall on the boundary.
+    sqrt_w, residual = _weighted_error(phase, markers)
+    prior = problem.coordinate_weights * (x - problem.coordinate_targets)
+    cost = jnp.sum(residual**2, axis=(-1, -2)) + jnp.sum(
+        problem.coordinate_weights * (x - problem.coordinate_targets)**2, axis=-1)
+    jac = jac * sqrt_w[:, None]  # (N, F, M, 3)
+    gradient = jnp.einsum("tfmk,tmk->tf", jac, residual) + prior
     blocked = ((x <= low) & (gradient > 0)) | ((x >= high) & (gradient < 0))
-    moves = active * ~blocked  # (T, F)
+    moves = (active & ~blocked).astype(dtype)  # (N, F)
     jac = jac * moves[..., None, None]
     hessian = jnp.einsum("tfmk,tgmk->tfg", jac, jac)
     hessian = hessian + jax.vmap(jnp.diag)(problem.coordinate_weights * moves)
@@ -177,54 +212,69 @@ def _levenberg_marquardt(model, free, active, low, high, iterations, x, base, pr
     system = hessian + jax.vmap(jnp.diag)(damping[:, None] * diag + (1.0 - moves))
     dx = -jnp.linalg.solve(system, (gradient * moves)[..., None])[..., 0] * moves
     trial = jnp.clip(x + dx, low, high)
-    trial_cost = _cost(model, free, trial, base, problem)
+    trial_cost = _cost(model, free, trial, base, phase)
     better = trial_cost < cost
     new_cost = jnp.where(better, trial_cost, cost)
     return (jnp.where(better[:, None], trial, x), jnp.where(better, damping * 0.3, damping * 10),
             new_cost, cost - new_cost > 1e-3 * new_cost + settled)
 
-  settled = 1e-8 * model.num_markers  # an improvement below (0.1 mm)^2 per marker
-  damping = jnp.full(x.shape[:1], 1e-3, x.dtype)
-  cost = _cost(model, free, x, base, problem)
-  x, _, cost, moving = jax.lax.fori_loop(0, iterations, step,
-                                         (x, damping, cost, jnp.ones_like(cost, bool)))
+  damping = jnp.full(x.shape[:1], 1e-3, dtype)
+  state = (x, damping, jnp.zeros(x.shape[:1], dtype), jnp.ones(x.shape[:1], bool))
+  x, _, cost, moving = jax.lax.fori_loop(0, root_iterations + iterations, step, state)
   return x, cost, moving
 
 
 def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None, initial=None,
                        coordinate_targets=None, coordinate_weights=None, sequence=True,
-                       segment=8, iterations=6, anchor_iterations=15, cold_iterations=60,
-                       root_iterations=8):
+                       smoothing_weight=SMOOTHING_WEIGHT, smoothing_window=SMOOTHING_WINDOW,
+                       starts=8, segment=8, iterations=6, anchor_iterations=15,
+                       cold_iterations=60, root_iterations=8, smoothing_iterations=10):
   """Solves IK for every frame.
 
-  For a sequence (the default), frames are warm-started from the previous frame as in
-  OpenSim, and still solved in parallel: every ``segment``-th frame (an anchor) is solved
-  in turn from the previous anchor, then all segments advance frame by frame together; a
-  second pass restarts every anchor from the end of the segment before it and keeps the
-  better solution of each frame. Independent frames (``sequence=False``) are all solved at
-  once from ``initial``.
+  A sequence (the default) is solved in two passes. Tracking: the first frame from
+  ``starts`` starting poses (the best fit wins, the model's default pose unless another
+  fits clearly better), then every frame warm-started from its predecessor as in OpenSim,
+  yet in parallel: every ``segment``-th frame (an anchor) is solved in turn from the
+  previous anchor, then all segments advance frame by frame together. Smoothing (the
+  temporal prior): every frame again, all at once, from its tracked solution, with each
+  rotational coordinate pulled towards its moving average over ``smoothing_window``
+  tracked frames with weight ``smoothing_weight``. Coordinates the markers barely
+  determine (axial spine rotations, forearm rotation, toes) then follow the motion
+  instead of the marker noise; well-determined ones keep their fit. Independent frames
+  (``sequence=False``) are all solved at once from ``initial``, without a prior.
 
   Args:
     model: the skeletal model.
-    markers: (T, M, 3) positions in metres in the model's marker order; NaN = missing.
+    markers: (T, M, 3) positions in metres in the model's marker order; a marker with a
+      NaN or infinite component is missing in that frame.
     weights: (M,) marker weights (default 1).
     scales: (B, 3) body scale factors relative to the model (default unscaled).
-    initial: (C,) coordinates the first (or every independent) frame starts from
-      (default: the model's defaults).
+    initial: (C,) coordinates the first (or every independent) frame starts from; when
+      given, the first frame of a sequence starts only from it (continuing a sequence).
+      Default: the model's default pose.
     coordinate_targets: (C,) or (T, C) values the coordinate tasks pull towards.
     coordinate_weights: (C,) weights of the coordinate tasks (per squared radian or metre);
       0 (the default) for coordinates without a task.
-    sequence: warm-start each frame from its predecessor.
+    sequence: solve the frames as a sequence (tracking and smoothing).
+    smoothing_weight: weight of the temporal prior per squared radian, in the units of the
+      marker cost (marker weight times squared metres); 0 turns smoothing off.
+    smoothing_window: frames in the moving average (odd).
+    starts: starting poses of the first frame of a sequence: the default pose and
+      ``starts - 1`` random poses within the coordinates' ranges (fixed seed).
     segment: frames between anchors.
     iterations: Levenberg-Marquardt iterations per warm-started frame.
     anchor_iterations: iterations per anchor (a segment away from its warm start).
-    cold_iterations: iterations for frames solved from ``initial``.
+    cold_iterations: iterations for frames solved from a starting pose.
     root_iterations: iterations for the root joint alone before a cold solve, fitted to
       the root body's markers where at least three are present.
+    smoothing_iterations: iterations of the smoothing pass.
 
   Returns:
     ``IKResult``. Frames with fewer than 3 markers, or still improving after their last
     iteration, have ``converged`` False.
+
+  Raises:
+    ValueError: no frames, or arrays of the wrong shape.
   """
   markers = jnp.asarray(markers)
   dtype = markers.dtype if jnp.issubdtype(markers.dtype, jnp.floating) else jnp.float32
@@ -233,6 +283,12 @@ def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None,
     raise ValueError(f"inverse_kinematics({model.name}): markers must be (frames, "
                      f"{model.num_markers}, 3), got {markers.shape}")
   frames = markers.shape[0]
+  if not frames:
+    raise ValueError(f"inverse_kinematics({model.name}): no frames to solve")
+  if smoothing_window < 1 or smoothing_window % 2 == 0:
+    raise ValueError(f"smoothing_window must be odd and positive, got {smoothing_window}")
+  # A marker with any component missing is missing.
+  markers = jnp.where(jnp.all(jnp.isfinite(markers), -1, keepdims=True), markers, jnp.nan)
   free = free_coordinates(model)
   index = np.array(free)
   weights = jnp.ones(model.num_markers, dtype) if weights is None else jnp.asarray(weights, dtype)
@@ -250,15 +306,19 @@ def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None,
       scales=None if scales is None else jnp.asarray(scales, dtype))
   base = jnp.asarray(model.coordinate_defaults if initial is None else initial, dtype)
   if sequence:
-    x, moving = _solve_sequence(model, problem, base, free=free, segment=min(segment, frames),
-                                iterations=iterations, anchor_iterations=anchor_iterations,
-                                cold_iterations=cold_iterations,
-                                root_iterations=root_iterations)
+    first = (_starting_poses(model, free, base, starts, dtype) if initial is None
+             else base[index][None])
+    x, moving = _solve_sequence(
+        model, problem, base, first, smoothing_weight, free=free,
+        segment=min(segment, frames), window=smoothing_window, iterations=iterations,
+        anchor_iterations=anchor_iterations, cold_iterations=cold_iterations,
+        root_iterations=root_iterations, smoothing_iterations=smoothing_iterations)
   else:
     x, moving = _solve_independent(model, problem, base, free=free,
                                    iterations=cold_iterations, root_iterations=root_iterations)
   coords = kinematics.resolve_coordinates(model, _full(free, x, base).T).T
   return _report(model, coords, markers, problem.scales, moving)
+
 
 
 def _bounds(model, free, dtype):
@@ -268,26 +328,35 @@ def _bounds(model, free, dtype):
   return jnp.where(clamped, low, -jnp.inf), jnp.where(clamped, high, jnp.inf)
 
 
-def _solve_frames(model, free, problem, x, base, root_iterations, iterations):
-  """Frames of ``problem`` from starting points x (N, F): the root alone, then everything."""
-  dtype = x.dtype
-  low, high = _bounds(model, free, dtype)
-  if root_iterations:
-    root_coords = {c for j, _, c in model.axis_inputs if j == model.root_joint}
-    root_active = jnp.asarray([c in root_coords for c in free], dtype)
-    root_markers = np.array([b == model.root_body for b in model.marker_body], float)
-    present = jnp.sum(~jnp.isnan(problem.targets[..., 0]) * root_markers, axis=1, keepdims=True)
-    root_weights = jnp.where(present >= 3, problem.weights * root_markers, problem.weights)
-    x, _, _ = _levenberg_marquardt(model, free, root_active, low, high, root_iterations, x,
-                                   base, problem._replace(weights=root_weights))
-  return _levenberg_marquardt(model, free, jnp.ones(len(free), dtype), low, high, iterations,
-                              x, base, problem)
+def _starting_poses(model, free, base, starts, dtype):
+  """(starts, F): the free coordinates of ``base``, then random poses (fixed seed) with
+  rotations uniform in their ranges (within +-pi) and translations at ``base``."""
+  index = np.array(free)
+  low, high = np.clip(np.asarray(model.coordinate_ranges, float)[index].T, -np.pi, np.pi)
+  rotational = np.array([model.coordinate_types[i] == "rotational" for i in free])
+  random = np.random.default_rng(0).uniform(low, high, (starts - 1, len(free)))
+  poses = np.where(rotational, random, np.asarray(base)[index])
+  return jnp.concatenate([base[index][None], jnp.asarray(poses, dtype)])
+
+
+def _root_weights(model, problem):
+  """Marker weights that fit the root joint to the root body's markers where at least
+  three are present (else to all markers)."""
+  root_markers = np.array([b == model.root_body for b in model.marker_body], float)
+  present = jnp.sum(_present(problem.targets) * root_markers, axis=1, keepdims=True)
+  return jnp.where(present >= 3, problem.weights * root_markers, problem.weights)
+
+
+def _cold_solve(model, free, problem, x, base, root_iterations, iterations):
+  """Frames of ``problem`` from starting poses x (N, F): the root alone, then everything."""
+  return _levenberg_marquardt(model, free, x, base, problem, iterations,
+                              root=(root_iterations, _root_weights(model, problem)))
 
 
 @functools.partial(jax.jit, static_argnames=("free", "iterations", "root_iterations"))
 def _solve_independent(model, problem, base, *, free, iterations, root_iterations):
   x = jnp.broadcast_to(base[np.array(free)], (problem.targets.shape[0], len(free)))
-  x, _, moving = _solve_frames(model, free, problem, x, base, root_iterations, iterations)
+  x, _, moving = _cold_solve(model, free, problem, x, base, root_iterations, iterations)
   return x, moving
 
 
@@ -297,11 +366,35 @@ def _per_frame(problem, fn):
                           coordinate_targets=fn(problem.coordinate_targets))
 
 
-@functools.partial(jax.jit, static_argnames=("free", "segment", "iterations",
-                                             "anchor_iterations", "cold_iterations",
-                                             "root_iterations"))
-def _solve_sequence(model, problem, base, *, free, segment, iterations, anchor_iterations,
-                    cold_iterations, root_iterations):
+def moving_average(values, valid, window):
+  """Centred moving average of values (T, F) over ``window`` frames, of the valid (T,)
+  frames only (a frame with no valid neighbour keeps its value)."""
+  total = lambda a: jax.lax.reduce_window(a, 0.0, jax.lax.add, (window, 1), (1, 1),
+                                          [(window // 2, window // 2), (0, 0)])
+  v = valid.astype(values.dtype)[:, None]
+  count = total(jnp.broadcast_to(v, values.shape))
+  return jnp.where(count > 0, total(values * v) / jnp.maximum(count, 1), values)
+
+
+def _with_prior(model, free, problem, target, weight):
+  """``problem`` with its rotational coordinates also pulled towards ``target`` (N, F) with
+  ``weight`` (two quadratic pulls on a coordinate add up to one towards their weighted
+  mean)."""
+  rotational = jnp.asarray([model.coordinate_types[c] == "rotational" for c in free],
+                           target.dtype)
+  prior = weight * rotational
+  total = problem.coordinate_weights + prior
+  mean = (problem.coordinate_weights * problem.coordinate_targets
+          + prior * target) / jnp.where(total > 0, total, 1.0)
+  return problem._replace(coordinate_targets=mean, coordinate_weights=total)
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "free", "segment", "window", "iterations", "anchor_iterations", "cold_iterations",
+    "root_iterations", "smoothing_iterations"))
+def _solve_sequence(model, problem, base, first, smoothing_weight, *, free, segment, window,
+                    iterations, anchor_iterations, cold_iterations, root_iterations,
+                    smoothing_iterations):
   frames = problem.targets.shape[0]
   count = -(-frames // segment)
   pad = count * segment - frames  # empty frames (no markers) complete the last segment
@@ -313,40 +406,44 @@ def _solve_sequence(model, problem, base, *, free, segment, iterations, anchor_i
 
   parts = _per_frame(problem, split)
   anchors_problem = _per_frame(parts, lambda a: a[0])  # (count, ...)
-  x0 = base[np.array(free)][None]
-  first, _, _ = _solve_frames(model, free, _per_frame(anchors_problem, lambda a: a[:1]), x0,
-                              base, root_iterations, cold_iterations)
+  starts = first.shape[0]
+  frame0 = _per_frame(anchors_problem, lambda a: jnp.repeat(a[:1], starts, axis=0))
+  # One objective for every start (the markers, and the pose prior towards the default
+  # pose); the best solution wins.
+  frame0 = _with_prior(model, free, frame0, jnp.broadcast_to(first[:1], first.shape),
+                       TRACKING_WEIGHT)
+  x0, cost, _ = _cold_solve(model, free, frame0, first, base, root_iterations, cold_iterations)
+  x0 = x0[jnp.argmin(cost)][None]
 
   def anchor(previous, k):  # anchors in turn, each from the one before
     one = _per_frame(anchors_problem, lambda a: jax.lax.dynamic_index_in_dim(a, k))
-    x, cost, moving = _solve_frames(model, free, one, previous, base, 0, anchor_iterations)
-    return x, (x[0], cost[0], moving[0])
+    one = _with_prior(model, free, one, previous, TRACKING_WEIGHT)
+    x, _, _ = _levenberg_marquardt(model, free, previous, base, one, anchor_iterations)
+    return x, x[0]
 
   def advance(previous, part):  # every segment one frame on, from the frame before
-    x, cost, moving = _solve_frames(model, free, problem._replace(
-        targets=part[0], weights=part[1], coordinate_targets=part[2]), previous, base, 0,
-        iterations)
-    return x, (x, cost, moving)
+    now = problem._replace(targets=part[0], weights=part[1], coordinate_targets=part[2])
+    now = _with_prior(model, free, now, previous, TRACKING_WEIGHT)
+    x, _, moving = _levenberg_marquardt(model, free, previous, base, now, iterations)
+    return x, (x, moving)
 
+  _, anchors = jax.lax.scan(anchor, x0, jnp.arange(count))
   rest = (parts.targets[1:], parts.weights[1:], parts.coordinate_targets[1:])
-
-  def segments(anchors):  # (segment, count, ...) solutions, costs and flags
-    _, out = jax.lax.scan(advance, anchors[0], rest)
-    return tuple(jnp.concatenate([a[None], b]) for a, b in zip(anchors, out))
-
-  _, anchors = jax.lax.scan(anchor, first, jnp.arange(count))
-  x, cost, moving = segments(anchors)
-  # Second pass: every anchor again, now from the last frame of the segment before it (one
-  # frame earlier, where the first pass came from an anchor a segment away); keep the
-  # better solution of each frame.
-  start = jnp.concatenate([x[0, :1], x[-1, :-1]])
-  again = _solve_frames(model, free, anchors_problem, start, base, 0, iterations)
-  x2, cost2, moving2 = segments(again)
-  better = cost2 < cost
-  x = jnp.where(better[..., None], x2, x)
-  moving = jnp.where(better, moving2, moving)
+  _, (x, moving) = jax.lax.scan(advance, anchors, rest)
   unsplit = lambda a: jnp.swapaxes(a, 0, 1).reshape((count * segment,) + a.shape[2:])[:frames]
-  return unsplit(x), unsplit(moving)
+  x = unsplit(jnp.concatenate([anchors[None], x]))
+  moving = unsplit(jnp.concatenate([jnp.zeros((1, count), bool), moving]))
+  if not smoothing_iterations:
+    return x, moving
+  valid = jnp.sum(_present(problem.targets), axis=1) >= 3
+  smooth = _with_prior(model, free, problem, moving_average(x, valid, window),
+                       smoothing_weight)
+  x, _, moving = _levenberg_marquardt(model, free, x, base, smooth, smoothing_iterations)
+  return x, moving
+
+
+def _present(targets):
+  return ~jnp.isnan(targets[..., 0])
 
 
 def _report(model, coords, markers, scales, moving):
