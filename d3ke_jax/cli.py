@@ -7,9 +7,13 @@ A command is ``main(argv=None)`` (``argv`` without the program name) run as
 """
 
 import argparse
+import math
 import os
 import re
 import sys
+
+from absl import flags
+from ml_collections import config_flags
 
 from d3ke_jax.errors import Interrupted, UserError, did_you_mean
 
@@ -23,9 +27,12 @@ FILE_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirect
 
 def run(main, argv=None, prog=None):
   """Runs ``main(argv)`` and exits with its return value (None: 0). A ``UserError``, or a
-  missing, existing or forbidden file (``FILE_ERRORS``), prints ``prog: message`` on stderr and exits 2; Ctrl-C prints
-  ``prog: interrupted`` (or the ``Interrupted`` message) and exits 130."""
+  missing, existing or forbidden file (``FILE_ERRORS``), prints ``prog: message`` on
+  stderr and exits 2; Ctrl-C prints ``prog: interrupted`` (or the ``Interrupted``
+  message) and exits 130. ``prog`` defaults to the module run with ``python -m``.
+  Compiled programs are kept between runs (``enable_compilation_cache``)."""
   prog = prog or _prog()
+  enable_compilation_cache()
   try:
     code = main(argv)
   except UserError as e:
@@ -36,6 +43,16 @@ def run(main, argv=None, prog=None):
     _fail(prog, str(e) if isinstance(e, Interrupted) and str(e) else "interrupted",
           INTERRUPTED)
   sys.exit(code or 0)
+
+
+def enable_compilation_cache():
+  """Keeps XLA's compiled programs on disk so that the next run of a command skips most of
+  its compilation: in ``$JAX_COMPILATION_CACHE_DIR`` if set, else
+  ``$XDG_CACHE_HOME/d3ke_jax/xla`` (default ``~/.cache/d3ke_jax/xla``)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if not jax.config.jax_compilation_cache_dir:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    jax.config.update("jax_compilation_cache_dir", os.path.join(cache, "d3ke_jax", "xla"))
 
 
 def _prog():
@@ -62,7 +79,6 @@ def parse_flags(argv, define, doc, config_help=None):
   Python file with ``get_config()``), locked, overridable as ``--config.KEY=VALUE`` for its
   existing keys. ``--help`` prints ``doc`` and the flags, then exits 0; a bad flag, config
   file or config key raises ``UserError``."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
   argv = ["command"] + list(sys.argv[1:] if argv is None else argv)
   values = flags.FlagValues()
   if config_help:
@@ -86,8 +102,6 @@ def parse_flags(argv, define, doc, config_help=None):
 
 
 def _define_config(values, argv, help_string):
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   # ml_collections loads the file into sys.modules["config_config"], keeping what an
   # earlier file defined there (a command run twice in one process would see it).
   sys.modules.pop(f"{CONFIG}_config", None)
@@ -99,7 +113,6 @@ def _define_config(values, argv, help_string):
 def _check_config(argv):
   """Raises ``UserError`` for a missing or broken ``--config`` file or an override of a
   key the config does not have."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
   path = _value_of(argv, CONFIG)
   if path is None:
     return
@@ -146,3 +159,32 @@ def _keys(config, prefix=""):
     if hasattr(value, "keys"):
       keys.extend(_keys(value, f"{prefix}{key}."))
   return keys
+
+
+def number(kind, low, inclusive=False):
+  """An argparse type: a ``kind`` (int or float) above ``low`` (or equal, if inclusive)."""
+  def parse(text):
+    try:
+      value = kind(text)
+    except ValueError:
+      value = None
+    if (value is None or not math.isfinite(value)
+        or not (value >= low if inclusive else value > low)):
+      raise argparse.ArgumentTypeError(
+          f"{text!r} is not {'an integer' if kind is int else 'a number'} "
+          f"{'>=' if inclusive else '>'} {low:g}")
+    return value
+  return parse
+
+
+def check_writable_directory(path, flag):
+  """Raises UserError unless ``path`` is a directory this user may write in, or one that
+  can be made (its nearest existing ancestor is such a directory)."""
+  existing = os.path.abspath(path)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    where = "" if existing == os.path.abspath(path) else f" ({existing} is a file)"
+    raise UserError(f"{path}: not a directory{where} ({flag})")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise UserError(f"{path}: no permission to write in {existing} ({flag})")

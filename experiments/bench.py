@@ -4,10 +4,10 @@ Prints a table of throughput (median of repeated runs after warm-up) with the de
 batch size, beside OpenSim's own implementation measured in the same run.
 """
 
-import argparse
-import math
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -18,12 +18,12 @@ import numpy as np
 from d3ke_jax import cli
 from d3ke_jax.skeleton import default_model_path, forward_kinematics, load_osim
 from d3ke_jax.io import MarkerTrajectories, read_mot, write_trc
-from d3ke_jax.skeleton.ik import free_coordinates, inverse_kinematics
-from d3ke_jax.skeleton.kinematics import resolve_coordinates
-from d3ke_jax.skeleton.sampling import random_poses, smooth_motion
+from d3ke_jax.skeleton.ik import free_coordinates, unobserved_coordinates
+from d3ke_jax.skeleton.sampling import marker_trial, random_poses
+from d3ke_jax.skeleton.scaling import write_scaled_osim
 
-REFERENCE_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               os.pardir, "shared", "reference", "models",
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REFERENCE_MODEL = os.path.join(REPO, os.pardir, "shared", "reference", "models",
                                "full_body_wo_hands.osim")
 
 
@@ -99,89 +99,150 @@ def opensim_ik(path, trajectories, frames):
     trc = os.path.join(tmp, "markers.trc")
     mot = os.path.join(tmp, "ik.mot")
     write_trc(trc, trajectories)
-    model = opensim.Model(path)  # the tool keeps a pointer: keep the model alive
-    tool = opensim.InverseKinematicsTool()
-    tool.setModel(model)
-    tool.setMarkerDataFileName(trc)
-    tool.setStartTime(float(trajectories.time[0]))
-    tool.setEndTime(float(trajectories.time[frames - 1]))
-    tool.setOutputMotionFileName(mot)
-    tool.setResultsDir(tmp)
-    tool.set_report_errors(False)
     start = time.perf_counter()
-    tool.run()
+    run_opensim_ik(path, trc, mot, float(trajectories.time[0]),
+                   float(trajectories.time[frames - 1]))
     seconds = time.perf_counter() - start
-    coordinates = [model.getCoordinateSet().get(i) for i in range(model.getNumCoordinates())]
-    table = read_mot(mot, rotational_names={c.getName() for c in coordinates
-                                            if c.getMotionType() == opensim.Coordinate.Rotational})
-    return np.stack([table.column(c.getName()) for c in coordinates], 1), seconds
+    return read_opensim_coordinates(path, mot), seconds
+
+
+def run_opensim_ik(model_path, trc, mot, start_time, end_time):
+  """OpenSim's InverseKinematicsTool, every model marker weighted 1, as a user runs it."""
+  import opensim  # pylint: disable=g-import-not-at-top
+  opensim.Logger.setLevelString("error")
+  model = opensim.Model(model_path)  # the tool keeps a pointer: keep the model alive
+  tool = opensim.InverseKinematicsTool()
+  tool.setModel(model)
+  tool.setMarkerDataFileName(trc)
+  tool.setStartTime(start_time)
+  tool.setEndTime(end_time)
+  tool.setOutputMotionFileName(mot)
+  tool.setResultsDir(os.path.dirname(os.path.abspath(mot)))
+  tool.set_report_errors(False)
+  tool.run()
+
+
+def read_opensim_coordinates(model_path, mot):
+  """(T, C) coordinates of a .mot in the model's CoordinateSet order, radians and metres."""
+  model = load_osim(model_path)
+  table = read_mot(mot, rotational_names={n for n, t in zip(
+      model.coordinate_names, model.coordinate_types) if t == "rotational"})
+  return np.stack([table.column(n) for n in model.coordinate_names], 1)
+
+
+# The trials of ``bench ik``: several kinds of motion, as (frames, rate, marker_trial options).
+IK_TRIALS = {
+    "gait": (120, 60.0, dict(limit=0.5, turn=np.radians(30), noise=0.003)),
+    "turning": (600, 100.0, dict(limit=0.5, turn=np.pi, noise=0.005, scale_spread=0.15,
+                                 gaps=30)),
+    "wide": (300, 30.0, dict(limit=1.0, turn=np.radians(90), noise=0.003, gaps=10)),
+}
+
+_OPENSIM_COMMAND = ("import sys; from experiments.bench import run_opensim_ik; "
+                    "run_opensim_ik(sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), "
+                    "float(sys.argv[5]))")
 
 
 def bench_ik(args):
   path = args.model or (REFERENCE_MODEL if os.path.exists(REFERENCE_MODEL)
                         else default_model_path())
   model = load_osim(path)
-  rng = np.random.default_rng(0)
-  truth = resolve(model, smooth_motion(model, args.frames, rng, rate=args.rate,
-                                       limit=args.limit))
-  markers = np.asarray(forward_kinematics(model, truth).markers)
-  markers = markers + rng.normal(0, args.noise_mm / 1000 / np.sqrt(3), markers.shape)
   rotational = [i for i in free_coordinates(model) if model.coordinate_types[i] == "rotational"]
-
-  def angle_error(coords, n):
-    return float(np.median(np.degrees(np.abs(coords[:n, rotational] - truth[:n, rotational]))))
-
-  def rms_error(coords, n):
-    fitted = np.asarray(forward_kinematics(model, coords[:n]).markers)
-    return 1000 * float(np.median(np.sqrt(np.mean(np.sum((fitted - markers[:n])**2, -1), -1))))
-
-  solve = lambda: inverse_kinematics(model, markers).coords
-  seconds = median_seconds(solve, args.repeats, min_seconds=0)
-  ours = np.asarray(solve())
-  trajectories = MarkerTrajectories(names=model.marker_names, time=np.arange(args.frames) /
-                                    args.rate, positions=markers, rate=args.rate)
-  n = min(args.opensim_frames, args.frames)
-  theirs, opensim_seconds = opensim_ik(path, trajectories, n)
-  device = jax.devices()[0]
+  blind = set(unobserved_coordinates(model))
+  scored = [i for i in rotational if i not in blind]
+  trials = {name: IK_TRIALS[name] for name in args.trials}
+  if args.long:
+    trials[f"long ({args.long} frames)"] = (args.long,) + IK_TRIALS["turning"][1:]
   print(f"inverse kinematics, {os.path.basename(path)}: {model.num_markers} markers, "
-        f"{len(free_coordinates(model))} free coordinates, smooth motion within "
-        f"+-{args.limit:g} at {args.rate:g} fps "
-        f"with {args.noise_mm:g} mm marker noise; d3ke-jax on {device.platform.upper()} "
-        f"({args.frames} frames), OpenSim "
-        f"InverseKinematicsTool ({n} frames)\n")
-  print("| solver | frames/s | median RMS marker error (mm) | median joint-angle error (deg) |")
-  print("|---|---|---|---|")
-  print(f"| d3ke-jax, all {args.frames} frames | {args.frames / seconds:,.1f} | "
-        f"{rms_error(ours, args.frames):.2f} | {angle_error(ours, args.frames):.3f} |")
-  print(f"| d3ke-jax, first {n} frames | | {rms_error(ours, n):.2f} | {angle_error(ours, n):.3f} |")
-  print(f"| OpenSim 4, first {n} frames | {n / opensim_seconds:,.1f} | {rms_error(theirs, n):.2f} | "
-        f"{angle_error(theirs, n):.3f} |")
-  print(f"\nspeed-up: {(args.frames / seconds) / (n / opensim_seconds):.0f}x")
+        f"{len(free_coordinates(model))} free coordinates; d3ke-jax on "
+        f"{jax.devices()[0].platform.upper()} vs OpenSim {_opensim_version()} "
+        f"InverseKinematicsTool (all markers weight 1), the same .trc, each a whole command "
+        f"(process start to .mot written). Angle errors against the true motion over the "
+        f"{len(scored)} rotational coordinates that markers move"
+        + (f" (not: {', '.join(model.coordinate_names[i] for i in sorted(blind))})"
+           if blind else "") + ".\n", flush=True)
+  rows, worst = [], []
+  with tempfile.TemporaryDirectory() as tmp:
+    for k, (name, (frames, rate, options)) in enumerate(trials.items()):
+      trial = marker_trial(model, frames, np.random.default_rng(k), rate=rate, **options)
+      files = _trial_files(tmp, f"trial{k}", path, model, trial)
+      ours, times = _run_ours(files, tmp)
+      theirs, opensim_seconds = _run_opensim(files, frames, rate)
+      errors = {s: np.degrees(np.abs(c - trial.coords))[:, scored]
+                for s, c in (("d3ke-jax", ours), ("OpenSim", theirs))}
+      for solver, error in errors.items():
+        seconds = times if solver == "d3ke-jax" else (opensim_seconds,)
+        rows.append((name, frames, solver, np.median(error), np.mean(error),
+                     np.percentile(error, 95), seconds))
+      worst.append((name, errors))
+  print("| trial | frames | solver | median (deg) | mean (deg) | p95 (deg) | "
+        "whole command (s): cold cache / warm | frames/s (warm) |")
+  print("|---|---|---|---|---|---|---|---|")
+  for name, frames, solver, median, mean, p95, seconds in rows:
+    shown = " / ".join(f"{t:.1f}" for t in seconds)
+    print(f"| {name} | {frames} | {solver} | {median:.2f} | {mean:.2f} | {p95:.2f} | {shown} | "
+          f"{frames / seconds[-1]:,.1f} |")
+  print("\nworst five coordinates (mean error, deg), d3ke-jax | OpenSim; and the coordinate "
+        "where d3ke-jax is furthest behind OpenSim:")
+  for name, errors in worst:
+    means = {s: np.mean(e, 0) for s, e in errors.items()}
+    listed = {s: ", ".join(f"{model.coordinate_names[scored[i]]} {m[i]:.1f}"
+                           for i in np.argsort(m)[::-1][:5]) for s, m in means.items()}
+    behind = means["d3ke-jax"] - means["OpenSim"]
+    i = int(np.argmax(behind))
+    print(f"- {name}: {listed['d3ke-jax']} | {listed['OpenSim']}; "
+          f"{model.coordinate_names[scored[i]]} {behind[i]:+.2f}")
 
 
-def resolve(model, coords):
-  """Coordinates as forward kinematics poses them (locked at defaults, couplers applied)."""
-  return np.asarray(resolve_coordinates(model, jnp.asarray(coords).T).T)
+def _opensim_version():
+  import opensim  # pylint: disable=g-import-not-at-top
+  return opensim.GetVersion()
 
 
-def number(kind, low, inclusive=False):
-  """An argparse type: a ``kind`` (int or float) above ``low`` (or equal, if inclusive)."""
-  def parse(text):
-    try:
-      value = kind(text)
-    except ValueError:
-      value = None
-    if (value is None or not math.isfinite(value)
-        or not (value >= low if inclusive else value > low)):
-      raise argparse.ArgumentTypeError(
-          f"{text!r} is not {'an integer' if kind is int else 'a number'} "
-          f"{'>=' if inclusive else '>'} {low:g}")
-    return value
-  return parse
+def _trial_files(tmp, name, path, model, trial):
+  """The trial's .trc, and for a scaled subject its scales (.npy) and OpenSim-scaled model."""
+  files = {"trc": os.path.join(tmp, f"{name}.trc"), "model": path, "unscaled": path}
+  write_trc(files["trc"], MarkerTrajectories(
+      model.marker_names, np.arange(len(trial.markers)) / trial.rate, trial.markers,
+      trial.rate))
+  if trial.scales is not None:
+    files["scales"] = os.path.join(tmp, f"{name}_scales.npy")
+    np.save(files["scales"], trial.scales)
+    files["model"] = write_scaled_osim(path, trial.scales, os.path.join(tmp, f"{name}.osim"))
+  return files
+
+
+def _run_ours(files, tmp):
+  """``python -m experiments.ik`` twice: with an empty compilation cache, then with the one
+  the first run left. Returns (coordinates, (cold seconds, warm seconds))."""
+  out = files["trc"][:-4] + "_ours.mot"
+  command = [sys.executable, "-m", "experiments.ik", "--trc", files["trc"], "--out", out,
+             "--model", files["unscaled"]]
+  if "scales" in files:
+    command += ["--scales", files["scales"]]
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=tempfile.mkdtemp(dir=tmp))
+  seconds = tuple(_timed(command, env) for _ in range(2))
+  return read_opensim_coordinates(files["unscaled"], out), seconds
+
+
+def _run_opensim(files, frames, rate):
+  out = files["trc"][:-4] + "_opensim.mot"
+  seconds = _timed([sys.executable, "-c", _OPENSIM_COMMAND, files["model"], files["trc"], out,
+                    "0", str((frames - 1) / rate)], dict(os.environ))
+  return read_opensim_coordinates(files["unscaled"], out), seconds
+
+
+def _timed(command, env):
+  start = time.perf_counter()
+  done = subprocess.run(command, env=env, capture_output=True, text=True, check=False,
+                        cwd=REPO)
+  if done.returncode:
+    raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+  return time.perf_counter() - start
 
 
 def main(argv=None):
-  count, positive = number(int, 0), number(float, 0)
+  count = cli.number(int, 0)
   parser = cli.ArgumentParser(prog="python -m experiments.bench", description=__doc__)
   sub = parser.add_subparsers(dest="benchmark", required=True)
   fk = sub.add_parser("fk", help="forward kinematics vs OpenSim")
@@ -195,13 +256,12 @@ def main(argv=None):
   ik = sub.add_parser("ik", help="inverse kinematics vs OpenSim's InverseKinematicsTool")
   ik.add_argument("--model", help="OpenSim model (default: ../shared/reference's full-body "
                   "model where present, else the project's)")
-  ik.add_argument("--frames", type=count, default=512)
-  ik.add_argument("--rate", type=positive, default=30.0)
-  ik.add_argument("--noise-mm", type=number(float, 0, inclusive=True), default=3.0)
-  ik.add_argument("--limit", type=positive, default=0.5,
-                  help="coordinates move within [-limit, limit] (radians, metres)")
-  ik.add_argument("--repeats", type=count, default=3)
-  ik.add_argument("--opensim-frames", type=count, default=120)
+  ik.add_argument("--trials", nargs="+", choices=sorted(IK_TRIALS), default=list(IK_TRIALS),
+                  help="motions: gait (120 frames at 60 Hz, pelvis +-30 deg, 3 mm noise), "
+                  "turning (600 at 100 Hz, turning round both ways, scaled subject, 5 mm, "
+                  "gaps), wide (300 at 30 Hz, coordinates within +-1 rad, gaps)")
+  ik.add_argument("--long", type=count, help="also a trial of this many frames like "
+                  "'turning' (OpenSim takes about 1 s per 6 frames)")
   ik.set_defaults(run=bench_ik)
   args = parser.parse_args(argv)
   models = args.models if args.benchmark == "fk" else [args.model]

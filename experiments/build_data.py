@@ -38,11 +38,11 @@ def main(argv=None):
   if args.config not in names:
     raise UserError(f"--config {args.config}: no such {args.dataset} config"
                     f"{did_you_mean(args.config, names)}")
-  check_writable_directory(args.data_dir, "--data_dir")
+  cli.check_writable_directory(args.data_dir, "--data_dir")
   if args.preview:
     if os.path.isdir(args.preview):
       raise UserError(f"{args.preview}: a directory, not a PNG file name (--preview)")
-    check_writable_directory(os.path.dirname(args.preview) or os.curdir, "--preview")
+    cli.check_writable_directory(os.path.dirname(args.preview) or os.curdir, "--preview")
   builder = DATASETS[args.dataset](config=args.config, data_dir=args.data_dir,
                                    file_format="array_record")
   start = time.perf_counter()
@@ -54,19 +54,6 @@ def main(argv=None):
   if args.preview:
     write_preview(builder.as_data_source()["train"], args.preview)
     print(f"wrote {args.preview}")
-
-
-def check_writable_directory(path, flag):
-  """Raises UserError unless ``path`` is a directory this user may write in, or one that
-  can be made (its nearest existing ancestor is such a directory)."""
-  existing = os.path.abspath(path)
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  if not os.path.isdir(existing):
-    where = "" if existing == os.path.abspath(path) else f" ({existing} is a file)"
-    raise UserError(f"{path}: not a directory{where} ({flag})")
-  if not os.access(existing, os.W_OK | os.X_OK):
-    raise UserError(f"{path}: no permission to write in {existing} ({flag})")
 
 
 def write_preview(source, path, rows=2, columns=6):

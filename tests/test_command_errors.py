@@ -62,10 +62,10 @@ def test_build_data_unwritable_data_dir(tmp_path, capsys):
     (["fk", "--batches", "16", "-3"], "argument --batches: '-3' is not an integer > 0"),
     (["fk", "--repeats", "-1"], "argument --repeats: '-1' is not an integer > 0"),
     (["fk", "--models", "no/such.osim"], "no/such.osim: no such OpenSim model file"),
-    (["ik", "--frames", "1.5"], "argument --frames: '1.5' is not an integer > 0"),
-    (["ik", "--rate", "inf"], "argument --rate: 'inf' is not a number > 0"),
-    (["ik", "--noise-mm", "-1"], "argument --noise-mm: '-1' is not a number >= 0"),
-    (["ik", "--limit", "nan"], "argument --limit: 'nan' is not a number > 0"),
+    (["ik", "--long", "1.5"], "argument --long: '1.5' is not an integer > 0"),
+    (["ik", "--trials", "walk"], "argument --trials: invalid choice: 'walk' (choose from "
+     "'gait', 'turning', 'wide')"),
+    (["ik", "--model", "no/such.osim"], "no/such.osim: no such OpenSim model file"),
     (["sideways"], "argument benchmark: invalid choice: 'sideways' (choose from 'fk', 'ik')"),
 ])
 def test_bench_bad_arguments(capsys, argv, message):

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
+from d3ke_jax import cli
 from d3ke_jax.io import MarkerTrajectories, read_mot, write_trc
-from d3ke_jax.skeleton import forward_kinematics, load_osim
+from d3ke_jax.skeleton import default_model_path, forward_kinematics, load_osim
 from d3ke_jax.skeleton.sampling import smooth_motion
 from experiments import ik as ik_cli
 
@@ -34,15 +35,65 @@ def test_writes_a_mot_with_every_coordinate(tmp_path, capsys):
   np.testing.assert_allclose(table.values[:, hip], coords[:, hip], atol=0.01)
 
 
-def test_file_without_model_markers_is_refused(tmp_path):
-  model = load_osim()
-  _write_trial(tmp_path / "other.trc", model, ["A", "B", "C"])
-  with pytest.raises(SystemExit, match="only 0 of its markers are in the model"):
-    ik_cli.main(["--trc", str(tmp_path / "other.trc"), "--out", str(tmp_path / "o.mot")])
+def _error(argv, capsys):
+  """The one line a user sees on stderr for a refused command, which exits with 2."""
+  with pytest.raises(SystemExit) as exit_info:
+    cli.run(ik_cli.main, argv, prog="experiments.ik")
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "Traceback" not in err
+  return err.strip().removeprefix("experiments.ik: ")
 
 
-def test_wrong_units_are_refused(tmp_path):
+@pytest.fixture(scope="module")
+def trial(tmp_path_factory):
+  """A short trial's .trc, and files a user might pass by mistake."""
+  directory = tmp_path_factory.mktemp("trial")
   model = load_osim()
-  _write_trial(tmp_path / "mm.trc", model, list(model.marker_names), scale=1000.0)
-  with pytest.raises(SystemExit, match="Units header is probably wrong"):
-    ik_cli.main(["--trc", str(tmp_path / "mm.trc"), "--out", str(tmp_path / "o.mot")])
+  _write_trial(directory / "trial.trc", model, list(model.marker_names), frames=4)
+  _write_trial(directory / "other.trc", model, ["A", "B", "C"], frames=4)
+  _write_trial(directory / "mm.trc", model, list(model.marker_names), scale=1000.0, frames=4)
+  (directory / "text.npy").write_text("1 1 1")
+  np.save(directory / "row.npy", np.ones(3))
+  for name, value in (("nan", np.nan), ("zero", 0.0)):
+    np.save(directory / f"{name}.npy", np.full((model.num_bodies, 3), value))
+  (directory / "broken.osim").write_text("<OpenSimDocument><Model>")
+  return directory
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--out", "{d}/trial.trc"], "--out {d}/trial.trc: is the input {d}/trial.trc; choose "
+     "another file name"),
+    (["--out", "{d}"], "--out {d}: a directory, not a .mot file name"),
+    (["--out", ""], "--out '': give a file name (.mot)"),
+    (["--out", "{d}/trial.trc/o.mot"], "{d}/trial.trc: not a directory (--out)"),
+    (["--chunk", "0"], "argument --chunk: '0' is not an integer > 0"),
+    (["--chunk", "-1"], "argument --chunk: '-1' is not an integer > 0"),
+    (["--smoothing", "-1"], "argument --smoothing: '-1' is not a number >= 0"),
+    (["--scales", "{d}/text.npy"], "{d}/text.npy: not a NumPy .npy array file (--scales)"),
+    (["--scales", "{d}/row.npy"], "{d}/row.npy: scales must be numbers of shape (32, 3), one "
+     "row per body of {model}; got float64 (3,)"),
+    (["--scales", "{d}/nan.npy"], "{d}/nan.npy: scale factors must be finite and positive; "
+     "pelvis x is nan (96 bad values)"),
+    (["--scales", "{d}/zero.npy"], "{d}/zero.npy: scale factors must be finite and positive; "
+     "pelvis x is 0.0 (96 bad values)"),
+    (["--scales", "{d}/none.npy"], "{d}/none.npy: no such file (--scales)"),
+    (["--model", "{d}/none.osim"], "{d}/none.osim: no such OpenSim model file"),
+    (["--trc", "{d}/none.trc"], "{d}/none.trc: no such .trc file"),
+    (["--trc", "{d}/other.trc"], "{d}/other.trc: only 0 of its markers are in the model "
+     "{model} (need at least 3); file markers: A, B, C"),
+    (["--trc", "{d}/mm.trc"], "{d}/mm.trc: markers spread 420.8 m about their centre, the "
+     "model 0.445 m; the file's Units header is probably wrong"),
+])
+def test_user_errors_are_one_line(trial, capsys, args, message):
+  argv = {"--trc": str(trial / "trial.trc"), "--out": str(trial / "out.mot")}
+  argv.update(zip(args[::2], (a.format(d=trial) for a in args[1::2])))
+  expected = message.format(d=trial, model=default_model_path())
+  assert _error([x for kv in argv.items() for x in kv], capsys) == expected
+  assert not (trial / "out.mot").exists()
+
+
+def test_broken_model_is_one_line(trial, capsys):
+  message = _error(["--trc", str(trial / "trial.trc"), "--out", str(trial / "o.mot"),
+                    "--model", str(trial / "broken.osim")], capsys)
+  assert message.startswith(f"{trial}/broken.osim: not a well-formed XML file")
