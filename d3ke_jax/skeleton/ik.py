@@ -1,10 +1,11 @@
 """Inverse kinematics: coordinates that best fit measured markers, batched over frames.
 
-A damped Gauss-Newton (Levenberg-Marquardt) solver, vectorized over frames and warm-started
-from the previous chunk of a sequence. The Jacobian is analytic: a rotation axis moves every
-point below it by ``omega x (p - o)``, a translation axis along its world direction; this
-costs a few FK evaluations instead of one per coordinate (``jax.jacfwd``), which is what
-makes batched IK fast. Bounds: clamped coordinates are projected into their ranges.
+A damped Gauss-Newton (Levenberg-Marquardt) solver, vectorized over frames. The Jacobian is
+analytic: a rotation axis moves every point below it by ``omega x (p - o)``, a translation
+axis along its world direction; this costs a few FK evaluations instead of one per
+coordinate (``jax.jacfwd``), which is what makes batched IK fast. Bounds: clamped
+coordinates stay in their ranges (an active set); unclamped ones are free. A sequence is
+tracked frame to frame and then smoothed with a temporal prior (``inverse_kinematics``).
 """
 
 import functools
@@ -250,7 +251,7 @@ def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None,
     weights: (M,) marker weights (default 1).
     scales: (B, 3) body scale factors relative to the model (default unscaled).
     initial: (C,) coordinates the first (or every independent) frame starts from; when
-      given, the first frame of a sequence starts only from it (continuing a sequence).
+      given, the first frame of a sequence starts from it alone (continuing a sequence).
       Default: the model's default pose.
     coordinate_targets: (C,) or (T, C) values the coordinate tasks pull towards.
     coordinate_weights: (C,) weights of the coordinate tasks (per squared radian or metre);
@@ -306,8 +307,9 @@ def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None,
       scales=None if scales is None else jnp.asarray(scales, dtype))
   base = jnp.asarray(model.coordinate_defaults if initial is None else initial, dtype)
   if sequence:
+    # A given start is repeated, so that continuing a sequence reuses the compilation.
     first = (_starting_poses(model, free, base, starts, dtype) if initial is None
-             else base[index][None])
+             else jnp.broadcast_to(base[index], (starts, len(free))))
     x, moving = _solve_sequence(
         model, problem, base, first, smoothing_weight, free=free,
         segment=min(segment, frames), window=smoothing_window, iterations=iterations,

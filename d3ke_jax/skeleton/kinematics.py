@@ -143,6 +143,7 @@ def resolve_coordinates(model, q):
   """Coordinates OpenSim would pose with: locked ones at their defaults, coupled ones
   recomputed from their independent coordinates; q is (C, n)."""
   locked = jnp.asarray(model.coordinate_locked)[:, None]
+  q = jnp.asarray(q)
   q = jnp.where(locked, jnp.asarray(model.coordinate_defaults, q.dtype)[:, None], q)
   if not model.couplers:
     return q
