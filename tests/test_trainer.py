@@ -325,7 +325,10 @@ def test_ablate_command_trains_variants_into_one_table(tmp_path, data_dir):
   rows = list(csv.DictReader(open(tmp_path / "lambdas_test.csv")))
   assert [r["variant"] for r in rows] == ["no_angle", "angle_only"]
   assert float(rows[0]["lambda_angle"]) == 0 and float(rows[1]["lambda_joint"]) == 0
-  assert all(float(r["MAE_angle_deg"]) > 0 for r in rows)
+  for row in rows:  # each variant's report on the test split, as written by evaluate
+    summary = next(csv.DictReader(open(tmp_path / row["variant"] / "eval" / "test" /
+                                       "summary.csv")))
+    assert float(row["MAE_angle_deg"]) == pytest.approx(float(summary["MAE_angle_deg"]))
   assert "| no_angle |" in (tmp_path / "lambdas_test.md").read_text()
   bad = subprocess.run(command[:-4] + ["--variants", "no_angels"], capture_output=True,
                        text=True, timeout=300, check=False)
