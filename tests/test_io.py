@@ -29,6 +29,17 @@ def test_trc_round_trip_in_metres(tmp_path, units):
   np.testing.assert_allclose(back.time, data.time)
 
 
+def test_opensim_reads_our_trc_with_the_last_marker_missing(tmp_path):
+  import opensim  # pylint: disable=g-import-not-at-top
+  data = _trajectories(np.random.default_rng(1))
+  data.positions[3, -1] = np.nan  # the last cells of a row
+  write_trc(tmp_path / "a.trc", data, units="m")
+  table = opensim.TimeSeriesTableVec3(str(tmp_path / "a.trc"))
+  assert table.getNumRows() == 5 and table.getNumColumns() == 4
+  last = table.getDependentColumn("M3")
+  assert np.isnan(last[3].get(0)) and last[2].get(0) == pytest.approx(data.positions[2, 3, 0])
+
+
 def test_trc_select_fills_absent_markers_with_nan():
   data = _trajectories(np.random.default_rng(1))
   picked = data.select(["M1", "nope"])

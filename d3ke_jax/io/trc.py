@@ -126,7 +126,8 @@ def _data_rows(path, lines, complete, width):
 
 
 def write_trc(path, trajectories: MarkerTrajectories, units="mm"):
-  """Writes marker trajectories as a .trc file (atomically); missing values stay empty."""
+  """Writes marker trajectories as a .trc file (atomically); missing values are written
+  ``NaN`` (OpenSim's reader drops empty cells at the end of a row and then refuses it)."""
   scale = 1.0 / _UNITS[units]
   names, time = trajectories.names, trajectories.time
   num_frames, num_markers = len(time), len(names)
@@ -140,5 +141,5 @@ def write_trc(path, trajectories: MarkerTrajectories, units="mm"):
     f.write("\t\t" + "\t".join(f"X{k}\tY{k}\tZ{k}" for k in range(1, num_markers + 1)) + "\n\n")
     for t in range(num_frames):
       values = trajectories.positions[t].reshape(-1) * scale
-      cells = ["" if np.isnan(v) else f"{v:.6f}" for v in values]
+      cells = ["NaN" if np.isnan(v) else f"{v:.6f}" for v in values]
       f.write(f"{t + 1}\t{time[t]:.6f}\t" + "\t".join(cells) + "\n")
