@@ -228,8 +228,8 @@ def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
 def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None, initial=None,
                        coordinate_targets=None, coordinate_weights=None, sequence=True,
                        smoothing_weight=SMOOTHING_WEIGHT, smoothing_window=SMOOTHING_WINDOW,
-                       starts=8, segment=2, iterations=6, anchor_iterations=8,
-                       cold_iterations=60, root_iterations=8, smoothing_iterations=10):
+                       starts=8, segment=2, iterations=6, anchor_iterations=5,
+                       cold_iterations=60, root_iterations=8, smoothing_iterations=8):
   """Solves IK for every frame.
 
   A sequence (the default) is solved in two passes. Tracking: the first frame from
