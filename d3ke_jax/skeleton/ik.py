@@ -464,15 +464,17 @@ def _report(model, coords, markers, scales, moving):
 def inverse_kinematics_chunks(model: SkeletalModel, markers, chunk=256, initial=None, **kwargs):
   """Yields ``IKResult``s of consecutive chunks of a long sequence (for progress reports).
 
-  Each chunk starts from the previous chunk's last solution; the last chunk is padded with
-  empty frames so that every chunk reuses one compilation.
+  Each chunk starts from the previous chunk's last solution. Chunks are padded with empty
+  frames to ``chunk`` frames (a sequence shorter than that: to the next power of two, at
+  least 32), so that trials of any length share a few compilations.
   """
   markers = np.asarray(markers)
-  for start in range(0, markers.shape[0], chunk):
+  frames = markers.shape[0]
+  size = chunk if frames >= chunk else min(chunk, max(32, 1 << (frames - 1).bit_length()))
+  for start in range(0, frames, chunk):
     block = markers[start:start + chunk]
     valid = block.shape[0]
-    if start and valid < chunk:
-      block = np.concatenate([block, np.full((chunk - valid,) + block.shape[1:], np.nan)])
+    block = np.concatenate([block, np.full((size - valid,) + block.shape[1:], np.nan)])
     result = inverse_kinematics(model, block, initial=initial, **kwargs)
     result = jax.tree.map(lambda a: a[:valid], result)
     initial = result.coords[-1]
