@@ -169,9 +169,13 @@ def _weighted_error(problem, markers):
 
 def _cost(model, free, x, base, problem):
   markers = forward_kinematics(model, _full(free, x, base), scales=problem.scales).markers
-  marker_cost = jnp.sum(_weighted_error(problem, markers)[1]**2, axis=(-1, -2))
-  return marker_cost + jnp.sum(problem.coordinate_weights * (x - problem.coordinate_targets)**2,
-                               axis=-1)
+  return _cost_of(problem, x, _weighted_error(problem, markers)[1])
+
+
+def _cost_of(problem, x, residual):
+  """Per-frame cost: squared weighted marker residuals plus the coordinate tasks."""
+  return jnp.sum(residual**2, axis=(-1, -2)) + jnp.sum(
+      problem.coordinate_weights * (x - problem.coordinate_targets)**2, axis=-1)
 
 
 def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
@@ -198,11 +202,10 @@ def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
     active = jnp.where(in_root_phase, root_active, True)
     markers, jac = _marker_jacobian(model, free, _full(free, x, base), problem.scales)
     sqrt_w, residual = _weighted_error(phase, markers)
-    prior = problem.coordinate_weights * (x - problem.coordinate_targets)
-    cost = jnp.sum(residual**2, axis=(-1, -2)) + jnp.sum(
-        problem.coordinate_weights * (x - problem.coordinate_targets)**2, axis=-1)
+    cost = _cost_of(phase, x, residual)
     jac = jac * sqrt_w[:, None]  # (N, F, M, 3)
-    gradient = jnp.einsum("tfmk,tmk->tf", jac, residual) + prior
+    gradient = jnp.einsum("tfmk,tmk->tf", jac, residual) + problem.coordinate_weights * (
+        x - problem.coordinate_targets)
     blocked = ((x <= low) & (gradient > 0)) | ((x >= high) & (gradient < 0))
     moves = (active & ~blocked).astype(dtype)  # (N, F)
     jac = jac * moves[..., None, None]
@@ -233,8 +236,8 @@ def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None,
   """Solves IK for every frame.
 
   A sequence (the default) is solved in two passes. Tracking: the first frame from
-  ``starts`` starting poses (the best fit wins, the model's default pose unless another
-  fits clearly better), then every frame warm-started from its predecessor as in OpenSim,
+  ``starts`` starting poses (the best fit, with a pull towards the default pose, wins),
+  then every frame warm-started from its predecessor as in OpenSim,
   yet in parallel: every ``segment``-th frame (an anchor) is solved in turn from the
   previous anchor, then all segments advance frame by frame together. Smoothing (the
   temporal prior): every frame again, all at once, from its tracked solution, with each
@@ -321,7 +324,6 @@ def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None,
                                    iterations=cold_iterations, root_iterations=root_iterations)
   coords = kinematics.resolve_coordinates(model, _full(free, x, base).T).T
   return _report(model, coords, markers, problem.scales, moving)
-
 
 
 def _bounds(model, free, dtype):
