@@ -103,7 +103,7 @@ def opensim_ik(path, trajectories, frames):
     run_opensim_ik(path, trc, mot, float(trajectories.time[0]),
                    float(trajectories.time[frames - 1]))
     seconds = time.perf_counter() - start
-    return read_opensim_coordinates(path, mot), seconds
+    return read_opensim_coordinates(load_osim(path), mot), seconds
 
 
 def run_opensim_ik(model_path, trc, mot, start_time, end_time, log_level="error"):
@@ -122,9 +122,8 @@ def run_opensim_ik(model_path, trc, mot, start_time, end_time, log_level="error"
   tool.run()
 
 
-def read_opensim_coordinates(model_path, mot):
+def read_opensim_coordinates(model, mot):
   """(T, C) coordinates of a .mot in the model's CoordinateSet order, radians and metres."""
-  model = load_osim(model_path)
   table = read_mot(mot, rotational_names={n for n, t in zip(
       model.coordinate_names, model.coordinate_types) if t == "rotational"})
   return np.stack([table.column(n) for n in model.coordinate_names], 1)
@@ -170,9 +169,11 @@ def bench_ik(args):
       trial = marker_trial(model, frames, np.random.default_rng(k), rate=rate, **options)
       files = _trial_files(tmp, f"trial{k}", path, model, trial)
       errors = {}
-      for solver, run in (("d3ke-jax", _run_ours), ("OpenSim", _run_opensim)):
+      runs = {"d3ke-jax": lambda: _run_ours(model, files),
+              "OpenSim": lambda: _run_opensim(model, files, (frames - 1) / rate)}
+      for solver, run in runs.items():
         try:
-          coords, seconds = run(files, frames, rate)
+          coords, seconds = run()
         except RuntimeError as e:  # OpenSim's tool gives up on some trials
           print(f"| {name} | {frames} | {solver} | failed: {e} |", flush=True)
           continue
@@ -214,7 +215,7 @@ def _trial_files(tmp, name, path, model, trial):
   return files
 
 
-def _run_ours(files, frames, rate):  # pylint: disable=unused-argument
+def _run_ours(model, files):
   """``python -m experiments.ik`` twice: with an empty compilation cache, then with the one
   the first run left. Returns (coordinates, (cold seconds, warm seconds))."""
   out = files["trc"][:-4] + "_ours.mot"
@@ -225,14 +226,14 @@ def _run_ours(files, frames, rate):  # pylint: disable=unused-argument
     command += ["--scales", files["scales"]]
   env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=tempfile.mkdtemp(dir=tmp))
   seconds = tuple(_timed(command, env) for _ in range(2))
-  return read_opensim_coordinates(files["unscaled"], out), seconds
+  return read_opensim_coordinates(model, out), seconds
 
 
-def _run_opensim(files, frames, rate):
+def _run_opensim(model, files, end_time):
   out = files["trc"][:-4] + "_opensim.mot"
   seconds = _timed([sys.executable, "-c", _OPENSIM_COMMAND, files["model"], files["trc"], out,
-                    "0", str((frames - 1) / rate)], dict(os.environ))
-  return read_opensim_coordinates(files["unscaled"], out), (seconds,)
+                    "0", str(end_time)], dict(os.environ))
+  return read_opensim_coordinates(model, out), (seconds,)
 
 
 def _timed(command, env):
@@ -265,7 +266,7 @@ def main(argv=None):
                   "turning (600 at 100 Hz, turning round both ways, scaled subject, 5 mm, "
                   "gaps), wide (300 at 30 Hz, coordinates within +-1 rad, gaps)")
   ik.add_argument("--long", type=count, help="also a trial of this many frames like "
-                  "'turning' (OpenSim takes about 1 s per 6 frames)")
+                  "'turning' (OpenSim takes about 1 s per 10 frames)")
   ik.set_defaults(run=bench_ik)
   args = parser.parse_args(argv)
   models = args.models if args.benchmark == "fk" else [args.model]
