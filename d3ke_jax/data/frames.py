@@ -14,6 +14,8 @@ VIEWS = {  # MoVi's two cameras: in front of the subject (facing +x) and at its 
     "sagittal": (0.0, 1.1, 4.0),
 }
 FOCAL, CENTRE = 1000.0, (960.0, 540.0)  # a 1920 x 1080 camera
+# The person box's margin around the projected points, relative, drawn once per clip.
+MARGIN_RANGE = (0.1, 0.25)
 
 
 @functools.lru_cache(maxsize=1)
@@ -54,7 +56,7 @@ def _clip(model, shapes, subject, movement, view, clip, coords, out, size, seed)
   full = camera(view)
   markers_px, _ = render.project(full, out.markers)
   crops, boxes = [], []
-  margin = rng.uniform(0.1, 0.25)
+  margin = rng.uniform(*MARGIN_RANGE)
   for t in range(len(coords)):
     box = render.square_box(np.asarray(markers_px[t]), margin=margin)
     boxes.append(box)
