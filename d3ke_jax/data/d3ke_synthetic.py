@@ -68,23 +68,8 @@ class D3keSynthetic(tfds.core.GeneratorBasedBuilder):
     return frame_generation.default_model()
 
   def _info(self):
-    model = self.label_model()
-    c, b, j, m = model.num_coordinates, model.num_bodies, model.num_joints, model.num_markers
-    array = lambda *shape: tfds.features.Tensor(shape=shape, dtype=np.float32)
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            # JPEG bytes encoded with Pillow (TFDS's Image feature would need TensorFlow);
-            # ``d3ke_jax.data.pipeline`` decodes them.
-            "image": tfds.features.Tensor(shape=(), dtype=np.object_),
-            "coordinates": array(c), "scales": array(b, 3), "pelvis_rotation": array(3, 3),
-            "joints": array(j, 3), "markers": array(m, 3), "joints_2d": array(j, 2),
-            "markers_2d": array(m, 2), "box": array(3), "intrinsics": array(3, 3),
-            "camera_rotation": array(3, 3), "camera_translation": array(3),
-            "subject": np.int32, "clip": np.int32, "frame": np.int32,
-            "movement": tfds.features.Text(), "view": tfds.features.Text(),
-            "frame_valid": np.bool_,
-            "coordinate_valid": tfds.features.Tensor(shape=(c,), dtype=np.bool_),
-        }),
+        features=tfds.features.FeaturesDict(example_features(self.label_model())),
         homepage="https://github.com/bittnerma/Direct3DKinematicEstimation",
         disable_shuffling=True,  # records stay in generation order: clips, frames in order
     )
@@ -102,6 +87,25 @@ class D3keSynthetic(tfds.core.GeneratorBasedBuilder):
                                              config.image_size, config.seed):
       example["image"] = encode_jpeg(example["image"])
       yield f"{example['clip']:06d}_{example['frame']:05d}", example
+
+
+def example_features(model):
+  """The features of a D3KE record, for the skeletal model ``model`` of its labels."""
+  c, b, j, m = model.num_coordinates, model.num_bodies, model.num_joints, model.num_markers
+  array = lambda *shape: tfds.features.Tensor(shape=shape, dtype=np.float32)
+  return {
+      # JPEG bytes encoded with Pillow (TFDS's Image feature would need TensorFlow);
+      # ``d3ke_jax.data.pipeline`` decodes them.
+      "image": tfds.features.Tensor(shape=(), dtype=np.object_),
+      "coordinates": array(c), "scales": array(b, 3), "pelvis_rotation": array(3, 3),
+      "joints": array(j, 3), "markers": array(m, 3), "joints_2d": array(j, 2),
+      "markers_2d": array(m, 2), "box": array(3), "intrinsics": array(3, 3),
+      "camera_rotation": array(3, 3), "camera_translation": array(3),
+      "subject": np.int32, "clip": np.int32, "frame": np.int32,
+      "movement": tfds.features.Text(), "view": tfds.features.Text(),
+      "frame_valid": np.bool_,
+      "coordinate_valid": tfds.features.Tensor(shape=(c,), dtype=np.bool_),
+  }
 
 
 def encode_jpeg(image, quality=92):
