@@ -46,8 +46,9 @@ class D3keSynthetic(tfds.core.GeneratorBasedBuilder):
   """Synthetic D3KE frames; see the module docstring."""
 
   FRAME_RATE = RATE  # frames per second of every clip
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release.",
+                   "1.1.0": "The default model's 114 markers (BML-MoVi's virtual-marker set)."}
   BUILDER_CONFIGS = [
       SyntheticConfig(name="micro", description="32 px, 5 subjects, 2 movements, 8-frame "
                       "clips (unit tests)", image_size=32, num_subjects=5, frames_per_clip=8,

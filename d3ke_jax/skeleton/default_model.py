@@ -9,9 +9,14 @@ The model is a 1.75 m, 75 kg adult standing in the anatomical position (arms han
 sides, palms forward) with every coordinate at zero: 32 bodies, a pelvis with six degrees of
 freedom, a thoracolumbar spine and neck of nine three-degree-of-freedom joints (L5/S1,
 L4/L5, T12/L1, T11/T12, T10/T11, T9/T10, T8/T9, T1/T2, C7/T1 carrying the head), legs down
-to the toes and arms down to the hands, and 70 markers on bony landmarks named as in the
-full-body model of the D3KE paper. All joints are CustomJoints whose axis functions are
-linear in one coordinate; there are no constraints.
+to the toes and arms down to the hands, and 114 markers named as in the full-body model of
+the D3KE paper and BML-MoVi's virtual-marker set: bony landmarks, joint centres of the
+SMPL-H body model (ROOT, Spine1-3, NECK, HEAD, the collars, hips, knees, ankles, feet,
+shoulders, elbows and wrists), midpoints of marker pairs (CENTER, Virtual_*), the spinous
+processes (Tracking_*), and the floor below the feet (Virtual_Ground_*, for scaling the
+feet from a standing trial). Hands have no finger markers: the hand is one rigid body.
+All joints are CustomJoints whose axis functions are linear in one coordinate; there are
+no constraints.
 
 Conventions (as in OpenSim's gait models): ground and every body frame have x forward, y up
 and z to the right in the default pose; each body's origin is the centre of the joint that
@@ -174,6 +179,29 @@ JUGULAR_NOTCH = np.array([0.015, 0.410, 0.0])  # the CLAV marker
 XIPHOID = np.array([0.070, 0.280, 0.0])  # the STRN marker
 HEAD_CENTRE = np.array([0.0, VERTEX - 0.11, 0.0])
 PSIS = np.array([-0.165, 0.035, 0.045])
+# Heights of the spinous processes of the vertebrae without a marker of the paper's model
+# (BML-MoVi's Tracking_* markers) and the bodies they move with.
+SPINOUS_PROCESSES = (
+    ("L5", "lumbar5", 0.060), ("L4", "lumbar4", 0.100), ("L3", "lumbar4", 0.135),
+    ("L2", "lumbar4", 0.170), ("L1", "lumbar4", 0.200), ("T11", "thoracic11", 0.255),
+    ("T9", "thoracic9", 0.305), ("T7", "thorax", 0.340), ("T6", "thorax", 0.360),
+    ("T5", "thorax", 0.380), ("T4", "thorax", 0.400), ("T3", "thorax", 0.420),
+    ("T2", "thorax", 0.440))
+# Joint centres of the SMPL-H body model (BML-MoVi's joint markers) on the midline and the
+# right side, where a mean SMPL-H body in the anatomical position puts them relative to
+# the landmarks above: the pelvis joint between and above the hips, the spine joints in
+# front of the lumbar, lower and middle thoracic spine, the neck at the cervicothoracic
+# junction, the head at the skull base, the collar inside the trapezius above the
+# clavicle's medial third, and the foot at the ball of the foot.
+SMPL_JOINTS = {
+    "ROOT": np.array([-0.03, -0.04, 0.0]),
+    "Spine1": np.array([-0.02, 0.12, 0.0]),
+    "Spine2": np.array([-0.02, 0.25, 0.0]),
+    "Spine3": np.array([-0.02, 0.38, 0.0]),
+    "NECK": np.array([-0.04, 0.50, 0.0]),
+    "HEAD": np.array([-0.01, VERTEX - 0.15, 0.0]),
+    "COL": np.array([-0.03, 0.43, 0.07]),
+}
 
 # Legs (right side). Axes from Inman's and Bojsen-Moller's angles.
 ANKLE_AXIS = (-math.sin(math.radians(6)) * math.cos(math.radians(10)),
@@ -361,15 +389,18 @@ def _pelvis(b):
          _Segment(MASS_LOWER_TRUNK, com, _de_leva(L_LOWER_TRUNK, 61.5, 55.1, 58.7),
                   "Ellipsoid", (0.09, 0.10, 0.14), np.array([-0.08, -0.03, 0.0])),
          PELVIS_TRANSLATIONS)
-  asis = np.array([0.0, 0.0, 0.5 * ASIS_WIDTH])
+  asi = np.array([0.01, 0.0, 0.5 * ASIS_WIDTH])
+  psi = PSIS + [-0.01, 0.0, 0.0]
   for side in (RIGHT, LEFT):
-    b.marker(side.prefix + "ASI", "pelvis", side.point(asis + [0.01, 0.0, 0.0]))
-    b.marker(side.prefix + "PSI", "pelvis", side.point(PSIS + [-0.01, 0.0, 0.0]))
-  b.marker("MASI", "pelvis", [0.01, 0.0, 0.0])
-  b.marker("MPSI", "pelvis", [PSIS[0] - 0.01, PSIS[1], 0.0])
+    b.marker(side.prefix + "ASI", "pelvis", side.point(asi))
+    b.marker(side.prefix + "PSI", "pelvis", side.point(psi))
+  b.marker("MASI", "pelvis", [asi[0], asi[1], 0.0])
+  b.marker("MPSI", "pelvis", [psi[0], psi[1], 0.0])
   for side in (RIGHT, LEFT):
     b.marker(side.prefix + "HIPJ", "pelvis", side.point(HIP))
   b.marker("MHIPJ", "pelvis", [HIP[0], HIP[1], 0.0])
+  b.marker("CENTER", "pelvis", [0.5 * (asi[0] + psi[0]), 0.5 * (asi[1] + psi[1]), 0.0])
+  b.marker("ROOT", "pelvis", SMPL_JOINTS["ROOT"])
 
 
 def _spine(b):
@@ -388,11 +419,22 @@ def _spine(b):
   for name, body in (("T12", "thoracic12"), ("T10", "thoracic10"), ("T8", "thorax"),
                      ("T1", "thoracic1"), ("C7", "head")):
     b.marker(name, body, b.origins[body] + [-SPINOUS_DEPTH, 0.005, 0.0])
+  for name, body, height in SPINOUS_PROCESSES:
+    b.marker("Tracking_" + name, body, _spine_centre(height) - [SPINOUS_DEPTH, 0.0, 0.0])
+  for name, body in (("Spine1", "lumbar4"), ("Spine2", "thoracic11"), ("Spine3", "thorax"),
+                     ("NECK", "head"), ("HEAD", "head")):
+    b.marker(name, body, SMPL_JOINTS[name])
   b.marker("CLAV", "thorax", JUGULAR_NOTCH)
   b.marker("STRN", "thorax", XIPHOID)
   for side in (RIGHT, LEFT):
     b.marker(side.prefix + "FHD", "head", side.point(HEAD_CENTRE + [0.07, 0.02, 0.06]))
     b.marker(side.prefix + "BHD", "head", side.point(HEAD_CENTRE + [-0.075, 0.02, 0.05]))
+
+
+def _spine_centre(height):
+  """The point of the spine's curve (through the disc centres) at a height."""
+  x, y = np.array([centre for _, _, _, centre, _ in SPINE]).T
+  return np.array([np.interp(height, y, x), height, 0.0])
 
 
 def _trunk_slice(bottom, top, sliced_height):
@@ -468,9 +510,20 @@ def _leg(b, side):
       ("MT1", "calcn", [ANKLE[0] + 0.14, FLOOR + 0.025, ANKLE[2] - 0.045]),
       ("MT5", "calcn", [ANKLE[0] + 0.10, FLOOR + 0.02, ANKLE[2] + 0.05]),
       ("TOE", "toes", [ANKLE[0] + 0.165, FLOOR + 0.025, ANKLE[2] - 0.015]),
+      ("FOOT", "toes", MTP + [0.01, 0.025, 0.0]),
   )
   for name, body, point in markers:
     b.marker(side.prefix + name, body + side.suffix, side.point(point))
+  points = {name: np.asarray(point, float) for name, _, point in markers}
+  for name, body, pair in (("KJC", "femur", ("KNE", "KNI")), ("AJC", "tibia", ("ANK", "ANI"))):
+    b.marker(f"Virtual_{side.prefix}{name}", body + side.suffix,
+             side.point(0.5 * (points[pair[0]] + points[pair[1]])))
+  # The floor below markers of the standing model, as BML-MoVi projects them.
+  points["AJC"] = 0.5 * (points["ANK"] + points["ANI"])
+  for name, body in (("AJC", "calcn"), ("FOOT", "calcn"), ("TOE", "toes"), ("MT1", "calcn"),
+                     ("MT5", "calcn"), ("HEE", "calcn")):
+    b.marker(f"Virtual_Ground_{side.prefix}{name}", body + side.suffix,
+             side.point(points[name] * [1, 0, 1] + [0, FLOOR, 0]))
 
 
 def _arm(b, side):
@@ -513,9 +566,15 @@ def _arm(b, side):
       ("IWR", "radius", WRIST + [0.005, -0.008, 0.032]),
       ("WRIST", "radius", WRIST),
       ("FIN", "hand", WRIST + [-0.02, -0.08, 0.015]),
+      ("COL", "clavicle", SMPL_JOINTS["COL"]),
   )
   for name, body, point in markers:
     b.marker(side.prefix + name, body + side.suffix, side.point(point))
+  points = {name: np.asarray(point, float) for name, _, point in markers}
+  for name, body, pair in (("ELC", "humerus", ("ELB", "ELBIN")),
+                           ("WRIST", "radius", ("IWR", "OWR"))):
+    b.marker(f"Virtual_{side.prefix}{name}", body + side.suffix,
+             side.point(0.5 * (points[pair[0]] + points[pair[1]])))
 
 
 def build_model():
