@@ -163,7 +163,7 @@ def crop_image(image, camera: DistortedCamera, crop: render.Camera, size,
   if interpolation not in ("bilinear", "nearest"):
     raise ValueError(f"interpolation must be 'bilinear' or 'nearest', not {interpolation!r}")
   to_real = np.asarray(camera.rotation, float) @ np.asarray(crop.rotation, float).T
-  return np.asarray(_crop_image(jnp.asarray(image), camera.intrinsics, camera.distortion,
+  return np.asarray(_crop_image(image, camera.intrinsics, camera.distortion,
                                 crop.intrinsics, to_real, size, interpolation))
 
 
