@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from d3ke_jax.data import cameras, render
+from d3ke_jax.data import cameras
 from d3ke_jax.errors import UserError
 
 # A person standing at the AMASS origin (z up, metres), facing neither camera in particular:
@@ -92,7 +92,10 @@ def _dots(camera, points, sigma=4.0):
   yy, xx = np.mgrid[0:height, 0:width] + 0.5  # pixel centres, as the renderer's
   image = np.zeros((height, width))
   for u, v in _opencv_project(camera, points):
-    image = np.maximum(image, np.exp(-((xx - u)**2 + (yy - v)**2) / (2 * sigma**2)))
+    near = (slice(max(int(v - 6 * sigma), 0), int(v + 6 * sigma)),
+            slice(max(int(u - 6 * sigma), 0), int(u + 6 * sigma)))
+    dot = np.exp(-((xx[near] - u)**2 + (yy[near] - v)**2) / (2 * sigma**2))
+    image[near] = np.maximum(image[near], dot)
   return np.repeat((image * 255).round().astype(np.uint8)[..., None], 3, -1)
 
 
@@ -110,7 +113,8 @@ def test_crop_shows_the_points_where_the_crop_camera_projects_them(interpolation
   assert np.abs(pixels - _pinhole(camera, person)).max() > 5
   box = cameras.person_box(pixels, margin, camera.size)
   crop = cameras.crop_camera(camera, box, size)
-  image = cameras.crop_image(_dots(camera, person), camera, crop, size, interpolation)
+  dots = _dots(camera, person)
+  image = cameras.crop_image(dots, camera, crop, size, interpolation)
   assert image.shape == (size, size, 3) and image.dtype == np.uint8
   # 3D points in the crop camera's frame project with its K where the dots are.
   expected = _pinhole(crop, person)
@@ -123,9 +127,32 @@ def test_crop_shows_the_points_where_the_crop_camera_projects_them(interpolation
   assert np.all(low > 0.9 * border) and np.all(high < size - 0.9 * border)
   assert abs(np.max(high - low) - size / (1 + 2 * margin)) < 0.05 * size
   # Ignoring the distortion puts the dots elsewhere (2.6 px away).
-  flat = cameras.crop_image(_dots(camera, person), camera._replace(distortion=np.zeros(2)),
-                            crop, size, interpolation)
+  flat = cameras.crop_image(dots, camera._replace(distortion=np.zeros(2)), crop, size,
+                            interpolation)
   assert np.max([np.linalg.norm(_centroid(flat, p) - p) for p in expected]) > 1
+
+
+def test_crop_is_black_outside_the_image_and_where_strong_distortion_folds_rays_back():
+  # x_d = x (1 - 0.3 r^2) grows up to r^2 = 1 / 0.9, where it reaches 0.70 (690 px); rays
+  # further out would come back in (r = 1.5: 0.49, 480 px from the centre).
+  camera = cameras.MOVI_CAMERAS["PG1"]._replace(distortion=np.array([-0.3, 0.0]))
+  fold = 1 / 0.9
+  assert cameras.monotone_radius2(camera.distortion) == pytest.approx(fold)
+  assert cameras.monotone_radius2(cameras.MOVI_CAMERAS["PG1"].distortion) == np.inf
+  crop = cameras.crop_camera(camera, (300.0, 200.0, 200.0), 64)._replace(
+      intrinsics=np.array([[16.0, 0, 32], [0, 16, 32], [0, 0, 1]]))  # 127 deg wide
+  image = cameras.crop_image(np.full((600, 800, 3), 255, np.uint8), camera, crop, 64)
+  v, u = np.mgrid[0:64, 0:64] + 0.5
+  ray = np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(crop.intrinsics).T @ \
+      crop.rotation @ camera.rotation.T  # in the real camera's frame
+  points = (ray.reshape(-1, 3) - camera.translation) @ camera.rotation  # R^T (x - t)
+  pixels = _opencv_project(camera, points).reshape(64, 64, 2)
+  r2 = (ray[..., 0]**2 + ray[..., 1]**2) / ray[..., 2]**2
+  seen = (r2 < fold) & np.all((pixels > 1) & (pixels < np.array(camera.size) - 1), -1)
+  unseen = (r2 > fold) | np.any((pixels < -1) | (pixels > np.array(camera.size) + 1), -1)
+  assert np.all(image[seen] == 255) and np.all(image[unseen] == 0)
+  folded = (r2 > fold) & np.all((pixels > 0) & (pixels < camera.size), -1)
+  assert np.count_nonzero(folded) > 1000 and np.count_nonzero(seen) > 100  # 1197, 140
 
 
 def test_crop_camera_is_at_the_real_one_looking_at_the_box_upright():
@@ -189,6 +216,7 @@ def _fields(**change):
     (json.dumps({"PG1": _fields(intrinsics=[[979, 0, 408], [0, 978, 291], [0, 0, 0]])}),
      "'intrinsics' must be"),
     (json.dumps({"PG2": _fields(size=[800.5, 600])}), "camera 'PG2': 'size' must be"),
+    (json.dumps({"PG1": _fields(distortion=[-1.8, 0.2])}), "'distortion' folds inside"),
 ])
 def test_bad_cameras_file_names_the_file_and_the_key(tmp_path, content, message):
   path = tmp_path / "cameras.json"

@@ -77,7 +77,8 @@ def undistort(distorted, distortion, iterations=UNDISTORT_ITERATIONS):
   """The inverse of ``distort``, by Newton's method on the ratio s = r / r_d.
 
   Solves s (1 + k1 s^2 r_d^2 + k2 s^4 r_d^4) = 1 from s = 1, which converges where
-  r (1 + k1 r^2 + k2 r^4) increases with r (everywhere for MoVi's cameras).
+  r (1 + k1 r^2 + k2 r^4) increases with r (``monotone_radius2``; everywhere for MoVi's
+  cameras, over the image for any that ``load_cameras`` accepts).
   """
   k1, k2 = distortion[0], distortion[1]
   rd2 = jnp.sum(jnp.square(distorted), -1, keepdims=True)
@@ -87,6 +88,14 @@ def undistort(distorted, distortion, iterations=UNDISTORT_ITERATIONS):
     return s - (s * (1 + k1 * s2 + k2 * s2**2) - 1) / (1 + 3 * k1 * s2 + 5 * k2 * s2**2)
 
   return distorted * jax.lax.fori_loop(0, iterations, newton_step, jnp.ones_like(rd2))
+
+
+def monotone_radius2(distortion):
+  """The squared normalised radius up to which r (1 + k1 r^2 + k2 r^4) increases (inf if it
+  always does, as for MoVi's cameras): beyond it the model folds rays back towards the
+  centre, and undistortion has no unique answer."""
+  roots = np.roots([5 * distortion[1], 3 * distortion[0], 1])  # of the derivative, in r^2
+  return min((r.real for r in roots if abs(r.imag) < 1e-12 and r.real > 0), default=np.inf)
 
 
 def _to_pixels(intrinsics, distortion, x, y):
@@ -164,18 +173,22 @@ def crop_image(image, camera: DistortedCamera, crop: render.Camera, size,
     raise ValueError(f"interpolation must be 'bilinear' or 'nearest', not {interpolation!r}")
   to_real = np.asarray(camera.rotation, float) @ np.asarray(crop.rotation, float).T
   return np.asarray(_crop_image(image, camera.intrinsics, camera.distortion,
-                                crop.intrinsics, to_real, size, interpolation))
+                                monotone_radius2(camera.distortion), crop.intrinsics, to_real,
+                                size, interpolation))
 
 
 @functools.partial(jax.jit, static_argnames=("size", "interpolation"))
-def _crop_image(image, intrinsics, distortion, crop_intrinsics, to_real, size, interpolation):
+def _crop_image(image, intrinsics, distortion, radius2, crop_intrinsics, to_real, size,
+                interpolation):
   """``to_real``: the rotation from the crop camera's frame to the real one's (the two share
-  their optical centre, so rays need no translation)."""
+  their optical centre, so rays need no translation); rays past ``radius2`` (where the
+  distortion folds) are black."""
   v, u = jnp.meshgrid(jnp.arange(size) + 0.5, jnp.arange(size) + 0.5, indexing="ij")
   ray = to_real @ jnp.linalg.inv(crop_intrinsics)  # crop pixel (u, v, 1) -> real camera ray
   x, y, z = (ray[i, 0] * u + ray[i, 1] * v + ray[i, 2] for i in range(3))
-  u, v = _to_pixels(intrinsics, distortion, x / z, y / z)
-  return _sample(image, u - 0.5, v - 0.5, z > 0, interpolation)
+  x, y = x / z, y / z
+  u, v = _to_pixels(intrinsics, distortion, x, y)
+  return _sample(image, u - 0.5, v - 0.5, (z > 0) & (x * x + y * y < radius2), interpolation)
 
 
 def _sample(image, column, row, valid, interpolation):
@@ -249,5 +262,20 @@ def _camera(where, fields):
     raise UserError(f"{where}: 'rotation' is not a rotation matrix (orthonormal, determinant 1)")
   if np.any(size <= 0) or np.any(size != np.round(size)):
     raise UserError(f"{where}: 'size' must be [width, height], whole numbers of pixels")
-  return DistortedCamera(k, r, values["translation"], values["distortion"],
-                         (int(size[0]), int(size[1])))
+  camera = DistortedCamera(k, r, values["translation"], values["distortion"],
+                           (int(size[0]), int(size[1])))
+  if _folds_inside_the_image(camera):
+    raise UserError(f"{where}: 'distortion' folds inside the image (the distorted radius "
+                    "must grow with the radius up to the image's corners)")
+  return camera
+
+
+def _folds_inside_the_image(camera: DistortedCamera):
+  fold = monotone_radius2(camera.distortion)
+  if not np.isfinite(fold):
+    return False
+  k = camera.intrinsics
+  corners = (np.array([[0, 0], [1, 0], [0, 1], [1, 1]]) * camera.size - k[:2, 2]) @ \
+      np.linalg.inv(k[:2, :2]).T
+  k1, k2 = camera.distortion
+  return np.linalg.norm(corners, axis=-1).max() >= np.sqrt(fold) * (1 + k1 * fold + k2 * fold**2)
