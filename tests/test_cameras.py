@@ -9,7 +9,7 @@ import pytest
 from d3ke_jax.data import cameras
 from d3ke_jax.errors import UserError
 
-# A person standing at the AMASS origin (z up, metres), facing neither camera in particular:
+# A person standing at the AMASS origin (z up, metres), arms spread along x (facing PG1):
 # head, neck, shoulders, elbows, hands, pelvis, knees, ankles (each pair >= 0.2 m apart).
 PERSON = np.array([
     [0.0, 0.0, 1.75], [0.0, 0.0, 1.5], [-0.2, 0.0, 1.45], [0.2, 0.0, 1.45], [-0.45, 0.0, 1.3],
