@@ -51,7 +51,7 @@ FINGERS = (("index", 0.08, 0.025, (0.04, 0.025, 0.02)),
            ("ring", 0.078, -0.015, (0.04, 0.026, 0.02)),
            ("thumb", 0.025, 0.03, (0.035, 0.03, 0.025)))
 T_POSE = {"shoulder_add_r": -np.pi / 2, "shoulder_add_l": -np.pi / 2}
-FK_BLOCK = 64
+FK_BLOCK = 64  # poses per forward-kinematics call: one compilation
 GENDER_SCALE = {"female": 0.94, "male": 1.0, "neutral": 0.97}
 # AMASS's world is z up: the y-up SMPL frame turned +90 degrees about x.
 Z_UP = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
@@ -132,12 +132,12 @@ def _segments(positions, tips, markers, model):
               (knee, p[knee], p[ankle], (0.05, 0.05), 16, lateral),
               (ankle, p[ankle], p[foot], (0.035, 0.03), 12, lateral),
               (foot, p[foot], toe_end, (0.035, 0.015), 12, lateral)]
-  for collar, shoulder, elbow, wrist in ((13, 16, 18, 20), (14, 17, 19, 21)):
+  for collar, shoulder, elbow, wrist, finger in ((13, 16, 18, 20, 22), (14, 17, 19, 21, 37)):
+    knuckles = np.mean(p[finger + np.arange(0, 12, 3)], axis=0)  # index, middle, pinky, ring
     tubes += [(collar, p[collar], p[shoulder], (0.04, 0.04), 12, up),
               (shoulder, p[shoulder], p[elbow], (0.045, 0.045), 16, up),
               (elbow, p[elbow], p[wrist], (0.035, 0.035), 16, up),
-              (wrist, p[wrist], np.mean(p[[wrist + 2, wrist + 5, wrist + 8, wrist + 11]], 0),
-               (0.015, 0.04), 12, up)]
+              (wrist, p[wrist], knuckles, (0.015, 0.04), 12, up)]
   ends = {j: p[j + 1] for j in range(22, NUM_JOINTS) if (j - 22) % 3 != 2}
   ends.update({joint: tip for tip, joint in tips.values()})
   tubes += [(j, p[j], ends[j], (0.008, 0.008), 6, up) for j in range(22, NUM_JOINTS)]

@@ -73,12 +73,17 @@ def test_forward_matches_numpy_skinning(model, fake_npz):
 
 
 def test_zero_pose_is_the_template_and_its_regressed_joints(model):
-  zeros = np.zeros((1, 156), np.float32)
+  zeros = np.zeros((3, 156), np.float32)  # 3 frames, as above: one compilation
   vertices, joints = smplh.smplh_forward(model, np.zeros(16, np.float32), zeros,
-                                         np.zeros((1, 3), np.float32))
+                                         np.zeros((3, 3), np.float32))
   # Measured: 1.5e-8 m and 3e-8 m.
   np.testing.assert_allclose(vertices[0], model.v_template, rtol=0, atol=2e-7)
   np.testing.assert_allclose(joints[0], model.J_regressor @ model.v_template, rtol=0, atol=2e-7)
+  betas = np.float32(RNG.normal(size=16))
+  shaped, rest = smplh.rest_pose(model, betas)
+  vertices, joints = smplh.smplh_forward(model, betas, zeros, np.zeros((3, 3), np.float32))
+  np.testing.assert_allclose(vertices[1], shaped, rtol=0, atol=2e-7)
+  np.testing.assert_allclose(joints[2], rest, rtol=0, atol=2e-7)
 
 
 def test_points_in_padded_chunks_equal_the_full_forward(model):

@@ -150,7 +150,7 @@ def smplh_forward(model: SmplhModel, betas, poses, trans):
 
   Returns (vertices (T, V, 3), joints (T, J, 3)) in the frame of ``trans`` (float32).
   """
-  shaped, rest_joints = _shape(model, betas)
+  shaped, rest_joints = rest_pose(model, betas)
   points = _posed(model.parents, shaped, model.posedirs, model.weights, rest_joints, poses, trans,
                   np.arange(model.num_joints))
   return points[:, :model.num_vertices], points[:, model.num_vertices:]
@@ -186,7 +186,7 @@ def smplh_points(model: SmplhModel, betas, poses, trans, vertex_ids=(), joint_id
 def _selected_rest(model, betas, vertex_ids):
   """Shaped rest vertices ``vertex_ids`` with their pose blend shapes and weights, and the
   rest joints."""
-  shaped, rest_joints = _shape(model, betas)
+  shaped, rest_joints = rest_pose(model, betas)
   return (shaped[vertex_ids], jnp.asarray(model.posedirs)[vertex_ids],
           jnp.asarray(model.weights)[vertex_ids], rest_joints)
 
@@ -197,8 +197,8 @@ def _points_chunk(parents, rest, poses, trans, joint_ids):
   return _posed(parents, shaped, posedirs, weights, rest_joints, poses, trans, joint_ids)
 
 
-def _shape(model, betas):
-  """Shaped rest vertices (V, 3) and the joints regressed from them (J, 3)."""
+def rest_pose(model: SmplhModel, betas):
+  """The zero pose: the shaped template (V, 3) and the joints regressed from it (J, 3)."""
   betas = jnp.asarray(betas, jnp.float32)
   shaped = jnp.asarray(model.v_template) + jnp.einsum("vkb,b->vk", jnp.asarray(model.shapedirs),
                                                       betas)
@@ -282,6 +282,6 @@ def height(vertices):
 
 def mass_and_height(model: SmplhModel, betas):
   """The original's subject mass (kg: ``DENSITY`` times the mesh volume) and height (m) of the
-  zero-pose mesh with ``betas``, which is the shaped template."""
-  shaped, _ = _shape(model, betas)
+  zero-pose mesh with ``betas``."""
+  shaped, _ = rest_pose(model, betas)
   return DENSITY * mesh_volume(shaped, model.faces), height(shaped)

@@ -15,7 +15,7 @@ they were not on the floor (a bug; its IK gave them weight 0); they are not made
 import jax.numpy as jnp
 import numpy as np
 
-from d3ke_jax.body.smplh import NUM_JOINTS, smplh_forward
+from d3ke_jax.body.smplh import rest_pose
 
 # name, 0-based SMPL+H vertex index (smplh_vertex_index.py:L105-190 of the original).
 VERTEX_MARKERS = (
@@ -119,12 +119,10 @@ def ground_markers(markers, names, floor, up_axis=1):
 def static_pose_points(model, betas):
   """The original's scaling pose: the 118 points (118, 3) and all vertices (V, 3) of the zero
   pose with ``betas``, no translation, turned by ``STATIC_ROTATION`` (y up, facing +x)."""
-  zeros = jnp.zeros((1, 3 * NUM_JOINTS), jnp.float32)
-  vertices, joints = smplh_forward(model, betas, zeros, jnp.zeros((1, 3), jnp.float32))
-  points = jnp.concatenate([vertices[0, np.array(POINT_VERTICES)],
-                            joints[0, np.array(POINT_JOINTS)]])
+  vertices, joints = rest_pose(model, betas)
+  points = jnp.concatenate([vertices[np.array(POINT_VERTICES)], joints[np.array(POINT_JOINTS)]])
   rotation = jnp.asarray(STATIC_ROTATION)
-  return points @ rotation.T, vertices[0] @ rotation.T
+  return points @ rotation.T, vertices @ rotation.T
 
 
 def static_markers(model, betas):
