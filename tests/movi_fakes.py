@@ -50,6 +50,7 @@ FINGERS = (("index", 0.08, 0.025, (0.04, 0.025, 0.02)),
            ("pinky", 0.072, -0.033, (0.03, 0.02, 0.018)),
            ("ring", 0.078, -0.015, (0.04, 0.026, 0.02)),
            ("thumb", 0.025, 0.03, (0.035, 0.03, 0.025)))
+FOOT_MARKERS = ("HEE", "TOE", "MT1", "MT5")
 T_POSE = {"shoulder_add_r": -np.pi / 2, "shoulder_add_l": -np.pi / 2}
 FK_BLOCK = 64  # poses per forward-kinematics call: one compilation
 GENDER_SCALE = {"female": 0.94, "male": 1.0, "neutral": 0.97}
@@ -282,7 +283,8 @@ def _fake_body(gender, seed):
 
 def walk(frames, rate=120, seed=0):
   """The skeletal model walking along +x: one dict of coordinate values per frame (hips,
-  knees, ankles, shoulders and elbows swinging, the pelvis turning a little)."""
+  knees, ankles, shoulders and elbows swinging, the pelvis turning a little), the pelvis
+  lowered so that the lowest foot marker stays at its standing height."""
   rng = np.random.default_rng(seed)
   t = np.arange(frames) / rate
   c = 2 * np.pi * rng.uniform(0.8, 1.0) * t + rng.uniform(0, 2 * np.pi)  # gait phase
@@ -296,6 +298,13 @@ def walk(frames, rate=120, seed=0):
       "shoulder_add_r": np.full(frames, -0.25), "shoulder_add_l": np.full(frames, -0.25),
       "shoulder_flex_r": -0.35 * swing, "shoulder_flex_l": 0.35 * swing,
       "elbow_flexion_r": 0.4 + 0.2 * swing, "elbow_flexion_l": 0.4 - 0.2 * swing}
+  model, (_, _, markers) = posed_skeleton([{}] + _frames(values, frames))
+  feet = [model.marker_index(side + name) for side in "LR" for name in FOOT_MARKERS]
+  values["pelvis_ty"] -= markers[1:, feet, 1].min(1) - markers[0, feet, 1].min()
+  return _frames(values, frames)
+
+
+def _frames(values, frames):
   return [{name: v[i] for name, v in values.items()} for i in range(frames)]
 
 

@@ -244,3 +244,22 @@ def test_fake_movi_files_read_back_as_the_original_reads_them(tmp_path):
   shape = movi_fakes.write_fake_shape(str(tmp_path / "shape.npz"), np.arange(16.0), "male")
   with np.load(shape) as npz:
     assert npz["betas"].shape == (16,) and str(npz["gender"]) == "male"
+
+
+def test_fake_amass_walks_upright_on_a_z_up_floor(tmp_path):
+  tree = movi_fakes.fake_movi_tree(str(tmp_path), subjects=(1,), movements=1, frames=24)
+  subject = tree["subjects"][1]
+  assert subject["amass"][0].endswith("BMLmovi/Subject_1_F_MoSh/Subject_1_F_1_poses.npz")
+  with np.load(subject["amass"][0]) as amass:
+    assert amass["poses"].shape == (24, 156) and amass["dmpls"].shape == (24, 8)
+    assert float(amass["mocap_framerate"]) == 120 and str(amass["gender"]) == "female"
+    poses, trans, betas = amass["poses"], amass["trans"], amass["betas"]
+  model = smplh.load_smplh(smplh.find_smplh(tmp_path, "female"))
+  feet = [dict(vm.VERTEX_MARKERS)[s + n] for s in "LR" for n in movi_fakes.FOOT_MARKERS]
+  points = np.asarray(smplh.smplh_points(model, betas, poses, trans, feet, (0, 15)))
+  foot, root, head = points[:, :-2, 2].min(1), points[:, -2, 2], points[:, -1, 2]
+  assert np.all(head > root + 0.4) and np.all((0.8 < root) & (root < 1.0))  # z up
+  # The lowest foot marker stays 0-3 cm above the floor, as standing; measured: 1.7-1.9 cm.
+  assert np.all((0 < foot) & (foot < 0.03)) and np.ptp(foot) < 0.006
+  walked = np.linalg.norm(points[-1, -2, :2] - points[0, -2, :2])
+  assert walked == pytest.approx(1.1 * 23 / 120, rel=0.05)  # 1.1 m/s; measured: 0.9 % off
