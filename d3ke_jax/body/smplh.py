@@ -212,7 +212,8 @@ def _posed(parents, shaped, posedirs, weights, rest_joints, poses, trans, joint_
   rot = rotvec_to_matrix(jnp.asarray(poses, jnp.float32).reshape(frames, num_joints, 3))
   feature = (rot[:, 1:] - jnp.eye(3, dtype=rot.dtype)).reshape(frames, -1)
   num_points = shaped.shape[0]
-  pose_offsets = feature @ jnp.asarray(posedirs).reshape(num_points * 3, -1).T
+  posedirs = jnp.asarray(posedirs)
+  pose_offsets = feature @ posedirs.reshape(num_points * 3, posedirs.shape[-1]).T
   vertices = shaped + pose_offsets.reshape(frames, num_points, 3)
   world_rot, world_pos = _world_transforms(parents, rot, rest_joints)
   # Skinning transform of joint j: x -> R_j (x - J_j) + p_j, J_j its rest position.
