@@ -279,14 +279,16 @@ def subject_truth(model: SkeletalModel, static_markers, motions, names, static_n
     ``SubjectTruth``.
   """
   static_names = tuple(names if static_names is None else static_names)
-  static = np.asarray(static_markers, float).reshape((-1, len(static_names), 3))
-  measured = [n for k, n in enumerate(static_names) if np.isfinite(static[:, k]).all(-1).any()]
+  static = np.asarray(static_markers, float)
+  static = model_markers(model, static.reshape((-1,) + static.shape[-2:]), static_names)
+  measured = [n for k, n in enumerate(model.marker_names)
+              if np.isfinite(static[:, k]).all(-1).any()]
   resolution = resolve_measurements(model, measured)
   # Measured, placed and solved from the static pose (its default pose in the result).
   model = model.replace(coordinate_defaults=static_pose(model))
-  scales = measurement_scales(model, model_markers(model, static, static_names),
-                              resolution.measurements, inherit=True)
-  placed, static_coords = place_markers(model, scales, static, static_names, SCALING_WEIGHTS)
+  scales = measurement_scales(model, static, resolution.measurements, inherit=True)
+  placed, static_coords = place_markers(model, scales, static, model.marker_names,
+                                        SCALING_WEIGHTS)
   weights = model_weights(placed, IK_WEIGHTS)
   masks = MaskRules(placed)
   out = []

@@ -18,6 +18,9 @@ def model_markers(model: SkeletalModel, markers, names):
   """(T, M, 3) positions of the model's markers from ``markers`` (T, K, 3) named ``names``:
   NaN for model markers not among the names; named markers the model lacks are ignored."""
   markers = np.asarray(markers, float)
+  if markers.ndim != 3 or markers.shape[1:] != (len(names), 3):
+    raise ValueError(f"markers must be (frames, {len(names)}, 3) for {len(names)} names, got "
+                     f"{markers.shape}")
   trajectories = MarkerTrajectories(names=tuple(names), time=np.arange(markers.shape[0]),
                                     positions=markers, rate=1.0)
   return trajectories.select(model.marker_names)
