@@ -1,0 +1,167 @@
+"""Where the person is in each frame: square boxes (x0, y0, side) in upright pixels.
+
+Two sources: a file of per-frame boxes from any detector, or, for a static camera, a
+background-subtraction finder that keeps following one person (the foreground region
+nearest to where they were). Frames without a person are flagged, never fatal: their box
+is the last one found.
+"""
+
+import csv
+import json
+import os
+
+import numpy as np
+import scipy.ndimage
+
+from d3ke_jax.data.render import square_box
+from d3ke_jax.errors import UserError
+from d3ke_jax.io.video import FrameReader
+
+MARGIN = 0.15  # relative margin around the person: the middle of training's 0.1-0.25
+WORKING_WIDTH = 160  # the finder works on frames reduced to about this width
+THRESHOLD = 30  # foreground: a pixel's summed RGB difference from the background (0-765)
+MIN_AREA = 1e-3  # a foreground region covers at least this fraction of the frame
+
+
+def read_boxes(path, count):
+  """(boxes (count, 3) square x0, y0, side; found (count,) bool) from a CSV (columns
+  ``frame, x0, y0, x1, y1``, a header row first) or JSON (a list of ``{"frame": i, "box":
+  [x0, y0, x1, y1]}``) file of corner boxes in upright pixels. Each detector box becomes a
+  square around it with ``MARGIN``; frames the file lacks are not found."""
+  path = os.fspath(path)
+  rows = _json_rows(path) if path.lower().endswith(".json") else _csv_rows(path)
+  boxes, found = np.zeros((count, 3)), np.zeros(count, bool)
+  for frame, corners in rows:
+    if not 0 <= frame < count:
+      continue
+    x0, y0, x1, y1 = corners
+    if not (np.all(np.isfinite(corners)) and x1 > x0 and y1 > y0):
+      raise UserError(f"{path}: the box of frame {frame} is not x0 < x1, y0 < y1 ({corners})")
+    boxes[frame] = square_box(np.array([[x0, y0], [x1, y1]]), MARGIN)
+    found[frame] = True
+  return fill_missing(boxes, found), found
+
+
+def _csv_rows(path):
+  with open(path, newline="") as f:
+    table = list(csv.reader(f))
+  if not table or [c.strip() for c in table[0][:5]] != ["frame", "x0", "y0", "x1", "y1"]:
+    raise UserError(f"{path}: the first row must be the header frame,x0,y0,x1,y1")
+  rows = []
+  for number, row in enumerate(table[1:], start=2):
+    try:
+      rows.append((int(row[0]), tuple(float(v) for v in row[1:5])))
+    except (ValueError, IndexError):
+      raise UserError(f"{path}: line {number} is not frame,x0,y0,x1,y1 numbers") from None
+  return rows
+
+
+def _json_rows(path):
+  try:
+    with open(path) as f:
+      entries = json.load(f)
+    return [(int(e["frame"]), tuple(float(v) for v in e["box"][:4])) for e in entries]
+  except (ValueError, KeyError, TypeError, IndexError) as e:
+    raise UserError(f"{path}: not a JSON list of {{\"frame\": i, \"box\": [x0, y0, x1, y1]}} "
+                    f"({type(e).__name__}: {e})") from None
+
+
+def fill_missing(boxes, found):
+  """Boxes of frames not found replaced by the last found one (the first found before it)."""
+  if not found.any():
+    return boxes
+  index = np.maximum.accumulate(np.where(found, np.arange(len(found)), -1))
+  index[index < 0] = np.argmax(found)
+  return boxes[index]
+
+
+class FileBoxes:
+  """Boxes read from a file, served chunk by chunk."""
+
+  def __init__(self, path, count):
+    self.boxes, self.found = read_boxes(path, count)
+
+  def __call__(self, frames, first):
+    end = first + len(frames)
+    if end > len(self.boxes):  # the container stated fewer frames than it holds
+      extra = end - len(self.boxes)
+      self.boxes = np.concatenate([self.boxes, np.repeat(self.boxes[-1:], extra, 0)])
+      self.found = np.concatenate([self.found, np.zeros(extra, bool)])
+    return self.boxes[first:end], self.found[first:end]
+
+
+def background(path, samples=48):
+  """The static background of a video, reduced to about ``WORKING_WIDTH``: the median of
+  ``samples`` frames spread over it (a moving person is in few of them)."""
+  info = FrameReader(path).info
+  step = max(1, int(info.frames or samples) // samples)
+  stride = _stride(info.width)
+  kept, index = [], 0
+  for frames, _ in FrameReader(path):
+    picked = frames[(-index) % step::step, ::stride, ::stride]
+    kept.extend(picked.astype(np.int16))
+    index += len(frames)
+  return np.median(np.stack(kept), axis=0).astype(np.int16)
+
+
+def _stride(width):
+  return max(1, int(round(width / WORKING_WIDTH)))
+
+
+class BackgroundTracker:
+  """Finds the moving person against a static background, frame by frame, keeping one
+  identity: of the foreground regions, the one nearest the previous box's centre."""
+
+  def __init__(self, background_image, width):
+    self.background, self.stride = background_image, _stride(width)
+    self.previous = None
+
+  def __call__(self, frames, first):
+    del first  # frames come in order
+    boxes, found = np.zeros((len(frames), 3)), np.zeros(len(frames), bool)
+    for k, frame in enumerate(frames):
+      box = self.find(frame)
+      found[k] = box is not None
+      if box is not None:
+        self.previous = box
+      height, width = frame.shape[:2]
+      boxes[k] = self.previous if self.previous is not None else _whole(width, height)
+    return boxes, found
+
+  def find(self, frame):
+    """The square box of the person in one upright frame, or None."""
+    small = frame[::self.stride, ::self.stride].astype(np.int16)
+    mask = np.abs(small - self.background).sum(-1) > THRESHOLD
+    mask = scipy.ndimage.binary_opening(mask, iterations=1)
+    labels, count = scipy.ndimage.label(mask)
+    if not count:
+      return None
+    sizes = scipy.ndimage.sum_labels(mask, labels, np.arange(1, count + 1))
+    large = np.flatnonzero(sizes >= MIN_AREA * mask.size) + 1
+    if not len(large):
+      return None
+    centres = np.array(scipy.ndimage.center_of_mass(mask, labels, large))[:, ::-1]
+    if self.previous is None:
+      chosen = large[np.argmax(sizes[large - 1])]
+    else:
+      x0, y0, side = self.previous
+      near = np.hypot(*(centres * self.stride - (x0 + side / 2, y0 + side / 2)).T)
+      chosen = large[np.argmin(near)]
+    rows, columns = np.nonzero(labels == chosen)
+    points = np.stack([columns, rows], 1) * self.stride
+    low, high = points.min(0), points.max(0) + self.stride
+    return square_box(np.array([low, high], float), MARGIN)
+
+
+def _whole(width, height):
+  side = float(min(width, height))
+  return ((width - side) / 2, (height - side) / 2, side)
+
+
+def iou(a, b):
+  """Intersection over union of square boxes (..., 3) (x0, y0, side)."""
+  a, b = np.asarray(a, float), np.asarray(b, float)
+  low = np.maximum(a[..., :2], b[..., :2])
+  high = np.minimum(a[..., :2] + a[..., 2:], b[..., :2] + b[..., 2:])
+  inter = np.prod(np.clip(high - low, 0, None), -1)
+  return inter / (a[..., 2] ** 2 + b[..., 2] ** 2 - inter)

@@ -1,0 +1,177 @@
+"""Files of an inference run, written atomically into one folder per video.
+
+Frame of the 3D outputs: the camera's, turned to OpenSim's axes (``CAMERA_TO_GROUND``):
+x to the image's right, y up, z towards the viewer. The ``.mot``'s pelvis coordinates are
+the predicted pelvis orientation in that frame (the pelvis translations are 0: positions
+are root-relative); the ``.trc`` holds the markers of the scaled model in that frame, the
+pelvis at the origin, so the ``.mot`` with the scaled ``.osim`` reproduces them.
+"""
+
+import csv
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import scipy.spatial.transform
+from matplotlib.figure import Figure
+
+from d3ke_jax.io.atomic import atomic_path, atomic_write
+from d3ke_jax.io.mot import write_mot
+from d3ke_jax.io.trc import MarkerTrajectories, write_trc
+from d3ke_jax.io.video import FrameReader, write_video
+from d3ke_jax.skeleton import forward_kinematics
+from d3ke_jax.skeleton.scaling import write_scaled_osim
+from d3ke_jax.skeleton.subset import expand_coordinates, expand_scales
+from d3ke_jax.train.summaries import bones, draw_skeleton
+
+CAMERA_TO_GROUND = np.diag([1.0, -1.0, -1.0])  # camera (x right, y down, z ahead) -> OpenSim
+PLOTTED = ("hip_flexion", "knee_angle", "ankle_angle", "shoulder_flex", "elbow_flexion",
+           "hip_adduction")  # main joint angles, right and left in one panel
+FK_CHUNK = 512  # frames per forward-kinematics call for the .trc
+BOX_COLOUR, SKELETON_COLOUR = (255, 255, 0), (0, 255, 0)
+
+
+def root_coordinates(model, rotation):
+  """The root joint's rotational coordinates (T, 3) that turn the root body by ``rotation``
+  (T, 3, 3) in ground; the joint's three rotation axes must be coordinate axes, each read
+  by one coordinate (as the full-body models' pelvis)."""
+  root = model.root_joint
+  axes = np.asarray(model.axes)[root, :3]
+  order = np.argmax(np.abs(axes), axis=1)
+  if not np.allclose(np.abs(axes[np.arange(3), order]), 1.0) or len(set(order)) < 3:
+    raise ValueError(f"{model.source}: the root joint's rotation axes are not x, y, z")
+  local = (np.asarray(model.parent_rotation)[root].T @ np.asarray(rotation, float)
+           @ np.asarray(model.child_rotation)[root])
+  angles = scipy.spatial.transform.Rotation.from_matrix(local).as_euler("".join("XYZ"[k]
+                                                                                for k in order))
+  return angles * np.sign(axes[np.arange(3), order])
+
+
+def full_coordinates(model, layout, prediction):
+  """(T, C) every model coordinate: the predicted ones, the pelvis orientation in the
+  ground frame (``CAMERA_TO_GROUND``), translations of the root 0, the rest defaults."""
+  coords = np.array(expand_coordinates(model, layout, prediction.coords), float)
+  root = [(axis, c) for j, axis, c in model.axis_inputs if j == model.root_joint]
+  angles = root_coordinates(model, CAMERA_TO_GROUND @ prediction.rotation)
+  for axis, c in root:
+    coords[:, c] = angles[:, axis] if axis < 3 else 0.0
+  return coords
+
+
+def subject_scales(model, layout, prediction):
+  """(B, 3) body scales relative to the model: the median over frames with a person."""
+  valid = prediction.found if prediction.found.any() else np.ones_like(prediction.found)
+  return np.median(np.asarray(expand_scales(model, layout, prediction.scales[valid])), axis=0)
+
+
+def scaled_markers(model, coords, scales, chunk=FK_CHUNK):
+  """(T, M, 3) markers of the model scaled by ``scales`` (B, 3) in the poses ``coords``
+  (T, C), computed ``chunk`` frames at a time (padded, so one compilation serves all)."""
+  scales = jnp.asarray(scales, jnp.float32)
+  parts = []
+  for first in range(0, len(coords), chunk):
+    part = coords[first:first + chunk]
+    padded = jnp.asarray(np.concatenate([part, np.repeat(part[-1:], chunk - len(part), 0)]),
+                         jnp.float32)
+    parts.append(np.asarray(forward_kinematics(model, padded, scales=scales).markers)[:len(part)])
+  return np.concatenate(parts).astype(float)
+
+
+def write_outputs(model, layout, prediction, out_dir, name, video=None, fps=None):
+  """Writes ``name``.mot, .trc, ``name``_scaled.osim, frames.csv, angles.png and (with the
+  source ``video``) ``name``_overlay.mp4 into ``out_dir``; returns {kind: path}."""
+  os.makedirs(out_dir, exist_ok=True)
+  path = lambda suffix: os.path.join(out_dir, name + suffix)
+  coords = full_coordinates(model, layout, prediction)
+  rotational = [t == "rotational" for t in model.coordinate_types]
+  paths = {"mot": path(".mot"), "trc": path(".trc")}
+  write_mot(paths["mot"], prediction.time, coords, model.coordinate_names, rotational)
+  scales = subject_scales(model, layout, prediction)
+  write_trc(paths["trc"], MarkerTrajectories(model.marker_names, prediction.time,
+                                             scaled_markers(model, coords, scales),
+                                             fps or _rate(prediction.time)), units="m")
+  paths["osim"] = write_scaled_osim(model.source, scales, path("_scaled.osim"),
+                                    body_names=list(model.body_names))
+  paths["frames"] = write_frames_csv(os.path.join(out_dir, "frames.csv"), prediction)
+  paths["plot"] = plot_angles(os.path.join(out_dir, "angles.png"), model, coords,
+                              prediction.time, prediction.found)
+  if video is not None:
+    paths["overlay"] = write_overlay(path("_overlay.mp4"), video, model, prediction, fps)
+  return paths
+
+
+def write_frames_csv(path, prediction):
+  with atomic_write(path) as f:
+    out = csv.writer(f)
+    out.writerow(["frame", "time", "x0", "y0", "side", "person_found"])
+    for k, (t, box, found) in enumerate(zip(prediction.time, prediction.boxes,
+                                            prediction.found)):
+      out.writerow([k, f"{t:.6f}", *(f"{v:.2f}" for v in box), int(found)])
+  return path
+
+
+def plot_angles(path, model, coords, time, found):
+  """One panel per main joint angle (right solid, left dashed) over time, in degrees;
+  frames without a person shaded."""
+  names = [stem for stem in PLOTTED if f"{stem}_r" in model.coordinate_names] or [
+      model.coordinate_names[int(np.argmax(np.std(coords, 0)))]]
+  figure = Figure(figsize=(8, 1.8 * len(names)), layout="constrained")
+  for k, stem in enumerate(names):
+    axis = figure.add_subplot(len(names), 1, k + 1)
+    for suffix, style in (("_r", "-"), ("_l", "--"), ("", "-")):
+      if stem + suffix in model.coordinate_names:
+        values = np.degrees(coords[:, model.coordinate_index(stem + suffix)])
+        axis.plot(time, values, style, label=stem + suffix)
+    half = 0.5 / _rate(time)
+    for t in time[~found]:
+      axis.axvspan(t - half, t + half, color="grey", alpha=0.3, linewidth=0)
+    axis.set_ylabel("deg")
+    axis.legend(loc="upper right", fontsize="small")
+  figure.axes[-1].set_xlabel("time (s)")
+  with atomic_path(path) as tmp:
+    figure.savefig(tmp, format="png", dpi=80)
+  return path
+
+
+def skeleton_in_box(joints, box, margin=0.15):
+  """Root-relative camera-frame joints (J, 3) drawn into a box (x0, y0, side): their
+  image-plane extent scaled to the box less its margin and centred (weak perspective)."""
+  x0, y0, side = box
+  planar = joints[:, :2]
+  low, high = planar.min(0), planar.max(0)
+  scale = side / (1 + 2 * margin) / max(float(np.max(high - low)), 1e-6)
+  return (planar - (low + high) / 2) * scale + (x0 + side / 2, y0 + side / 2)
+
+
+def write_overlay(path, video, model, prediction, fps=None):
+  """The video with each frame's box and predicted skeleton drawn on it."""
+  pairs = bones(model)
+
+  def frames():
+    index = 0
+    for chunk, _ in FrameReader(video):
+      for frame in chunk[:len(prediction.time) - index]:
+        box = prediction.boxes[index]
+        colour = SKELETON_COLOUR if prediction.found[index] else (128, 128, 128)
+        image = draw_skeleton(frame, skeleton_in_box(prediction.joints[index], box), pairs,
+                              colour, width=max(1, int(box[2] // 150)))
+        image = draw_skeleton(image, _corners(box), [(0, 1), (1, 2), (2, 3), (3, 0)],
+                              BOX_COLOUR)
+        yield _even(image)
+        index += 1
+
+  return write_video(path, frames(), fps or _rate(prediction.time))
+
+
+def _corners(box):
+  x0, y0, side = box
+  return np.array([[x0, y0], [x0 + side, y0], [x0 + side, y0 + side], [x0, y0 + side]])
+
+
+def _even(image):
+  """Cut to even sizes (the encoder's 4:2:0 sampling needs them)."""
+  return image[:image.shape[0] // 2 * 2, :image.shape[1] // 2 * 2]
+
+
+def _rate(time):
+  return float(1 / np.median(np.diff(time))) if len(time) > 1 else 30.0

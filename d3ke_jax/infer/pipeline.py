@@ -1,0 +1,185 @@
+"""Video -> crops -> batched network -> skeletal layer: per-frame kinematics of one person.
+
+Crops are made as in training: a square box around the person resampled to the run's crop
+size (the box's camera is ``render.crop_camera``). The network runs in fixed-size batches
+(the last one padded) split over all local devices (``jax.pmap``, as training does), while
+a background thread decodes and crops the next frames. ``stage="sequence"`` refines the
+per-frame estimates with the stage-2 run's network over windows covering every frame.
+"""
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import PIL.Image
+
+from d3ke_jax.data.pipeline import covering_windows, prefetch
+from d3ke_jax.errors import UserError
+from d3ke_jax.io.video import FrameReader
+from d3ke_jax.nets.d3ke import skeletal_layer
+from d3ke_jax.train import per_frame, runs, temporal
+from d3ke_jax.train import stage as stages
+from d3ke_jax.train.step import images_from_batch, replicate
+
+STAGES = ("per_frame", "sequence")
+
+
+class Predictor(NamedTuple):
+  """A trained network ready for inference: ``frames(images uint8 (N, S, S, 3))`` and
+  ``windows(Kinematics (N, window, ...))`` (None for a per-frame run) give NumPy
+  (kinematics, pose); N must be a multiple of ``devices``."""
+  model: Any
+  layout: Any
+  size: int  # crop size in pixels
+  devices: int
+  frames: Callable
+  window: int = 0
+  windows: Optional[Callable] = None
+
+
+def data_parallel(apply, variables):
+  """``apply(variables, inputs)`` jitted and split over all local devices: the batch
+  (leading axis, a multiple of the device count) is shaped (devices, per_device, ...)."""
+  devices = jax.local_device_count()
+  # Placed on the devices once (an identity pmap), so calls do not copy them again.
+  replicated = jax.pmap(lambda tree: tree)(replicate(variables, devices))
+  run = jax.pmap(apply)
+
+  def call(inputs):
+    shaped = jax.tree.map(lambda x: x.reshape((devices, -1) + x.shape[1:]), inputs)
+    return jax.tree.map(lambda x: np.asarray(x).reshape((-1,) + x.shape[2:]),
+                        run(replicated, shaped))
+  return call
+
+
+def frame_predictor(network, variables, model, layout, size):
+  """A per-frame ``Predictor`` of a Flax network and its variables."""
+  def apply(variables, images):
+    kinematics = network.apply(variables, images_from_batch({"image": images}), train=False)
+    return kinematics, skeletal_layer(model, layout, kinematics)
+  return Predictor(model=model, layout=layout, size=size, devices=jax.local_device_count(),
+                   frames=data_parallel(apply, variables))
+
+
+def load_predictor(workdir, stage=None, dtype=None, checkpoint="best"):
+  """The ``Predictor`` of a trained run (either stage; ``stage="per_frame"`` on a sequence
+  run uses its stage-1 run alone); ``dtype`` "bfloat16" runs the image network in it."""
+  config = runs.load_config(workdir)
+  stage = stage or config.get("stage")
+  if stage not in STAGES:
+    raise UserError(f"--stage {stage!r}: choose from {', '.join(STAGES)}")
+  if stage == "sequence" and config.get("stage") != "sequence":
+    raise UserError(f"{workdir}: a {config.get('stage')!r} run has no sequence network "
+                    "(--stage sequence needs the workdir of a stage-2 run)")
+  two_stages = config.get("stage") == "sequence"
+  first_dir = config.per_frame_workdir if two_stages else workdir
+  first = temporal.per_frame_run(config) if two_stages else config
+  if dtype:
+    first = first.copy_and_resolve_references()
+    first.model.dtype = dtype
+  model = stages.load_model(first)
+  layout = per_frame.layout_for(first, model)
+  state = runs.restore_state(first_dir, "best" if two_stages else checkpoint)
+  predictor = frame_predictor(per_frame.build_network(first, model, layout), _variables(state),
+                              model, layout, _crop_size(first))
+  if stage == "per_frame":
+    return predictor
+  sequence = temporal.build_network(config, model, layout)
+
+  def refine(variables, kinematics):
+    refined = sequence.apply(variables, kinematics, train=False)
+    return refined, skeletal_layer(model, layout, refined)
+
+  return predictor._replace(window=int(config.window), windows=data_parallel(
+      refine, _variables(runs.restore_state(workdir, checkpoint))))
+
+
+def _variables(state):
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def _crop_size(config):
+  """The crop size the run was trained on (that of its dataset's records)."""
+  builder = runs.DATASETS[config.dataset.name]
+  return next(c.image_size for c in builder.BUILDER_CONFIGS if c.name == config.dataset.config)
+
+
+def crop(frame, box, size):
+  """The square ``box`` (x0, y0, side) of an (H, W, 3) frame resampled to (size, size, 3),
+  bilinear (after an area reduction when the box is at least twice the size); outside the
+  frame is black. Crop pixel centres map to frame pixels as ``render.crop_camera`` says."""
+  x0, y0, side = map(float, box)
+  image = PIL.Image.fromarray(frame)
+  factor = int(side // (2 * size))
+  if factor > 1:
+    image = image.reduce(factor)
+    x0, y0, side = x0 / factor, y0 / factor, side / factor
+  return np.asarray(image.transform((size, size), PIL.Image.Transform.EXTENT,
+                                    (x0, y0, x0 + side, y0 + side),
+                                    resample=PIL.Image.Resampling.BILINEAR))
+
+
+class Prediction(NamedTuple):
+  """Per-frame results over a whole video (T frames)."""
+  time: np.ndarray  # (T,) seconds
+  boxes: np.ndarray  # (T, 3) x0, y0, side in upright frame pixels
+  found: np.ndarray  # (T,) bool: a person was found (else the box is the previous one)
+  coords: np.ndarray  # (T, P) layout coordinates, radians / metres
+  scales: np.ndarray  # (T, G, 3) scale groups relative to the model
+  rotation: np.ndarray  # (T, 3, 3) pelvis -> camera
+  joints: np.ndarray  # (T, J, 3) root-relative, camera orientation, metres
+  markers: np.ndarray  # (T, M, 3)
+  cut: Optional[str]  # where decoding broke off, if it did
+
+
+def _batches(reader, locate, size, batch_size, record):
+  """Yields (crops (batch_size, size, size, 3), count) with the last batch padded; the
+  chunk's times, boxes and flags go to ``record``."""
+  pending, first = [], 0
+  for frames, times in reader:
+    boxes, found = locate(frames, first)
+    record(times, boxes, found)
+    pending.extend(crop(frame, box, size) for frame, box in zip(frames, boxes))
+    first += len(frames)
+    while len(pending) >= batch_size:
+      yield np.stack(pending[:batch_size]), batch_size
+      pending = pending[batch_size:]
+  if pending:
+    count = len(pending)
+    yield np.stack(pending + pending[-1:] * (batch_size - count)), count
+
+
+def predict_video(predictor: Predictor, path, locate, batch_size=64, chunk=64):
+  """Runs ``predictor`` on every frame of the video ``path``; ``locate(frames, first)``
+  gives each chunk's (boxes, found). Decoding and cropping run ahead on a thread."""
+  batch_size = -(-batch_size // predictor.devices) * predictor.devices
+  reader = FrameReader(path, chunk)
+  times, boxes, found, outputs = [], [], [], []
+  record = lambda t, b, f: (times.append(t), boxes.append(b), found.append(f))
+  for crops, count in prefetch(_batches(reader, locate, predictor.size, batch_size, record)):
+    kinematics, pose = predictor.frames(crops)
+    outputs.append(jax.tree.map(lambda x, n=count: x[:n], (kinematics, pose)))
+  if not outputs:
+    raise UserError(reader.cut or f"{path}: no frames")
+  kinematics, pose = jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
+  if predictor.windows is not None:
+    kinematics, pose = _sequence(predictor, kinematics, batch_size)
+  return Prediction(time=np.concatenate(times), boxes=np.concatenate(boxes),
+                    found=np.concatenate(found), coords=kinematics.coords,
+                    scales=kinematics.scales, rotation=kinematics.rotation,
+                    joints=pose.joints, markers=pose.markers, cut=reader.cut)
+
+
+def _sequence(predictor, kinematics, batch_size):
+  """The sequence network over windows covering every frame (one clip)."""
+  count = len(kinematics.coords)
+  index, source = covering_windows(np.zeros(count, int), predictor.window)
+  outputs = []
+  for first in range(0, len(index), batch_size):
+    rows = index[first:first + batch_size]
+    padded = np.concatenate([rows, np.repeat(rows[-1:], batch_size - len(rows), 0)])
+    windows = jax.tree.map(lambda x: jnp.asarray(x[padded], jnp.float32), kinematics)
+    outputs.append(jax.tree.map(lambda x, n=len(rows): x[:n], predictor.windows(windows)))
+  refined = jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
+  return jax.tree.map(lambda x: x[source[:, 0], source[:, 1]], refined)

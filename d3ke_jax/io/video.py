@@ -1,0 +1,168 @@
+"""Video files through PyAV (FFmpeg): streaming decode to upright RGB frames, and writing.
+
+Frames come in chunks so that memory does not grow with the video; the display rotation a
+phone stores (a landscape stream tagged to be shown portrait) is applied; timestamps are
+the stream's own (a variable frame rate is kept). A video that breaks off keeps the frames
+decoded before the break, and the reader says where it stopped.
+"""
+
+import dataclasses
+import fractions
+import os
+from typing import Optional
+
+import av
+import numpy as np
+
+from d3ke_jax.errors import UserError
+from d3ke_jax.io.atomic import atomic_path
+
+
+class VideoError(UserError, ValueError):
+  """A video that cannot be read: missing, empty, not a video or an unknown codec."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+  """What a video's header says; sizes are upright (after the display rotation)."""
+  path: str
+  width: int
+  height: int
+  fps: float  # the average frame rate
+  rotation: int  # degrees counter-clockwise applied to the stored frames (0, 90, 180, 270)
+  frames: Optional[int]  # the frame count the container states (None: not stated)
+  duration: Optional[float]  # seconds (None: not stated)
+  codec: str
+
+
+def _open(path):
+  path = os.fspath(path)
+  if os.path.isdir(path):
+    raise VideoError(f"{path}: is a directory, not a video")
+  if not os.path.exists(path):
+    raise VideoError(f"{path}: no such file")
+  if os.path.getsize(path) == 0:
+    raise VideoError(f"{path}: empty file, not a video")
+  try:
+    container = av.open(path)
+  except av.FFmpegError as e:
+    raise VideoError(f"{path}: not a video FFmpeg can read ({_reason(e)})") from None
+  if not container.streams.video:
+    container.close()
+    raise VideoError(f"{path}: no video stream (not a video, or cut before its index)")
+  stream = container.streams.video[0]
+  if stream.codec_context is None or not stream.codec_context.name:
+    container.close()
+    raise VideoError(f"{path}: unknown video codec")
+  return container, stream
+
+
+def _reason(error):
+  return getattr(error, "strerror", None) or str(error).splitlines()[0]
+
+
+def _rotation(stream, container):
+  """The display rotation (degrees counter-clockwise) of the first frame, to a multiple of 90."""
+  try:
+    frame = next(container.decode(stream))
+  except (StopIteration, av.FFmpegError):
+    return 0
+  finally:
+    container.seek(0)
+  return int(round(frame.rotation / 90.0)) * 90 % 360
+
+
+def video_info(path):
+  """The ``VideoInfo`` of a video file; ``VideoError`` naming the file if it is none."""
+  container, stream = _open(path)
+  try:
+    rotation = _rotation(stream, container)
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if rotation in (90, 270):
+      width, height = height, width
+    fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+    duration = (float(stream.duration * stream.time_base) if stream.duration
+                else container.duration / av.time_base if container.duration else None)
+    return VideoInfo(path=os.fspath(path), width=width, height=height, fps=fps,
+                     rotation=rotation, frames=stream.frames or None, duration=duration,
+                     codec=stream.codec_context.name)
+  finally:
+    container.close()
+
+
+class FrameReader:
+  """Iterates over a video in chunks: ``(frames (n, H, W, 3) uint8 RGB upright, times (n,)
+  seconds)``. After the iteration, ``cut`` is None, or says where decoding broke off (the
+  frames before it were all yielded). Nothing is decoded beyond the current chunk."""
+
+  def __init__(self, path, chunk=64):
+    if chunk < 1:
+      raise ValueError(f"chunk must be at least 1, got {chunk}")
+    self.info = video_info(path)
+    self.path, self.chunk, self.cut = os.fspath(path), chunk, None
+
+  def __iter__(self):
+    container, stream = _open(self.path)
+    stream.thread_type = "AUTO"
+    frames, times, count = [], [], 0
+    turns = self.info.rotation // 90
+    try:
+      decoded = container.decode(stream)
+      while True:
+        try:
+          frame = next(decoded)
+        except StopIteration:
+          break
+        except av.FFmpegError as e:
+          self.cut = f"{self.path}: decoding stopped after {count} frames ({_reason(e)})"
+          break
+        image = frame.to_ndarray(format="rgb24")
+        frames.append(np.ascontiguousarray(np.rot90(image, turns)) if turns else image)
+        times.append(float(frame.time) if frame.time is not None else count / self.info.fps)
+        count += 1
+        if len(frames) == self.chunk:
+          yield np.stack(frames), np.array(times)
+          frames, times = [], []
+      if frames:
+        yield np.stack(frames), np.array(times)
+      if count == 0 and self.cut is None:
+        self.cut = f"{self.path}: no frame could be decoded"
+      if self.info.frames and count < self.info.frames and self.cut is None:
+        self.cut = (f"{self.path}: the video ends after {count} of its {self.info.frames} "
+                    f"frames (truncated?)")
+    finally:
+      container.close()
+
+
+def read_frames(path, chunk=64):
+  """Yields ``(frames, times)`` chunks of a video (see ``FrameReader``, which also reports
+  a cut)."""
+  yield from FrameReader(path, chunk)
+
+
+def write_video(path, frames, fps, rotation=0, codec="libx264"):
+  """Writes RGB frames (iterable of (H, W, 3) uint8, even sizes) as an .mp4, atomically.
+  ``rotation`` (degrees counter-clockwise) is stored as the display rotation, as phones do:
+  readers show the frames turned by it."""
+  with atomic_path(path) as tmp:
+    # The index goes first (faststart), so a copy cut short still plays up to the cut.
+    container = av.open(tmp, "w", format="mp4", options={"movflags": "faststart"})
+    try:
+      stream = None
+      for image in frames:
+        image = np.asarray(image, np.uint8)
+        if stream is None:
+          stream = container.add_stream(codec, rate=fractions.Fraction(fps).limit_denominator(1001))
+          stream.height, stream.width = image.shape[:2]
+          stream.pix_fmt = "yuv420p"
+          if codec == "libx264":
+            stream.options = {"crf": "18", "preset": "veryfast"}
+          if rotation:
+            stream.set_display_rotation(rotation)
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+      if stream is None:
+        raise ValueError(f"{path}: no frames to write")
+      container.mux(stream.encode())
+    finally:
+      container.close()
+  return path

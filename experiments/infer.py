@@ -1,0 +1,103 @@
+"""Video in, OpenSim files out: ``python -m experiments.infer --video PATH --workdir RUN``.
+
+For each video (``--video`` may be a folder: every video in it), writes into
+``OUT/<video name>/``: ``<name>.mot`` (every model coordinate, degrees and metres; the
+pelvis orientation in the camera's frame turned to OpenSim's axes: x right, y up, z towards
+the viewer), ``<name>.trc`` (the model's markers, metres, root-relative, same frame),
+``<name>_scaled.osim`` (the median body scales), ``frames.csv`` (time, box, whether a
+person was found), ``<name>_overlay.mp4`` and ``angles.png``. The person's boxes come from
+``--boxes`` (CSV ``frame,x0,y0,x1,y1`` or JSON; a folder of ``<name>.csv``/``.json`` for a
+folder of videos) or, without it, from background subtraction (a static camera).
+"""
+
+import os
+import sys
+import time
+
+from d3ke_jax import cli
+from d3ke_jax.errors import UserError
+from d3ke_jax.infer import boxes as box_sources
+from d3ke_jax.infer.outputs import write_outputs
+from d3ke_jax.infer.pipeline import STAGES, load_predictor, predict_video
+from d3ke_jax.io.video import video_info
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+def parse(argv):
+  parser = cli.ArgumentParser(prog="python -m experiments.infer", description=__doc__)
+  parser.add_argument("--video", required=True, help="a video file or a folder of videos")
+  parser.add_argument("--workdir", required=True, help="the trained run")
+  parser.add_argument("--out", default="infer", help="output folder (default: ./infer)")
+  parser.add_argument("--stage", choices=STAGES, help="default: the run's own stage")
+  parser.add_argument("--boxes", help="per-frame person boxes (CSV or JSON), or a folder")
+  parser.add_argument("--batch_size", type=cli.number(int, 0), default=64)
+  parser.add_argument("--dtype", choices=("float32", "bfloat16"), help="default: the run's")
+  parser.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+  parser.add_argument("--no_overlay", action="store_true", help="skip the overlay video")
+  return parser.parse_args(argv)
+
+
+def videos_of(path):
+  if os.path.isdir(path):
+    found = sorted(os.path.join(path, f) for f in os.listdir(path)
+                   if f.lower().endswith(VIDEO_EXTENSIONS))
+    if not found:
+      raise UserError(f"{path}: no video files ({', '.join(VIDEO_EXTENSIONS)}) in this folder")
+    return found
+  if not os.path.exists(path):
+    raise UserError(f"{path}: no such file (--video)")
+  return [path]
+
+
+def boxes_file(boxes, video, folder):
+  """The boxes file of ``video`` (None: find the person)."""
+  if boxes is None:
+    return None
+  if not folder:
+    if not os.path.isfile(boxes):
+      raise UserError(f"{boxes}: no such file (--boxes)")
+    return boxes
+  name = os.path.splitext(os.path.basename(video))[0]
+  for ext in (".csv", ".json"):
+    if os.path.isfile(os.path.join(boxes, name + ext)):
+      return os.path.join(boxes, name + ext)
+  raise UserError(f"{boxes}: no {name}.csv or {name}.json for {video} (--boxes)")
+
+
+def locator(video, boxes_path):
+  info = video_info(video)
+  if boxes_path is not None:
+    return box_sources.FileBoxes(boxes_path, info.frames or 0)
+  return box_sources.BackgroundTracker(box_sources.background(video), info.width)
+
+
+def main(argv=None):
+  args = parse(argv)
+  videos = videos_of(args.video)
+  cli.check_writable_directory(args.out, "--out")
+  if any(os.path.abspath(args.out) == os.path.abspath(v) for v in videos):
+    raise UserError(f"{args.out}: the output folder may not be an input (--out)")
+  predictor = load_predictor(args.workdir, args.stage, args.dtype, args.checkpoint)
+  for video in videos:
+    info = video_info(video)
+    name = os.path.splitext(os.path.basename(video))[0]
+    start = time.perf_counter()
+    prediction = predict_video(predictor, video, locator(video, boxes_file(
+        args.boxes, video, os.path.isdir(args.video))), args.batch_size)
+    if prediction.cut:
+      print(f"warning: {prediction.cut}; the frames before it are kept", file=sys.stderr)
+    if not prediction.found.any():
+      raise UserError(f"{video}: no person found in any of its {len(prediction.time)} frames "
+                      "(a static camera is needed without --boxes)")
+    out_dir = os.path.join(args.out, name)
+    paths = write_outputs(predictor.model, predictor.layout, prediction, out_dir, name,
+                          None if args.no_overlay else video, info.fps or None)
+    seconds = time.perf_counter() - start
+    print(f"{video}: {len(prediction.time)} frames ({info.width}x{info.height}, "
+          f"{int(prediction.found.sum())} with a person) in {seconds:.1f} s "
+          f"({len(prediction.time) / seconds:.1f} frames/s) -> {out_dir} ({len(paths)} files)")
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,248 @@
+"""``experiments.infer`` end to end on a rendered video with known ground truth, through a
+briefly trained tiny run: files that reload, OpenSim reading them, the box track, and the
+same numbers as ``experiments.evaluate``'s prediction path on the same crops."""
+
+import csv
+import io
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import PIL.Image
+import pytest
+
+from d3ke_jax import cli
+from d3ke_jax.data import render, synthetic
+from d3ke_jax.data.frames import default_model
+from d3ke_jax.infer import boxes, outputs, pipeline
+from d3ke_jax.io.mot import read_mot
+from d3ke_jax.io.trc import read_trc
+from d3ke_jax.io.video import FrameReader, write_video
+from d3ke_jax.nets import heads
+from d3ke_jax.nets.d3ke import Pose
+from d3ke_jax.skeleton import forward_kinematics
+from d3ke_jax.train import per_frame, runs, trainer
+from d3ke_jax.train import stage as stages
+from d3ke_jax.train import step as steps
+from experiments import infer
+from experiments.configs import synthetic_tiny
+
+FRAMES, WIDTH, HEIGHT, FOCAL = 20, 128, 96, 70.0
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  """A per-frame run of 1 step on the micro dataset (32-px crops)."""
+  root = tmp_path_factory.mktemp("infer_run")
+  config = synthetic_tiny.get_config()
+  config.dataset.config, config.dataset.data_dir = "micro", str(root / "tfds")
+  config.model.head_hidden, config.batch_size, config.max_steps = 16, 8, 1
+  config.log_every_steps, config.checkpoint_every_steps = 1, 1
+  trainer.train_and_evaluate(config, str(root / "run"))
+  return str(root / "run")
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+  """A static camera watching a subject walk across it: the .mp4 and the true boxes (the
+  training margin around the projected markers)."""
+  model = default_model()
+  subject = synthetic.make_subject(model, 3)
+  coords = synthetic.movement(model, "walking", subject, FRAMES)
+  coords[:, model.coordinate_index("pelvis_tz")] += np.linspace(-1.0, 1.0, FRAMES)
+  out = forward_kinematics(model, coords, scales=subject.scales)
+  camera = render.look_at((4.0, 1.1, 0.0), (0.0, 0.9, 0.0), FOCAL, (WIDTH / 2, HEIGHT / 2))
+  backdrop = render.background(np.random.default_rng(0), WIDTH)[:HEIGHT]
+  draw = jax.jit(jax.vmap(render.render, in_axes=(None, None, 0, None, None, None, None)))
+  images, _ = draw(camera, render.body_shapes(model), out.body_transforms,
+                   jnp.asarray(subject.scales), jnp.asarray(backdrop),
+                   jnp.asarray((-0.3, 0.5, 1.0)), 0.35)
+  frames = (np.asarray(images) * 255).astype(np.uint8)
+  pixels = np.asarray(render.project(camera, out.markers)[0])
+  truth = np.array([render.square_box(p, boxes.MARGIN) for p in pixels])
+  path = str(tmp_path_factory.mktemp("video") / "walk.mp4")
+  write_video(path, frames, synthetic.RATE)
+  return path, truth
+
+
+def _command(argv, capsys):
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as exit_:
+    cli.run(infer.main, argv, prog="infer")
+  return exit_.value.code, capsys.readouterr()
+
+
+@pytest.fixture(scope="module")
+def inferred(run_dir, scene, tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("out"))
+  with pytest.raises(SystemExit) as exit_:
+    cli.run(infer.main, ["--video", scene[0], "--workdir", run_dir, "--out", out,
+                         "--batch_size", "8"], prog="infer")
+  assert exit_.value.code == 0
+  return os.path.join(out, "walk")
+
+
+def _frames_csv(folder):
+  with open(os.path.join(folder, "frames.csv")) as f:
+    rows = list(csv.DictReader(f))
+  return (np.array([[float(r[k]) for k in ("x0", "y0", "side")] for r in rows]),
+          np.array([r["person_found"] == "1" for r in rows]), np.array([float(r["time"])
+                                                                       for r in rows]))
+
+
+def test_outputs_exist_and_reload(inferred):
+  model = default_model()
+  names = sorted(os.listdir(inferred))
+  assert names == ["angles.png", "frames.csv", "walk.mot", "walk.trc", "walk_overlay.mp4",
+                   "walk_scaled.osim"]
+  motion = read_mot(os.path.join(inferred, "walk.mot"))
+  assert motion.names == model.coordinate_names and motion.values.shape == (FRAMES,
+                                                                            len(motion.names))
+  np.testing.assert_allclose(motion.time, np.arange(FRAMES) / synthetic.RATE, atol=1e-6)
+  markers = read_trc(os.path.join(inferred, "walk.trc"))
+  assert markers.names == model.marker_names and markers.positions.shape[:2] == (
+      FRAMES, model.num_markers)
+  overlay = FrameReader(os.path.join(inferred, "walk_overlay.mp4"))
+  assert sum(len(f) for f, _ in overlay) == FRAMES and overlay.cut is None
+  assert (overlay.info.width, overlay.info.height) == (WIDTH, HEIGHT)
+
+
+def test_box_track_covers_the_person(inferred, scene):
+  found_boxes, found, _ = _frames_csv(inferred)
+  overlap = boxes.iou(found_boxes, scene[1])
+  assert found.all()
+  # Silhouette (ellipsoids) and marker extents differ by a few pixels here.
+  assert np.mean(overlap > 0.7) >= 0.9, overlap
+
+
+def test_opensim_reads_mot_with_scaled_model_and_reproduces_trc(inferred):
+  """OpenSim poses its scaled model with the .mot's coordinates; its markers must be the
+  .trc's (tolerance: the .mot's 8 decimals and float32 forward kinematics, ~1e-6 m)."""
+  opensim = pytest.importorskip("opensim")
+  opensim.Logger.setLevelString("error")
+  model = opensim.Model(os.path.join(inferred, "walk_scaled.osim"))
+  state = model.initSystem()
+  table = opensim.TimeSeriesTable(os.path.join(inferred, "walk.mot"))
+  markers = read_trc(os.path.join(inferred, "walk.trc"))
+  labels = list(table.getColumnLabels())
+  for row in (0, FRAMES // 2, FRAMES - 1):
+    values = table.getRowAtIndex(row)
+    for k, label in enumerate(labels):
+      coordinate = model.getCoordinateSet().get(label)
+      value = values[k]
+      if coordinate.getMotionType() == 1:  # rotational: the .mot is in degrees
+        value = np.radians(value)
+      coordinate.setValue(state, value, False)
+    model.realizePosition(state)
+    marker_set = model.getMarkerSet()
+    ours = np.array([[marker_set.get(name).getLocationInGround(state)[i] for i in range(3)]
+                     for name in markers.names])
+    np.testing.assert_allclose(ours, markers.positions[row], atol=2e-5)
+
+
+def test_angles_equal_the_evaluate_prediction_on_the_same_crops(inferred, scene, run_dir):
+  """The .mot's predicted coordinates against ``per_frame.predict_frames`` (evaluate's
+  path) on the same crops stored losslessly as records; float32 through the same compiled
+  network, so the difference is the .mot's 8 decimals."""
+  config = runs.load_config(run_dir)
+  model = stages.load_model(config)
+  layout = per_frame.layout_for(config, model)
+  frames = np.concatenate([f for f, _ in FrameReader(scene[0])])
+  # The pipeline's boxes at full precision (frames.csv rounds them to 0.01 px).
+  found_boxes, _ = boxes.BackgroundTracker(boxes.background(scene[0]), WIDTH)(frames, 0)
+  np.testing.assert_allclose(found_boxes, _frames_csv(inferred)[0], atol=0.006)
+  records = []
+  for frame, box in zip(frames, found_boxes):
+    png = io.BytesIO()
+    PIL.Image.fromarray(pipeline.crop(frame, box, 32)).save(png, format="PNG")
+    records.append({"image": png.getvalue(),
+                    "coordinates": np.zeros(model.num_coordinates, np.float32),
+                    "scales": np.ones((model.num_bodies, 3), np.float32),
+                    "joints": np.zeros((model.num_joints, 3), np.float32),
+                    "markers": np.zeros((model.num_markers, 3), np.float32),
+                    "frame_valid": True,
+                    "coordinate_valid": np.ones(model.num_coordinates, bool)})
+  network = per_frame.build_network(config, model, layout)
+  _, evaluate = steps.pmapped(network, model, layout, runs.loss_weights(config), None)
+  state = steps.replicate(runs.restore_state(run_dir), jax.local_device_count())
+  expected = per_frame.predict_frames(evaluate, state, records, 8)
+  motion = read_mot(os.path.join(inferred, "walk.mot"),
+                    rotational_names=[n for n, t in zip(model.coordinate_names,
+                                                        model.coordinate_types)
+                                      if t == "rotational"])
+  got = motion.values[:, np.array(layout.coordinates)]
+  np.testing.assert_allclose(got, expected["coords"], atol=1e-6)
+  # The pelvis coordinates turn the pelvis as the network's rotation does (in OpenSim axes).
+  full = forward_kinematics(model, jnp.asarray(motion.values, jnp.float32))
+  np.testing.assert_allclose(np.asarray(full.body_transforms)[:, model.root_body, :3, :3],
+                             outputs.CAMERA_TO_GROUND @ expected["rotation"], atol=1e-5)
+
+
+def test_crop_samples_the_box_as_the_crop_camera_does():
+  """A frame whose pixels hold their own coordinates, cropped: each crop pixel's value is
+  the frame position ``render.crop_camera`` maps it to (bilinear: exact for linear ramps,
+  but for the rounding to 8 bits)."""
+  height, width, size = 90, 120, 16
+  x = np.broadcast_to(np.arange(width), (height, width))
+  frame = np.stack([x, np.broadcast_to(np.arange(height)[:, None], (height, width)),
+                    np.zeros((height, width))], -1).astype(np.uint8)
+  box = (30.0, 20.0, 40.0)
+  camera = render.crop_camera(render.Camera(np.eye(3), np.eye(3), np.zeros(3)), box, size)
+  centres = np.stack(np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5), -1)
+  full = (centres - camera.intrinsics[:2, 2]) / np.diag(camera.intrinsics)[:2] - 0.5
+  error = full - pipeline.crop(frame, box, size)[..., :2]
+  assert np.all((error >= 0) & (error < 1)), error  # PIL's 8-bit bilinear rounds down
+
+
+def test_boxes_file_and_missing_frames(tmp_path):
+  path = tmp_path / "boxes.csv"
+  path.write_text("frame,x0,y0,x1,y1\n1,10,20,30,60\n3,12,20,32,60\n")
+  found_boxes, found = boxes.read_boxes(str(path), 5)
+  np.testing.assert_array_equal(found, [False, True, False, True, False])
+  np.testing.assert_allclose(found_boxes[1], render.square_box(np.array([[10, 20], [30, 60]]),
+                                                               boxes.MARGIN))
+  np.testing.assert_allclose(found_boxes[[0, 2]], found_boxes[[1, 1]])  # nearest found before
+  path.write_text("frame,x0,y0,x1,y1\n1,10,20,abc,60\n")
+  with pytest.raises(Exception, match="boxes.csv: line 2 is not frame,x0,y0,x1,y1 numbers"):
+    boxes.read_boxes(str(path), 5)
+
+
+def test_bad_inputs_are_one_line(run_dir, tmp_path, capsys):
+  empty = tmp_path / "empty.mp4"
+  empty.write_bytes(b"")
+  code, out = _command(["--video", str(empty), "--workdir", run_dir, "--out",
+                        str(tmp_path / "o")], capsys)
+  assert code == 2 and out.err == f"infer: {empty}: empty file, not a video\n"
+  code, out = _command(["--video", str(tmp_path / "none.mp4"), "--workdir", run_dir], capsys)
+  assert code == 2 and out.err == f"infer: {tmp_path / 'none.mp4'}: no such file (--video)\n"
+  still = tmp_path / "still.mp4"  # nothing moves: nobody to find
+  write_video(str(still), np.full((6, 32, 32, 3), 90, np.uint8), 30)
+  code, out = _command(["--video", str(still), "--workdir", run_dir, "--out",
+                        str(tmp_path / "o")], capsys)
+  assert code == 2 and out.err == (f"infer: {still}: no person found in any of its 6 frames (a "
+                                   "static camera is needed without --boxes)\n")
+  code, out = _command(["--video", str(still), "--workdir", str(tmp_path)], capsys)
+  assert code == 2 and out.err == (f"infer: {tmp_path / 'config.json'}: not found; is "
+                                   f"'{tmp_path}' the workdir of a training run?\n")
+
+
+def test_sequence_windows_cover_every_frame_once():
+  """Through an identity "sequence network" every frame comes back as itself, whatever the
+  batch padding and window overlap."""
+  count, window = 11, 4
+  kinematics = heads.Kinematics(np.arange(count, dtype=np.float32)[:, None] * [1.0, -1.0],
+                                np.ones((count, 2, 3), np.float32),
+                                np.broadcast_to(np.eye(3, dtype=np.float32), (count, 3, 3)))
+  seen = []
+
+  def identity(windows):
+    seen.append(windows.coords.shape)
+    return windows, Pose(windows.coords[..., None], windows.coords[..., None])
+
+  predictor = pipeline.Predictor(model=None, layout=None, size=32, devices=1, frames=None,
+                                 window=window, windows=identity)
+  refined, pose = pipeline._sequence(predictor, kinematics, batch_size=2)
+  np.testing.assert_array_equal(refined.coords, kinematics.coords)
+  np.testing.assert_array_equal(pose.joints[..., 0], kinematics.coords)
+  assert set(seen) == {(2, window, 2)}  # fixed-size batches
