@@ -1,5 +1,12 @@
 """D3KE: the per-frame network (ResNeXt + kinematic head) and the temporal network (a
-sequence net over per-frame estimates), each followed by the skeletal-model layer."""
+sequence net over per-frame estimates), each followed by the skeletal-model layer; and the
+multi-step baseline's network (ResNeXt + marker head).
+
+The per-frame networks take images in [0, 1] and normalise them per channel,
+``(image - mean) / std``, as ``INPUT_NORMALISATIONS`` names: "imagenet" is torchvision's
+(what ImageNet weights expect), "centred" maps [0, 1] to [-0.5, 0.5] (runs from before
+ImageNet initialisation).
+"""
 
 from typing import Any, NamedTuple
 
@@ -11,6 +18,12 @@ from d3ke_jax.nets.resnext import ResNeXt
 from d3ke_jax.nets.sequence import SEQUENCE_NETWORKS
 from d3ke_jax.skeleton.kinematics import forward_kinematics
 from d3ke_jax.skeleton.subset import PredictionLayout, expand_coordinates, expand_scales
+
+
+INPUT_NORMALISATIONS = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "centred": ((0.5, 0.5, 0.5), (1.0, 1.0, 1.0)),
+}
 
 
 class Pose(NamedTuple):
@@ -28,8 +41,22 @@ def skeletal_layer(model, layout: PredictionLayout, kinematics: heads.Kinematics
   return Pose(joints=out.joint_origins, markers=out.markers)
 
 
+def _backbone_features(network, images, train):
+  """Features of images in [0, 1] from a ResNeXt ``backbone`` submodule of ``network`` (a
+  per-frame network, inside its compact ``__call__``), after its input normalisation."""
+  if network.normalisation not in INPUT_NORMALISATIONS:
+    raise ValueError(f"unknown input normalisation {network.normalisation!r}; choose from "
+                     f"{sorted(INPUT_NORMALISATIONS)}")
+  mean, std = INPUT_NORMALISATIONS[network.normalisation]
+  images = (images - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+  return ResNeXt(stage_sizes=network.stage_sizes, groups=network.groups,
+                 width_per_group=network.width_per_group, dtype=network.dtype,
+                 axis_name=network.axis_name, name="backbone")(images, train=train)
+
+
 class PerFrameD3KE(nn.Module):
-  """Images (N, H, W, 3) -> ``Kinematics`` (the skeletal layer is applied by the caller)."""
+  """Images (N, H, W, 3) in [0, 1] -> ``Kinematics`` (the skeletal layer is applied by the
+  caller)."""
   bounds: heads.Bounds
   stage_sizes: Any = (3, 4, 6, 3)
   groups: int = 32
@@ -37,13 +64,30 @@ class PerFrameD3KE(nn.Module):
   head_hidden: int = 0
   dtype: Any = jnp.float32
   axis_name: Any = None  # pmap axis for BatchNorm statistics in training
+  normalisation: str = "imagenet"  # a key of INPUT_NORMALISATIONS
 
   @nn.compact
   def __call__(self, images, train=False):
-    features = ResNeXt(stage_sizes=self.stage_sizes, groups=self.groups,
-                       width_per_group=self.width_per_group, dtype=self.dtype,
-                       axis_name=self.axis_name, name="backbone")(images, train=train)
+    features = _backbone_features(self, images, train)
     return heads.KinematicHead(self.bounds, hidden=self.head_hidden, name="head")(features)
+
+
+class PerFrameMarkers(nn.Module):
+  """The multi-step baseline's network: images (N, H, W, 3) in [0, 1] -> root-relative
+  markers (N, M, 3) in the camera's orientation, with D3KE's backbone."""
+  template: Any  # (M, 3), ``heads.marker_template``
+  stage_sizes: Any = (3, 4, 6, 3)
+  groups: int = 32
+  width_per_group: int = 4
+  head_hidden: int = 0
+  dtype: Any = jnp.float32
+  axis_name: Any = None
+  normalisation: str = "imagenet"
+
+  @nn.compact
+  def __call__(self, images, train=False):
+    features = _backbone_features(self, images, train)
+    return heads.MarkerHead(self.template, hidden=self.head_hidden, name="head")(features)
 
 
 class TemporalD3KE(nn.Module):

@@ -1,4 +1,5 @@
-"""Kinematic head: backbone features -> bounded coordinates, body scales, pelvis rotation.
+"""Heads on backbone features. The kinematic head (D3KE): bounded coordinates, body scales,
+pelvis rotation. The marker head (the multi-step baseline): root-relative 3D markers.
 
 Every output is valid by construction for any input: coordinates inside their ranges
 (range-scaled sigmoid, centred so that zero logits give the model's default pose), scales
@@ -16,6 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from d3ke_jax.skeleton.kinematics import forward_kinematics
 from d3ke_jax.skeleton.rotations import sixd_to_matrix
 
 IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -115,3 +117,27 @@ class KinematicHead(nn.Module):
     raw = nn.Dense(feature_size(self.bounds), kernel_init=nn.initializers.normal(1e-3),
                    name="out")(features)
     return decode(self.bounds, *unflatten(self.bounds, raw))
+
+
+def marker_template(model):
+  """(M, 3) markers of the model's default pose facing the camera (``FACING_CAMERA``),
+  relative to the root joint: what the marker head predicts from zero outputs."""
+  pose = forward_kinematics(model, np.asarray(model.coordinate_defaults),
+                            root_rotation=np.asarray(FACING_CAMERA))
+  markers = np.asarray(pose.markers) - np.asarray(pose.joint_origins)[model.root_joint]
+  return tuple(tuple(map(float, m)) for m in markers)
+
+
+class MarkerHead(nn.Module):
+  """Features (..., D) -> root-relative markers (..., M, 3) in metres, in the camera's
+  orientation; the near-zero initial output layer predicts ``template``."""
+  template: Sequence[Sequence[float]]  # (M, 3), see ``marker_template``
+  hidden: int = 0
+
+  @nn.compact
+  def __call__(self, features):
+    if self.hidden:
+      features = nn.relu(nn.Dense(self.hidden, name="hidden")(features))
+    template = jnp.asarray(self.template, jnp.float32)
+    raw = nn.Dense(template.size, kernel_init=nn.initializers.normal(1e-3), name="out")(features)
+    return template + raw.reshape(raw.shape[:-1] + template.shape)

@@ -6,14 +6,15 @@ import jax
 import numpy as np
 
 from d3ke_jax.data import pipeline
-from d3ke_jax.train import metrics, per_frame, report, runs, temporal
+from d3ke_jax.train import cms, metrics, per_frame, report, runs, temporal
 from d3ke_jax.train import stage as stages
 from d3ke_jax.train import step as steps
 
 
 def predict_split(workdir, split, checkpoint="best"):
   """(model, layout, predictions, truth, frame rate) of the run in ``workdir`` on ``split``:
-  predictions as ``per_frame.predict_frames`` returns them, truth the split's labels."""
+  predictions as ``per_frame.predict_frames`` returns them (``seconds``: the whole
+  pipeline's, a sequence run's stage 1 included), truth the split's labels."""
   config = runs.load_config(workdir)
   first = temporal.per_frame_run(config) if config.stage == "sequence" else config
   model = stages.load_model(first)
@@ -30,6 +31,11 @@ def predict_split(workdir, split, checkpoint="best"):
     predicted = temporal.predict_sequences(evaluate, state,
                                            temporal.window_arrays(outputs, truth),
                                            truth["clip"], config.window, config.batch_size)
+    # Stage 1's time, measured when its predictions were cached (NaN in older caches).
+    predicted["seconds"] += float(outputs.get("seconds", np.nan))
+  elif config.stage == "cms":
+    predicted = cms.predict(config, state, source, model, layout, truth["clip"], truth["frame"],
+                            desc=f"predict {split}")
   else:
     network = per_frame.build_network(config, model, layout)
     _, evaluate = steps.pmapped(network, model, layout, runs.loss_weights(config), None)
@@ -63,4 +69,5 @@ def evaluate_run(workdir, split="test", checkpoint="best", out_dir=None, coordin
   return report.write_report(to_report(model, layout, predicted, truth),
                              [model.coordinate_names[i] for i in layout.coordinates],
                              model.body_names, axis, 1000 * extent, out_dir, rate,
-                             coordinate=coordinate, clip=clip)
+                             coordinate=coordinate, clip=clip,
+                             frames_per_s=len(truth["clip"]) / predicted["seconds"])

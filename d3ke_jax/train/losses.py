@@ -27,6 +27,14 @@ def _masked_mean(values, mask):
   return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
+def marker_loss(markers, root, true_markers, true_root, frame_mask):
+  """Masked mean L1 distance of markers (..., M, 3) relative to their roots (..., 3): the
+  marker term of ``d3ke_loss`` and the whole objective of the multi-step baseline."""
+  relative = lambda points, origin: points - origin[..., None, :]
+  return _masked_mean(jnp.abs(relative(markers, root) - relative(true_markers, true_root)),
+                      frame_mask[..., None, None])
+
+
 def d3ke_loss(kinematics, pose, targets: Targets, weights=None, root_joint=0):
   """(total loss, {term: value}) for predicted kinematics and their skeletal-layer pose.
 
@@ -42,8 +50,8 @@ def d3ke_loss(kinematics, pose, targets: Targets, weights=None, root_joint=0):
   terms = {
       "joint": _masked_mean(jnp.abs(relative(pose.joints, pose.joints)
                                     - relative(targets.joints, targets.joints)), frames),
-      "marker": _masked_mean(jnp.abs(relative(pose.markers, pose.joints)
-                                     - relative(targets.markers, targets.joints)), frames),
+      "marker": marker_loss(pose.markers, pose.joints[..., root_joint, :], targets.markers,
+                            targets.joints[..., root_joint, :], targets.frame_mask),
       "body": _masked_mean(jnp.abs(kinematics.scales - targets.scales), frames),
       "angle": _masked_mean(jnp.abs(kinematics.coords - targets.coords),
                             targets.coordinate_mask * targets.frame_mask[..., None]),

@@ -7,7 +7,7 @@ import tqdm
 
 from d3ke_jax.data import pipeline
 from d3ke_jax.nets import heads
-from d3ke_jax.nets.d3ke import PerFrameD3KE
+from d3ke_jax.nets.d3ke import INPUT_NORMALISATIONS, PerFrameD3KE
 from d3ke_jax.skeleton import make_layout
 from d3ke_jax.train import runs
 from d3ke_jax.train import stage as stages
@@ -15,7 +15,7 @@ from d3ke_jax.train import summaries
 from d3ke_jax.train.step import AXIS, images_from_batch
 
 MODEL_KEYS = ("stage_sizes", "groups", "width_per_group", "head_hidden", "dtype",
-              "share_mirrored")
+              "share_mirrored", "input_normalisation", "pretrained")
 PREVIEW_FRAMES = 4
 LABELS = ("coordinates", "scales", "joints", "markers", "frame_valid", "coordinate_valid",
           "subject", "clip", "frame", "movement", "view")
@@ -26,13 +26,21 @@ def layout_for(config, model):
 
 
 def build_network(config, model, layout):
+  return PerFrameD3KE(heads.bounds_for(model, layout), **network_options(config))
+
+
+def network_options(config):
+  """The per-frame networks' backbone and head sizes, dtype and input normalisation, checked."""
   runs.require(config, *(f"model.{k}" for k in MODEL_KEYS))
   if config.model.dtype not in ("float32", "bfloat16"):
     raise runs.ConfigError(f"model.dtype={config.model.dtype!r}: use 'float32' or 'bfloat16'")
-  return PerFrameD3KE(heads.bounds_for(model, layout), stage_sizes=tuple(config.model.stage_sizes),
-                      groups=config.model.groups, width_per_group=config.model.width_per_group,
-                      head_hidden=config.model.head_hidden, dtype=jnp.dtype(config.model.dtype),
-                      axis_name=AXIS)
+  if config.model.input_normalisation not in INPUT_NORMALISATIONS:
+    raise runs.ConfigError(f"model.input_normalisation={config.model.input_normalisation!r}: "
+                           f"choose from {sorted(INPUT_NORMALISATIONS)}")
+  return dict(stage_sizes=tuple(config.model.stage_sizes), groups=config.model.groups,
+              width_per_group=config.model.width_per_group, head_hidden=config.model.head_hidden,
+              dtype=jnp.dtype(config.model.dtype), axis_name=AXIS,
+              normalisation=config.model.input_normalisation)
 
 
 def make_stage(config, workdir):
@@ -78,15 +86,18 @@ def make_stage(config, workdir):
 def predict_frames(evaluate, state, source, batch_size, desc=None):
   """Predictions of the per-frame network for every record of ``source``, in order:
   {coords (N, P), scales (N, G, 3), rotation (N, 3, 3), joints (N, J, 3), markers (N, M, 3),
-  loss}; positions are root-relative in the camera's orientation."""
+  loss, seconds}; positions are root-relative in the camera's orientation, ``seconds`` the
+  network's time for the whole split at its steady rate (``stages.steady_seconds``)."""
+  outputs, loss, seconds = network_outputs(evaluate, state, source, batch_size, desc)
+  return dict(stages.gather_predictions(outputs, len(source), loss), seconds=seconds)
+
+
+def network_outputs(evaluate, state, source, batch_size, desc=None):
+  """``stages.predict_batches`` of a per-frame network over every record of ``source``."""
   devices = jax.local_device_count()
   batch_size = max(devices, batch_size // devices * devices)
-  outputs, losses = [], []
   batches = pipeline.frame_batches(source, batch_size, devices, shuffle=False,
                                    drop_remainder=False)
-  for batch in tqdm.tqdm(pipeline.prefetch(batches), total=-(-len(source) // batch_size),
-                         desc=desc, unit="batch", disable=desc is None, leave=False):
-    metrics, kinematics, pose = evaluate(state, batch)
-    losses.append(float(metrics["loss"][0]))
-    outputs.append(jax.tree.map(np.asarray, (kinematics, pose)))
-  return stages.gather_predictions(outputs, len(source), float(np.mean(losses)))
+  return stages.predict_batches(evaluate, state, tqdm.tqdm(
+      pipeline.prefetch(batches), total=-(-len(source) // batch_size), desc=desc, unit="batch",
+      disable=desc is None, leave=False))

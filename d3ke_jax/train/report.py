@@ -71,7 +71,7 @@ class Predictions:
 
 
 def write_report(predictions, coordinate_names, body_names, body_axis, body_extent_mm, out_dir,
-                 fps, coordinate=None, clip=None):
+                 fps, coordinate=None, clip=None, frames_per_s=float("nan")):
   """Writes the evaluation report of ``predictions`` into ``out_dir`` (every file atomically).
 
   Args:
@@ -83,6 +83,8 @@ def write_report(predictions, coordinate_names, body_names, body_axis, body_exte
       number of steps); it never differences across clips or over an invalid frame.
     coordinate, clip: what ``angle_over_time.png`` shows; by default the first of the clips
       with the most frames and, within it, the coordinate whose ground truth varies most.
+    frames_per_s: how fast the predictions were made (images to kinematics: the networks,
+      and scaling and IK for the multi-step baseline), for the summary; NaN if not measured.
 
   Returns the summary metrics, the plotted ``angle_over_time`` {coordinate, clip} and the
   ``paths`` written ({file name: path}).
@@ -95,7 +97,7 @@ def write_report(predictions, coordinate_names, body_names, body_axis, body_exte
   shown_clip = _choose_clip(p, clip)
   shown_coordinate = _choose_coordinate(evaluation, coordinate_names, coordinate, shown_clip)
   body_error_mm = _body_errors_mm(p, body_axis, body_extent_mm)
-  summary = _summary(evaluation, body_error_mm, fps)
+  summary = dict(_summary(evaluation, body_error_mm, fps), frames_per_s=float(frames_per_s))
   per_coordinate = _per_coordinate(evaluation, coordinate_names)
   tables = {
       "summary": [summary],

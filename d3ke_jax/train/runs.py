@@ -78,9 +78,21 @@ def load_config(workdir):
     raise ConfigError(f"{path}: not found; is {workdir!r} the workdir of a training run?")
   try:
     with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
+      config = json.load(f)
   except ValueError as e:
     raise ConfigError(f"{path}: not a JSON config ({e})") from None
+  return ml_collections.ConfigDict(_with_later_keys(config))
+
+
+# Keys per-frame configs gained later, with the values that give runs saved without them
+# the behaviour they were trained with.
+LATER_MODEL_KEYS = {"input_normalisation": "centred", "pretrained": ""}
+
+
+def _with_later_keys(config):
+  if config.get("stage") == "per_frame" and isinstance(config.get("model"), dict):
+    config["model"] = dict(LATER_MODEL_KEYS, **config["model"])
+  return config
 
 
 def check_same_run(workdir, config):
@@ -112,15 +124,23 @@ def _flatten(tree, prefix=""):
 
 def checkpoint_managers(workdir, train=False):
   """(latest, best): orbax managers of the periodic checkpoints and of the one with the
-  lowest validation MAE_angle. For training (``train``) they create their directories and
-  remove the temporary directories of saves cut short (never a committed checkpoint)."""
+  lowest validation metric (MAE_angle; MPBLPE for the multi-step baseline). For training
+  (``train``) they create their directories and remove the temporary directories of saves
+  cut short (never a committed checkpoint)."""
   root = os.path.abspath(workdir)
   options = dict(create=train, cleanup_tmp_directories=train)
   latest = ocp.CheckpointManager(os.path.join(root, "checkpoints"), options=(
       ocp.CheckpointManagerOptions(max_to_keep=2, **options)))
+  # A best checkpoint's metrics hold one value: its stage's ``selection`` (lower is better).
   best = ocp.CheckpointManager(os.path.join(root, "best"), options=ocp.CheckpointManagerOptions(
-      max_to_keep=1, best_mode="min", best_fn=lambda m: m["mae_angle"], **options))
+      max_to_keep=1, best_mode="min", best_fn=lambda m: next(iter(m.values())), **options))
   return latest, best
+
+
+def has_checkpoint(workdir):
+  """Whether ``workdir`` holds a periodic checkpoint (readable or not): a run to resume."""
+  directory = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
 
 
 def restore_newest(manager, args, set_aside=False):

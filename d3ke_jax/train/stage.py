@@ -1,6 +1,7 @@
 """What the training loop needs of a stage (per-frame or sequence), and metrics shared by
 both stages' validation."""
 
+import time
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -10,13 +11,14 @@ from d3ke_jax.skeleton import OsimError, load_osim
 from d3ke_jax.skeleton.subset import expand_scales
 from d3ke_jax.train import metrics, runs
 from d3ke_jax.train.runs import ConfigError
+from d3ke_jax.train.step import d3ke_objective
 
 LABEL_NAMES = {"coordinates": "coordinate_names", "bodies": "body_names",
                "joints": "joint_names", "markers": "marker_names"}
 
 
 class Stage(NamedTuple):
-  network: Any  # a Flax module mapping ``inputs(batch)`` to ``Kinematics``
+  network: Any  # a Flax module mapping ``inputs(batch)`` to what ``objective`` takes
   model: Any  # the SkeletalModel
   layout: Any  # the PredictionLayout
   sample_input: Any  # initialises the network
@@ -24,6 +26,8 @@ class Stage(NamedTuple):
   steps_per_epoch: int
   batches: Callable  # (epoch, start_batch) -> iterator of pmap-shaped batches
   validate: Callable  # (evaluate, replicated state) -> (metrics dict, images (N, H, W, 3))
+  objective: Callable = d3ke_objective  # see ``step.pmapped``
+  selection: str = "mae_angle"  # the validation metric (lower is better) ``best/`` keeps
 
 
 def load_model(config):
@@ -62,14 +66,42 @@ def process_batch_size(batch_size):
   return share
 
 
+def predict_batches(evaluate, state, batches):
+  """(predictions, mean loss, seconds) of ``evaluate`` on every batch: ``predictions`` a
+  list (one per batch) of its NumPy prediction tuples, ``seconds`` the time the calls take
+  at their steady rate (``steady_seconds``)."""
+  outputs, losses, seconds = [], [], []
+  for batch in batches:
+    start = time.perf_counter()
+    result, *predictions = evaluate(state, batch)
+    outputs.append(jax.tree.map(np.asarray, tuple(predictions)))  # waits for the device
+    seconds.append(time.perf_counter() - start)
+    losses.append(float(result["loss"][0]))
+  items = [np.prod(jax.tree.leaves(output)[0].shape[:2]) for output in outputs]
+  return outputs, float(np.mean(losses)), steady_seconds(items, seconds)
+
+
+def steady_seconds(items, seconds):
+  """Seconds for all ``items`` (a count per call) at the rate of the calls after the first
+  (whose time includes compilation); the measured total when there is one call."""
+  items, seconds = np.asarray(items, float), np.asarray(seconds, float)
+  if len(items) < 2:
+    return float(seconds.sum())
+  return float(items.sum() * seconds[1:].sum() / items[1:].sum())
+
+
+def flatten_devices(outputs, count):
+  """Per-batch pmap outputs (trees of (devices, per-device batch, ...) arrays) -> one tree of
+  arrays over the first ``count`` items."""
+  flat = lambda *parts: np.concatenate([p.reshape((-1,) + p.shape[2:]) for p in parts])[:count]
+  return jax.tree.map(flat, *outputs)
+
+
 def gather_predictions(outputs, count, loss):
   """Per-batch (kinematics, pose) pmap outputs -> arrays over the first ``count`` items."""
-  flat = lambda parts: np.concatenate([p.reshape((-1,) + p.shape[2:]) for p in parts])[:count]
-  kinematics, poses = zip(*outputs)
-  return {"coords": flat([k.coords for k in kinematics]),
-          "scales": flat([k.scales for k in kinematics]),
-          "rotation": flat([k.rotation for k in kinematics]),
-          "joints": flat([p.joints for p in poses]), "markers": flat([p.markers for p in poses]),
+  kinematics, pose = flatten_devices(outputs, count)
+  return {"coords": kinematics.coords, "scales": kinematics.scales,
+          "rotation": kinematics.rotation, "joints": pose.joints, "markers": pose.markers,
           "loss": loss}
 
 

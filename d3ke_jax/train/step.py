@@ -1,8 +1,10 @@
 """The D3KE train and eval steps, written once and pmapped over local devices.
 
-One step serves both stages: ``inputs`` picks the network's input from a batch (images for
-the per-frame network, per-frame kinematics for the sequence network). Gradients, losses
-and BatchNorm statistics are averaged across devices (axis ``batch``), so N devices with a
+One step serves every stage: ``inputs`` picks the network's input from a batch (images for
+the per-frame networks, per-frame kinematics for the sequence network) and ``objective``
+turns the network's output into the loss and the predictions (D3KE: the skeletal layer and
+``d3ke_loss``; the multi-step baseline: a marker loss). Gradients, losses and BatchNorm
+statistics are averaged across devices (axis ``batch``), so N devices with a
 global batch of B give the same update as one device with B.
 """
 
@@ -47,8 +49,8 @@ def targets_from_batch(batch, layout):
 
 
 def images_from_batch(batch):
-  """The per-frame network's input: images scaled to [-0.5, 0.5]."""
-  return batch["image"].astype(jnp.float32) / 255.0 - 0.5
+  """The per-frame network's input: images scaled to [0, 1] (the network normalises them)."""
+  return batch["image"].astype(jnp.float32) / 255.0
 
 
 def kinematics_from_batch(batch):
@@ -56,25 +58,32 @@ def kinematics_from_batch(batch):
   return Kinematics(batch["input_coords"], batch["input_scales"], batch["input_rotation"])
 
 
-def _loss(network, model, layout, weights, inputs, params, batch_stats, batch, rng, train):
-  variables = {"params": params, "batch_stats": batch_stats}
-  if train:
-    kinematics, updates = network.apply(variables, inputs(batch), train=True,
-                                        mutable=["batch_stats"], rngs={"dropout": rng})
-    batch_stats = updates.get("batch_stats", batch_stats)
-  else:
-    kinematics = network.apply(variables, inputs(batch), train=False)
+def d3ke_objective(model, layout, weights, kinematics, batch):
+  """(loss, {term: value}, predictions (kinematics, pose)) of D3KE's output on a batch."""
   pose = skeletal_layer(model, layout, kinematics)
   loss, terms = d3ke_loss(kinematics, pose, targets_from_batch(batch, layout), weights,
                           root_joint=model.root_joint)
-  return loss, (terms, batch_stats, (kinematics, pose))
+  return loss, terms, (kinematics, pose)
+
+
+def _loss(network, model, layout, weights, inputs, objective, params, batch_stats, batch, rng,
+          train):
+  variables = {"params": params, "batch_stats": batch_stats}
+  if train:
+    outputs, updates = network.apply(variables, inputs(batch), train=True,
+                                     mutable=["batch_stats"], rngs={"dropout": rng})
+    batch_stats = updates.get("batch_stats", batch_stats)
+  else:
+    outputs = network.apply(variables, inputs(batch), train=False)
+  loss, terms, predictions = objective(model, layout, weights, outputs, batch)
+  return loss, (terms, batch_stats, predictions)
 
 
 def train_step(state: TrainState, batch, *, network, model, layout, weights, optimizer, inputs,
-               seed):
+               seed, objective=d3ke_objective):
   """One optimizer step on this device's share of the batch (call through ``pmap``)."""
-  grad_fn = jax.value_and_grad(functools.partial(_loss, network, model, layout, weights, inputs),
-                               has_aux=True)
+  grad_fn = jax.value_and_grad(functools.partial(_loss, network, model, layout, weights, inputs,
+                                                 objective), has_aux=True)
   # Dropout masks depend on (seed, step, device) only, so resumed runs repeat them.
   rng = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), state.step),
                            jax.lax.axis_index(AXIS))
@@ -89,20 +98,22 @@ def train_step(state: TrainState, batch, *, network, model, layout, weights, opt
   return state, metrics
 
 
-def eval_step(state: TrainState, batch, *, network, model, layout, weights, inputs):
-  """Losses and predictions (kinematics, pose) on this device's share (through ``pmap``)."""
-  loss, (terms, _, (kinematics, pose)) = _loss(network, model, layout, weights, inputs,
-                                               state.params, state.batch_stats, batch, None,
-                                               False)
+def eval_step(state: TrainState, batch, *, network, model, layout, weights, inputs,
+              objective=d3ke_objective):
+  """(metrics, *predictions) on this device's share (through ``pmap``): for D3KE
+  (metrics, kinematics, pose)."""
+  loss, (terms, _, predictions) = _loss(network, model, layout, weights, inputs, objective,
+                                        state.params, state.batch_stats, batch, None, False)
   metrics = jax.lax.pmean({"loss": loss, **{f"loss_{k}": v for k, v in terms.items()}}, AXIS)
-  return metrics, kinematics, pose
+  return (metrics,) + tuple(predictions)
 
 
 def pmapped(network, model, layout, weights, optimizer, devices=None, inputs=images_from_batch,
-            seed=0):
+            seed=0, objective=d3ke_objective):
   """(train_step, eval_step) pmapped over ``devices`` (default: all local devices); the
   state is replicated on them and batches are shaped (devices, per_device_batch, ...)."""
-  static = dict(network=network, model=model, layout=layout, weights=weights, inputs=inputs)
+  static = dict(network=network, model=model, layout=layout, weights=weights, inputs=inputs,
+                objective=objective)
   train = jax.pmap(functools.partial(train_step, optimizer=optimizer, seed=seed, **static),
                    axis_name=AXIS, devices=devices)
   evaluate = jax.pmap(functools.partial(eval_step, **static), axis_name=AXIS, devices=devices)

@@ -154,21 +154,18 @@ def make_stage(config, workdir):
 
 def predict_sequences(evaluate, state, arrays, clips, window, batch_size):
   """Refined predictions for every frame of every clip (see ``pipeline.covering_windows``),
-  as ``per_frame.predict_frames`` returns them."""
+  as ``per_frame.predict_frames`` returns them (``seconds``: the sequence network's)."""
   devices = jax.local_device_count()
   batch_size = max(devices, batch_size // devices * devices)
   index, source = pipeline.covering_windows(clips, window)
   padded = np.concatenate([index, np.repeat(index[-1:], -len(index) % batch_size, 0)])
-  outputs, losses = [], []
-  for first in range(0, len(padded), batch_size):
-    rows = padded[first:first + batch_size]
-    batch = {k: v[rows].reshape((devices, -1) + rows.shape[1:] + v.shape[1:])
-             for k, v in arrays.items()}
-    result, kinematics, pose = evaluate(state, batch)
-    losses.append(float(result["loss"][0]))
-    outputs.append(jax.tree.map(np.asarray, (kinematics, pose)))
-  windows = stages.gather_predictions(outputs, len(index), float(np.mean(losses)))
-  return {k: v if k == "loss" else v[source[:, 0], source[:, 1]] for k, v in windows.items()}
+  batches = ({k: v[rows].reshape((devices, -1) + rows.shape[1:] + v.shape[1:])
+              for k, v in arrays.items()}
+             for rows in np.split(padded, range(batch_size, len(padded), batch_size)))
+  outputs, loss, seconds = stages.predict_batches(evaluate, state, batches)
+  windows = stages.gather_predictions(outputs, len(index), loss)
+  return dict({k: v if k == "loss" else v[source[:, 0], source[:, 1]]
+               for k, v in windows.items()}, seconds=seconds)
 
 
 def angle_velocity(coords, clips, rate):

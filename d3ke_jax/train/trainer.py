@@ -19,13 +19,14 @@ import tqdm
 
 from d3ke_jax.data import pipeline
 from d3ke_jax.errors import Interrupted, UserError
-from d3ke_jax.train import per_frame, runs, summaries, temporal
+from d3ke_jax.train import cms, per_frame, pretrained, runs, summaries, temporal
 from d3ke_jax.train import stage as stages
 from d3ke_jax.train import step as steps
 from d3ke_jax.train.losses import PAPER_WEIGHTS
 from d3ke_jax.train.runs import ConfigError
 
-STAGES = {"per_frame": per_frame.make_stage, "sequence": temporal.make_stage}
+STAGES = {"per_frame": per_frame.make_stage, "sequence": temporal.make_stage,
+          "cms": cms.make_stage}
 REQUIRED = ("stage", "batch_size", "epochs", "seed", "loss", "optimizer.learning_rate",
             "optimizer.end_learning_rate", "optimizer.weight_decay", "optimizer.final_epochs",
             "optimizer.final_learning_rate", "optimizer.final_end_learning_rate",
@@ -102,15 +103,21 @@ def train_and_evaluate(config, workdir):
   stage = STAGES[config.stage](config, workdir)
   if stage.steps_per_epoch < 1:
     raise ConfigError(f"batch_size={config.batch_size}: larger than the training set")
+  backbone = None
+  path = config.get("model", {}).get("pretrained")
+  if path and not runs.has_checkpoint(workdir):  # read when a run starts, never on resuming
+    backbone = pretrained.load_backbone(path, stage.network, stage.sample_input)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     runs.save_config(workdir, config)
-  return fit(config, workdir, stage)
+  return fit(config, workdir, stage, backbone)
 
 
-def fit(config, workdir, stage: stages.Stage):
-  """The training loop. Ctrl-C lets pending checkpoint writes finish and raises
-  ``Interrupted`` saying where to resume from."""
+def fit(config, workdir, stage: stages.Stage, backbone=None):
+  """The training loop. A run that starts (no checkpoint to resume from) takes its
+  backbone's variables from ``backbone`` when given (``pretrained.load_backbone``). Ctrl-C
+  lets pending checkpoint writes finish and raises ``Interrupted`` saying where to resume
+  from."""
   per_epoch = stage.steps_per_epoch
   total = per_epoch * config.epochs
   optimizer, schedule = make_optimizer(config.optimizer, per_epoch, config.epochs)
@@ -124,9 +131,11 @@ def fit(config, workdir, stage: stages.Stage):
     if restored is not None:
       state = resumed
       print(f"resumed from step {restored} in {workdir}")
+    elif backbone is not None:
+      state = pretrained.with_backbone(state, backbone)
     train, evaluate = steps.pmapped(stage.network, stage.model, stage.layout,
                                     runs.loss_weights(config), optimizer, inputs=stage.inputs,
-                                    seed=config.seed)
+                                    seed=config.seed, objective=stage.objective)
     state = steps.replicate(state, jax.local_device_count())
     step = int(state.step[0])
     writer = summaries.Writer(workdir, enabled=jax.process_index() == 0, step=step)
@@ -151,7 +160,7 @@ def fit(config, workdir, stage: stages.Stage):
             writer.scalars(step, "validation", result)
             writer.images(step, "validation", "skeleton", images)
             best.save(step, args=ocp.args.StandardSave(steps.unreplicate(state)),
-                      metrics={"mae_angle": result["mae_angle"]})
+                      metrics={stage.selection: result[stage.selection]})
             bar.write(describe(step, result))
           if step >= stop:
             break
@@ -171,9 +180,15 @@ def fit(config, workdir, stage: stages.Stage):
 
 def describe(step, result):
   """One line on a validation result, with the baselines it holds."""
-  line = f"step {step}: validation MAE_angle {result['mae_angle']:.2f} deg"
-  for key, name in (("mae_angle_mean_baseline", "predict-the-mean"),
-                    ("mae_angle_per_frame", "per-frame network")):
-    if key in result:
-      line += f" ({name} {result[key]:.2f})"
-  return line + f", MPBLPE {result['mpblpe']:.1f} mm, MAE_body {result['mae_body']:.1f} mm"
+  parts = []
+  if "mae_angle" in result:  # not for the multi-step baseline's marker network
+    angle = f"MAE_angle {result['mae_angle']:.2f} deg"
+    for key, name in (("mae_angle_mean_baseline", "predict-the-mean"),
+                      ("mae_angle_per_frame", "per-frame network")):
+      if key in result:
+        angle += f" ({name} {result[key]:.2f})"
+    parts.append(angle)
+  parts.append(f"MPBLPE {result['mpblpe']:.1f} mm")
+  if "mae_body" in result:
+    parts.append(f"MAE_body {result['mae_body']:.1f} mm")
+  return f"step {step}: validation " + ", ".join(parts)

@@ -40,6 +40,12 @@ def per_frame(dataset, dataset_config, image_model, batch_size, epochs):
   # must be those of the dataset's labels (checked at start-up). Stage 2 uses stage 1's.
   config.model_path = ""
   config.model = ml_collections.ConfigDict(dict(image_model, share_mirrored=True))
+  # Images are normalised as torchvision's ImageNet models expect ("imagenet"; "centred",
+  # [-0.5, 0.5], is what runs from before this key were trained with). ``pretrained``: a
+  # torchvision ``resnext50_32x4d`` state dict (.pth, or .npz of the same keys) whose weights
+  # start the backbone (read when a run starts, not on resuming); "" starts from scratch.
+  config.model.input_normalisation = "imagenet"
+  config.model.pretrained = ""
   config.augmentation = True
   return config
 

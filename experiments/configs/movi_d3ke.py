@@ -1,6 +1,11 @@
 """Per-frame D3KE on BML-MoVi with the paper's hyperparameters: ResNeXt-50 (32x4d), batch
 64, AdamW (weight decay 1e-3), lr 5e-4 -> 3.33e-5 over 28 epochs then 3.33e-6 -> 1e-6
-over 2, lambda = 1.0, 2.0, 0.1, 0.06 (joint, marker, body, angle)."""
+over 2, lambda = 1.0, 2.0, 0.1, 0.06 (joint, marker, body, angle).
+
+The paper starts from ImageNet weights: ``--config.model.pretrained=PATH`` names torchvision's
+``resnext50_32x4d`` state dict (``.pth``, which needs PyTorch, or a ``.npz`` of its keys); the
+input is normalised as torchvision's (``model.input_normalisation``, see ``common.per_frame``).
+"""
 
 from experiments.configs import common
 

@@ -1,0 +1,120 @@
+"""The multi-step baseline (CMS): a marker network trained by ``experiments.train``, its
+markers turned into angles and scales by scaling + IK, and the same evaluation table as
+D3KE's."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from d3ke_jax import cli
+from d3ke_jax.data import pipeline
+from d3ke_jax.skeleton import load_osim
+from d3ke_jax.train import cms, per_frame, runs, trainer
+from d3ke_jax.train import stage as stages
+from experiments import evaluate, train
+from experiments.configs import cms_tiny
+
+# Two steps on the micro dataset (32 px, 8-frame clips) with a tiny head, at a learning rate
+# that keeps the markers near a pose of the model (a network trained two steps at 1e-3
+# predicts markers no body has).
+RUN = {"dataset.config": "micro", "model.head_hidden": 16, "batch_size": 8, "max_steps": 2,
+       "log_every_steps": 1, "checkpoint_every_steps": 2, "optimizer.learning_rate": 1e-6,
+       "optimizer.end_learning_rate": 1e-7}
+TABLE = ("MAE_angle_deg", "SD_angle_deg", "MPBLPE_mm", "MAE_body_mm", "RMSE_body",
+         "frames_per_s")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+  """A CMS run of two steps, trained through ``experiments.train``'s command line."""
+  workdir = tmp_path_factory.mktemp("cms")
+  argv = ["--config", cms_tiny.__file__, "--workdir", str(workdir),
+          f"--config.dataset.data_dir={data_dir}"] + [f"--config.{k}={v}" for k, v in RUN.items()]
+  with pytest.raises(SystemExit) as exit_:
+    cli.run(train.main, argv, prog="train")
+  assert exit_.value.code == 0
+  return workdir
+
+
+def test_training_keeps_the_checkpoint_of_lowest_marker_error(trained):
+  rows = [json.loads(line) for line in open(trained / "metrics.jsonl")]
+  assert [row["step"] for row in rows if row["split"] == "train"] == [1, 2]
+  validation = [row for row in rows if row["split"] == "validation"]
+  assert len(validation) == 1 and validation[0]["mpblpe"] > 0
+  # Marker loss alone: the loss is the marker term (lambda_marker = 1).
+  assert all(row["loss"] == pytest.approx(row["loss_marker"]) for row in rows
+             if row["split"] == "train")
+  latest, best = runs.checkpoint_managers(str(trained))
+  assert best.all_steps() == [2] and latest.all_steps() == [2]
+
+
+def test_evaluate_reports_the_table_after_scaling_and_ik(trained, capsys, monkeypatch):
+  solved = []
+
+  def spy(model, layout, markers, clip, frame):
+    result = markers_to_kinematics(model, layout, markers, clip, frame)
+    solved.append((model, markers, result[0]))
+    return result
+
+  markers_to_kinematics = cms.markers_to_kinematics
+  monkeypatch.setattr(cms, "markers_to_kinematics", spy)
+  with pytest.raises(SystemExit) as exit_:
+    cli.run(evaluate.main, ["--workdir", str(trained), "--split", "test"], prog="evaluate")
+  assert exit_.value.code == 0
+  printed = capsys.readouterr().out
+  assert all(column in printed for column in TABLE)
+  summary = next(csv.DictReader(open(trained / "eval" / "test" / "summary.csv")))
+  for column in TABLE:
+    assert math.isfinite(float(summary[column])) and float(summary[column]) >= 0, column
+  assert float(summary["frames_per_s"]) > 0
+  # IK ran on the network's markers: the fitted model's markers are within a cm of them
+  # (measured 6 mm; 5-9 mm on the labels' own markers, the scaling's residual).
+  (model, network_markers, predicted), = solved
+  root = lambda pose: pose["joints"][:, model.root_joint, None]
+  fitted = predicted["markers"] - root(predicted)
+  assert np.linalg.norm(fitted - network_markers, axis=-1).mean() < 0.01
+  # The report's MPBLPE is that of the fitted markers.
+  truth = pipeline.labels(runs.load_dataset(runs.load_config(str(trained)), ("test",))["test"],
+                          per_frame.LABELS)
+  error = np.linalg.norm(fitted - (truth["markers"] - root(truth)), axis=-1)
+  assert float(summary["MPBLPE_mm"]) == pytest.approx(
+      1000 * error[truth["frame_valid"]].mean(), rel=1e-3)
+
+
+def test_scaling_and_ik_recover_true_kinematics_from_true_markers(data_dir):
+  """The post-processing alone, on the labels' own markers (root-relative, camera
+  orientation): angles and scales close to the labels' (independent of any network)."""
+  config = cms_tiny.get_config()
+  config.dataset.config, config.dataset.data_dir = "micro", data_dir
+  model = load_osim()
+  layout = per_frame.layout_for(config, model)
+  source = runs.load_dataset(config, splits=("test",))["test"]
+  truth = pipeline.labels(source, per_frame.LABELS)
+  root = truth["joints"][:, model.root_joint, None]
+  predicted, seconds = cms.markers_to_kinematics(model, layout, truth["markers"] - root,
+                                                 truth["clip"], truth["frame"])
+  assert seconds > 0
+  error = stages.mae_angle_of(predicted["coords"], truth, layout)
+  assert error < 1.5, error  # measured 0.93 deg
+  scales = stages.relative_scales(model, layout, predicted["scales"])
+  assert np.abs(scales - truth["scales"]).mean() < 0.03  # measured 0.022
+  fitted = predicted["markers"] - predicted["joints"][:, model.root_joint, None]
+  error = np.linalg.norm(fitted - (truth["markers"] - root), axis=-1).mean()
+  assert error < 0.012, error  # measured 7.3 mm
+
+
+def test_the_stage_trains_markers_alone(data_dir):
+  config = cms_tiny.get_config()
+  config.dataset.config, config.dataset.data_dir = "micro", data_dir
+  config.loss.lambda_joint = 1.0
+  with pytest.raises(runs.ConfigError, match=r"loss.lambda_joint=1.0: the cms stage trains "
+                     r"markers alone \(only loss.lambda_marker\)"):
+    trainer.STAGES["cms"](config, "unused")
