@@ -215,6 +215,10 @@ HEEL_X = ANKLE[0] - 0.06  # back of the heel
 SUBTALAR = ANKLE + [-0.045, -0.035, 0.005]
 MTP = np.array([ANKLE[0] + 0.1225, FLOOR + 0.015, ANKLE[2] + 0.0075])  # between MT1, MT5 heads
 MALLEOLUS = 0.042  # ankle centre to the malleolar markers, along the ankle axis
+# The knee and ankle markers sit on the prominences of the epicondyles and malleoli, above
+# the knee's joint line and the malleolar tips the ankle axis runs through (so the midpoint
+# of a pair is not the joint centre).
+EPICONDYLES, MALLEOLI = 0.015, 0.01
 LEG_DOFS = {
     "hip": (_Dof("hip_flexion", (0, 0, 1), (-30, 120)),
             _Dof("hip_adduction", (1, 0, 0), (-50, 30)),
@@ -499,12 +503,12 @@ def _leg(b, side):
   ankle_axis = _unit(ANKLE_AXIS)
   markers = (
       ("THI", "femur", [HIP[0] + 0.01, KNEE[1] + 0.14, 0.155]),
-      ("KNE", "femur", KNEE + [0.0, 0.0, 0.055]),
-      ("KNI", "femur", KNEE - [0.0, 0.0, 0.055]),
+      ("KNE", "femur", KNEE + [0.0, EPICONDYLES, 0.055]),
+      ("KNI", "femur", KNEE + [0.0, EPICONDYLES, -0.055]),
       ("KJC", "femur", KNEE),
       ("TIB", "tibia", ANKLE + [0.0, 0.15, 0.05]),
-      ("ANK", "tibia", ANKLE + MALLEOLUS * ankle_axis),
-      ("ANI", "tibia", ANKLE - MALLEOLUS * ankle_axis),
+      ("ANK", "tibia", ANKLE + [0.0, MALLEOLI, 0.0] + MALLEOLUS * ankle_axis),
+      ("ANI", "tibia", ANKLE + [0.0, MALLEOLI, 0.0] - MALLEOLUS * ankle_axis),
       ("AJC", "tibia", ANKLE),
       ("HEE", "calcn", [HEEL_X - 0.008, FLOOR + 0.035, ANKLE[2]]),
       ("MT1", "calcn", [ANKLE[0] + 0.14, FLOOR + 0.025, ANKLE[2] - 0.045]),

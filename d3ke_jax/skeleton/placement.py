@@ -52,8 +52,11 @@ def place_markers(model: SkeletalModel, scales, static_markers, names, weights=N
   """
   static = np.asarray(static_markers, float)
   static = static.reshape((-1,) + static.shape[-2:])
-  with np.errstate(invalid="ignore"):  # a marker missing in every frame stays missing
-    target = np.nanmean(model_markers(model, static, names), axis=0)
+  positions = model_markers(model, static, names)
+  seen = np.all(np.isfinite(positions), axis=-1)  # (T, M)
+  count = np.sum(seen, axis=0)[:, None]
+  target = np.where(count > 0, np.sum(np.where(seen[..., None], positions, 0.0), axis=0)
+                    / np.maximum(count, 1), np.nan)  # a marker missing in every frame: NaN
   scales = np.asarray(scales, float)
   # Solved as a one-frame sequence: its first frame is the best of several starting poses,
   # and it shares its compilation with short trials.
