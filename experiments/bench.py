@@ -68,9 +68,10 @@ def bench_fk(args):
   device = jax.devices()[0]
   print(f"forward kinematics, {device.platform.upper()} ({device.device_kind}, "
         f"{jax.device_count()} device(s)), {jnp.dtype(dtype).name}; poses/s, median of "
-        f">= {args.repeats} runs after warm-up\n")
-  header = f"| {'model':<22} | {'batch':>6} | {'forward':>12} | {'fwd+bwd':>12} | " \
-           f"{'OpenSim':>9} | {'fwd / OpenSim':>13} |"
+        f">= {args.repeats} runs after warm-up; gradient: forward and backward pass of the "
+        f"markers' sum of squares with respect to the coordinates\n")
+  header = f"| {'model':<22} | {'batch':>6} | {'forward':>12} | {'gradient':>12} | " \
+           f"{'gradient time / forward':>23} | {'OpenSim':>9} | {'fwd / OpenSim':>13} |"
   print(header)
   print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
   for path in models:
@@ -84,7 +85,7 @@ def bench_fk(args):
       q = jnp.asarray(random_poses(model, batch, np.random.default_rng(1)), dtype)
       fwd = batch / median_seconds(lambda: forward(q), args.repeats)
       bwd = batch / median_seconds(lambda: backward(q), args.repeats)
-      print(f"| {name:<22} | {batch:>6} | {fwd:>12,.0f} | {bwd:>12,.0f} | "
+      print(f"| {name:<22} | {batch:>6} | {fwd:>12,.0f} | {bwd:>12,.0f} | {fwd / bwd:>22.1f}x | "
             f"{opensim_rate:>9,.0f} | {fwd / opensim_rate:>12.1f}x |", flush=True)
 
 
@@ -253,7 +254,7 @@ def main(argv=None):
   fk = sub.add_parser("fk", help="forward kinematics vs OpenSim")
   fk.add_argument("--models", nargs="*", help="OpenSim model files (default: the project's "
                   "model and ../shared/reference's full-body model where present)")
-  fk.add_argument("--batches", nargs="+", type=count, default=[1, 16, 256, 4096])
+  fk.add_argument("--batches", nargs="+", type=count, default=[1, 64, 1024, 4096])
   fk.add_argument("--repeats", type=count, default=10)
   fk.add_argument("--opensim-poses", type=count, default=200)
   fk.add_argument("--float64", action="store_true")

@@ -4,11 +4,13 @@ Layout, for speed on XLA:CPU as well as accelerators: the batch is flattened and
 and 3x3 algebra is written out per component (a rotation is 9 arrays, a position 3), so
 the per-joint work for all joints fuses into a few large elementwise loops. The tree is
 composed root-to-leaf by one ``jax.lax.scan`` over a level schedule: each step places a
-fixed number of joints whose parents are already placed.
+fixed number of joints whose parents are already placed. Gradients go through the same
+code (component tuples are split and joined whole, so their transposes stay cheap).
 """
 
 import functools
 from typing import NamedTuple
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +26,6 @@ class FKOutput(NamedTuple):
   markers: jnp.ndarray  # (..., n_markers, 3)
 
 
-@jax.jit
 def forward_kinematics(model: SkeletalModel, coords, scales=None, root_rotation=None):
   """Body frames, joint centres and markers of a posed, scaled model.
 
@@ -43,13 +44,39 @@ def forward_kinematics(model: SkeletalModel, coords, scales=None, root_rotation=
       root-relative positions in ground orientation (the D3KE layer).
 
   Jitted; the model's topology is static, its geometry traced, so one compilation
-  serves every batch of the same shape. On CPU, batches above ``CPU_CHUNK`` poses are
-  processed chunk by chunk (``lax.map``), which keeps the working set in cache.
+  serves every batch of the same shape. A model with NumPy leaves (as loaded) is put on
+  the device once (``on_device``), not at every call. On CPU, batches above ``CPU_CHUNK``
+  poses are processed chunk by chunk (``lax.map``), which keeps the working set in cache;
+  their gradient recomputes each chunk's forward pass instead of storing it.
 
   Returns:
     ``FKOutput`` in the ground frame (or root-centred when ``root_rotation`` is given), in
     the floating dtype of ``coords``.
   """
+  return _forward_kinematics(on_device(model), coords, scales, root_rotation)
+
+
+_DEVICE_COPIES = {}  # (id(model), 64-bit mode) -> device copy, dropped with the model
+
+
+def on_device(model: SkeletalModel):
+  """``model`` with its NumPy leaves as device arrays, made once per model object and
+  precision mode (64-bit leaves stay 64-bit only when ``jax_enable_x64`` is on). A model
+  whose leaves are already JAX arrays (or tracers) is returned as it is."""
+  if not all(isinstance(leaf, np.ndarray) for leaf in jax.tree.leaves(model)):
+    return model
+  key = (id(model), bool(jax.config.jax_enable_x64))
+  copy = _DEVICE_COPIES.get(key)
+  if copy is None:
+    with jax.ensure_compile_time_eval():  # concrete arrays even when called under a trace
+      copy = _DEVICE_COPIES[key] = jax.device_put(model)
+    weakref.finalize(model, _DEVICE_COPIES.pop, key, None)
+  return copy
+
+
+@jax.jit
+def _forward_kinematics(model, coords, scales, root_rotation):
+  """``forward_kinematics`` on a model whose leaves are on the device."""
   coords = jnp.asarray(coords)
   if not jnp.issubdtype(coords.dtype, jnp.floating):
     coords = coords.astype(jnp.result_type(float))
@@ -77,7 +104,7 @@ def forward_kinematics(model: SkeletalModel, coords, scales=None, root_rotation=
     chunks = jax.tree.map(lambda a: jnp.pad(a, [(0, padded - n)] + [(0, 0)] * (a.ndim - 1),
                                             mode="edge").reshape((-1, chunk) + a.shape[1:]),
                           inputs)
-    out = jax.lax.map(lambda c: _forward(model, **c), chunks)
+    out = jax.lax.map(jax.checkpoint(lambda c: _forward(model, **c)), chunks)
     out = jax.tree.map(lambda a: a.reshape((padded,) + a.shape[2:])[:n], out)
   return jax.tree.map(lambda a: a.reshape(batch + a.shape[1:]), out)
 
@@ -90,10 +117,10 @@ def _forward(model, coords, scales=None, root_rotation=None):
   n, dtype = coords.shape[0], coords.dtype
   s = None if scales is None else scales.transpose(2, 1, 0)
   r0 = None if root_rotation is None else root_rotation.T
-  frames = _body_frames(model, coords.T, s, r0)  # (12, B, n)
+  frames = _body_frames(model, coords.T, s, r0)  # 12 x (B, n)
   joints, markers = _points(model, frames, s)  # (3, J, n), (3, M, n)
-  rot = frames[:9].reshape(3, 3, model.num_bodies, n)
-  pos = frames[9:].reshape(3, 1, model.num_bodies, n)
+  rot = jnp.stack(frames[:9]).reshape(3, 3, model.num_bodies, n)
+  pos = jnp.stack(frames[9:]).reshape(3, 1, model.num_bodies, n)
   bottom = jnp.broadcast_to(jnp.array([0, 0, 0, 1], dtype)[None, :, None, None],
                             (1, 4, model.num_bodies, n))
   transforms = jnp.concatenate([jnp.concatenate([rot, pos], 1), bottom], 0)
@@ -126,17 +153,25 @@ def _add(u, v):
   return tuple(x + y for x, y in zip(u, v))
 
 
+def _mul(u, v):
+  return tuple(x * y for x, y in zip(u, v))
+
+
 def _compose(parent, child):
-  """Frame composition; a frame is a (12, ...) array: 9 rotation then 3 position rows."""
-  rot, pos = _mm(parent[:9], child[:9]), _add(_mv(parent[:9], child[9:]), parent[9:])
-  return jnp.stack(rot + pos)
+  """Frame composition; a frame is 12 components: 9 rotation then 3 position."""
+  return _mm(parent[:9], child[:9]) + _add(_mv(parent[:9], child[9:]), parent[9:])
+
+
+def _unstack(array):
+  """The rows of ``array`` as a tuple. One ``split``, whose gradient is one concatenation
+  (indexing row by row would pad every row's gradient to the whole array)."""
+  return tuple(row[0] for row in jnp.split(array, array.shape[0]))
 
 
 def _columns(array, dtype):
   """A (E, *k) model leaf as a tuple of prod(k) (E, 1) arrays, one per component."""
   array = jnp.asarray(array, dtype)
-  flat = array.reshape(array.shape[0], -1)
-  return tuple(flat[:, c, None] for c in range(flat.shape[1]))
+  return _unstack(array.reshape(array.shape[0], -1).T[:, :, None])
 
 
 def resolve_coordinates(model, q):
@@ -176,8 +211,7 @@ def axis_values(model, q):
 def _materialize(components):
   """Computes components once into memory. Without this XLA:CPU fuses each consumer
   separately and recomputes shared work (the trigonometry of every axis) per component."""
-  stacked = jax.lax.optimization_barrier(jnp.stack(components))
-  return tuple(stacked[k] for k in range(len(components)))
+  return _unstack(jax.lax.optimization_barrier(jnp.stack(components)))
 
 
 def _axis_rotation(axis, c, s):
@@ -211,12 +245,12 @@ def translation_gain(model, s, dtype):
 
 
 def _joint_frames(model, q, s):
-  """(12, J, n) frame of every joint's child body in its parent body."""
+  """Frame of every joint's child body in its parent body: 12 components (J, n)."""
   dtype = q.dtype
   values = axis_values(model, resolve_coordinates(model, q))
   axes = jnp.asarray(model.axes, dtype)
-  cos, sin = jnp.cos(values[:3]), jnp.sin(values[:3])
-  cos, sin = _materialize((cos, sin))
+  cos, sin = _materialize((jnp.cos(values[:3]), jnp.sin(values[:3])))
+  cos, sin = _unstack(cos), _unstack(sin)
   spin = _axis_rotation(_columns(axes[:, 0], dtype), cos[0], sin[0])
   for i in (1, 2):
     spin = _mm(spin, _axis_rotation(_columns(axes[:, i], dtype), cos[i], sin[i]))
@@ -230,13 +264,13 @@ def _joint_frames(model, q, s):
   if s is not None:
     gain, s_parent = translation_gain(model, s, dtype)
     distances = distances * gain
-    parent_t = tuple(p * s_parent[k] for k, p in enumerate(parent_t))
-    s_child = s[:, np.array(model.joint_child_body)]
-    child_t = tuple(c * s_child[k] for k, c in enumerate(child_t))
+    parent_t = _mul(parent_t, _unstack(s_parent))
+    child_t = _mul(child_t, _unstack(s[:, np.array(model.joint_child_body)]))
+  distances = _unstack(distances)
   slide = tuple(sum(distances[i] * axes[:, 3 + i, k, None] for i in range(3)) for k in range(3))
   pos = _add(_add(parent_t, _mv(parent_rot, slide)), tuple(-x for x in _mv(rot, child_t)))
   n = q.shape[1]
-  return jnp.stack([jnp.broadcast_to(c, (model.num_joints, n)) for c in rot + pos])
+  return tuple(jnp.broadcast_to(c, (model.num_joints, n)) for c in rot + pos)
 
 
 @functools.lru_cache(maxsize=64)
@@ -304,46 +338,46 @@ def _pack(width, children, height, num_joints):
 
 
 def _body_frames(model, q, s, root_rotation):
-  """(12, B, n) world frame of every body."""
+  """World frame of every body: 12 components (B, n)."""
   local = _joint_frames(model, q, s)
   n, dtype = q.shape[1], q.dtype
   joint, source, flat = level_schedule(model.levels, model.joint_parent_body,
                                        model.joint_child_body)
-  width = joint.shape[1]
-  identity = jnp.array([1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0], dtype)[:, None]
+  identity = (1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0)
   if root_rotation is None:
-    ground = jnp.broadcast_to(identity, (12, n))
+    ground = tuple(jnp.full((n,), v, dtype) for v in identity)
   else:
     # Place ground so that the root body lands at the origin with the given rotation.
-    root = local[:, model.root_joint]
-    align = _mm(tuple(root_rotation), _transpose(tuple(root[:9])))
-    ground = jnp.stack(align + tuple(-x for x in _mv(align, tuple(root[9:]))))
-  local = jnp.concatenate([local, jnp.broadcast_to(identity[:, None], (12, 1, n))], axis=1)
-  xs = (jnp.moveaxis(local[:, joint], 0, 1), jnp.asarray(source))  # (S, 12, W, n), (S, W)
+    root = tuple(c[model.root_joint] for c in local)
+    align = _mm(_unstack(root_rotation), _transpose(root[:9]))
+    ground = align + tuple(-x for x in _mv(align, root[9:]))
+  # Per step: the local frames of its joints (pass-through slots: identity) and the slots
+  # of the previous step they attach to.
+  xs = (tuple(jnp.concatenate([c, jnp.full((1, n), v, dtype)])[joint]
+              for c, v in zip(local, identity)), jnp.asarray(source))  # 12 x (S, W, n)
 
   def place(previous, step):
     local_frames, sources = step
-    world = _compose(previous[:, sources], local_frames)
+    world = _compose(tuple(c[sources] for c in previous), local_frames)
     return world, world
 
-  carry = jnp.broadcast_to(ground[:, None], (12, width, n))
-  _, frames = jax.lax.scan(place, carry, xs)  # (S, 12, W, n)
-  frames = jnp.moveaxis(frames, 1, 0).reshape(12, joint.size, n)
+  carry = tuple(jnp.broadcast_to(c, (joint.shape[1], n)) for c in ground)
+  _, frames = jax.lax.scan(place, carry, xs)  # 12 x (S, W, n)
   body_rows = np.zeros(model.num_bodies, int)
   for j, b in enumerate(model.joint_child_body):
     body_rows[b] = flat[j]
-  return frames[:, body_rows]
+  return tuple(c.reshape(joint.size, n)[body_rows] for c in frames)
 
 
 def _points(model, frames, s):
-  """(3, J, n) joint centres and (3, M, n) markers from (12, B, n) body frames."""
+  """(3, J, n) joint centres and (3, M, n) markers from body frames (12 x (B, n))."""
   body = np.concatenate([np.array(model.joint_child_body, int),
                          np.array(model.marker_body, int)])
-  offsets = _columns(jnp.concatenate([jnp.asarray(model.child_translation, frames.dtype),
-                                      jnp.asarray(model.marker_offsets, frames.dtype)]),
-                     frames.dtype)
+  dtype = frames[0].dtype
+  offsets = _columns(jnp.concatenate([jnp.asarray(model.child_translation, dtype),
+                                      jnp.asarray(model.marker_offsets, dtype)]), dtype)
   if s is not None:
-    offsets = tuple(o * s[k, body] for k, o in enumerate(offsets))
-  on_body = frames[:, body]
+    offsets = _mul(offsets, _unstack(s[:, body]))
+  on_body = tuple(c[body] for c in frames)
   points = jnp.stack(_add(_mv(on_body[:9], offsets), on_body[9:]))
   return points[:, :model.num_joints], points[:, model.num_joints:]

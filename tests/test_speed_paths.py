@@ -1,0 +1,74 @@
+"""The fast paths give the same numbers as the plain ones: the model's device copy, and the
+chunked gradient (each chunk's forward pass recomputed) against unchunked batches."""
+
+import gc
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from d3ke_jax.skeleton import forward_kinematics, load_osim
+from d3ke_jax.skeleton import kinematics
+from conftest import float64
+
+
+@pytest.fixture(scope="module")
+def model():
+  return load_osim()
+
+
+def _poses(model, n, seed):
+  low, high = np.asarray(model.coordinate_ranges).T
+  rng = np.random.default_rng(seed)
+  return rng.uniform(np.maximum(low, -1), np.minimum(high, 1), (n, model.num_coordinates))
+
+
+def test_device_copy_is_made_once_per_model_and_precision(model):
+  copy = kinematics.on_device(model)
+  assert kinematics.on_device(model) is copy
+  assert kinematics.on_device(copy) is copy  # already on the device
+  assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(copy))
+  assert copy.axes.dtype == np.float32  # as jnp.asarray makes it without 64-bit mode
+  with float64():
+    assert kinematics.on_device(model).axes.dtype == np.float64
+  other = load_osim()
+  key = (id(other), False)
+  kinematics.on_device(other)
+  assert key in kinematics._DEVICE_COPIES  # pylint: disable=protected-access
+  del other
+  gc.collect()
+  assert key not in kinematics._DEVICE_COPIES  # pylint: disable=protected-access
+
+
+def test_first_call_under_jit_leaves_no_tracer_behind():
+  model = load_osim()  # a fresh object: no device copy yet
+  q = _poses(model, 3, 0).astype(np.float32)
+  traced = jax.jit(lambda q: forward_kinematics(model, q).markers)(q)
+  eager = forward_kinematics(model, q).markers  # raised UnexpectedTracerError once
+  np.testing.assert_array_equal(traced, eager)
+
+
+def test_chunked_gradient_matches_unchunked(model, monkeypatch):
+  monkeypatch.setattr(kinematics, "CPU_CHUNK", 8)
+  jax.clear_caches()
+  n = 21  # three chunks, the last one padded
+  q = jnp.asarray(_poses(model, n, 1), jnp.float32)
+  s = jnp.asarray(np.random.default_rng(2).uniform(0.9, 1.1, (n, model.num_bodies, 3)),
+                  jnp.float32)
+  w = jnp.asarray(np.random.default_rng(3).normal(size=(n, model.num_markers, 3)), jnp.float32)
+
+  def loss(q, s, w):
+    out = forward_kinematics(model, q, scales=s)
+    return jnp.sum(out.markers * w) + jnp.sum(out.joint_origins ** 2)
+
+  grad = jax.grad(loss, argnums=(0, 1))
+  whole = grad(q, s, w)
+  parts = [grad(q[i:i + 7], s[i:i + 7], w[i:i + 7]) for i in range(0, n, 7)]  # one chunk each
+  jax.clear_caches()
+  for got, pieces in zip(whole, zip(*parts)):
+    expected = np.concatenate(pieces)
+    # The same arithmetic per pose (measured: identical); float32 ulps of the largest
+    # gradient allow another CPU's instruction choice.
+    np.testing.assert_allclose(got, expected, rtol=0, atol=4 * np.finfo(np.float32).eps *
+                               np.max(np.abs(expected)))
