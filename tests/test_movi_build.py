@@ -1,0 +1,211 @@
+"""The MoVi builder on files fabricated in the real formats (tests/movi_fakes.py): fake SMPL+H
+bodies, AMASS motions, v3d .mat files, and .avi videos of the posed bodies seen through the
+PG1/PG2 cameras (radial distortion included)."""
+
+import fractions
+import os
+import shutil
+
+import av
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+import movi_fakes
+from d3ke_jax import cli
+from d3ke_jax.body import smplh
+from d3ke_jax.data import cameras, movi, movi_files, movi_subject, pipeline
+from experiments import build_data
+
+SUBJECTS = {1: "train", 14: "validation", 2: "test", 12: None}
+MOCAP_FRAMES = 24  # 6 video frames per movement
+SIZE = "128px"
+
+
+def write_fake_video(path, tree, sid, camera, lead_out=3):
+  """An .avi (MPEG-4) of the subject's fake body drawn as bright dots on a dark floor, frame
+  by frame as the movements' flags30 place them, ``lead_out`` empty frames after the last."""
+  subject = tree["subjects"][sid]
+  body = smplh.load_smplh(tree["smplh"][subject["gender"]])
+  flags30 = subject["flags30"]
+  real = cameras.MOVI_CAMERAS[camera]
+  width, height = real.size
+  frames = np.full((int(flags30[-1, 1]) + lead_out, height, width, 3), 40, np.uint8)
+  for (first, last), amass in zip(flags30, subject["amass"]):
+    with np.load(amass) as motion:
+      mocap = 4 * np.arange(last - first + 1)
+      vertices, _ = smplh.smplh_forward(body, motion["betas"][:16], motion["poses"][mocap],
+                                        motion["trans"][mocap])
+    pixels = np.asarray(cameras.project(real, vertices)[0]).round().astype(int)
+    for k, image in enumerate(frames[first - 1:last]):
+      for du in (-1, 0, 1):
+        for dv in (-1, 0, 1):
+          u, v = pixels[k, :, 0] + du, pixels[k, :, 1] + dv
+          keep = (u >= 0) & (u < width) & (v >= 0) & (v < height)
+          image[v[keep], u[keep]] = (220, 200, 180)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with av.open(path, "w", format="avi") as container:
+    stream = container.add_stream("mpeg4", rate=fractions.Fraction(30))
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    for image in frames:
+      container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+    container.mux(stream.encode())
+  return path
+
+
+@pytest.fixture(scope="module")
+def manual_dir(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("movi_downloads"))
+  tree = movi_fakes.fake_movi_tree(root, subjects=tuple(SUBJECTS), movements=2,
+                                   frames=MOCAP_FRAMES)
+  for sid in (s for s, split in SUBJECTS.items() if split):
+    for camera in movi_files.CAMERAS:
+      if (sid, camera) != (2, "PG2"):  # a video missing from the download
+        write_fake_video(os.path.join(root, "videos", f"F_{camera}_Subject_{sid}_L.avi"),
+                         tree, sid, camera)
+  # A video cut short in the middle of its second movement.
+  cut = os.path.join(root, "videos", "F_PG2_Subject_14_L.avi")
+  with open(cut, "rb") as f:
+    data = f.read()
+  with open(cut, "wb") as f:
+    f.write(data[:int(len(data) * 0.8)])
+  return root, tree
+
+
+@pytest.fixture(scope="module")
+def built(manual_dir, tmp_path_factory):
+  root, _ = manual_dir
+  data_dir = str(tmp_path_factory.mktemp("movi_tfds"))
+  lines = []
+  builder = movi.Movi(config=SIZE, data_dir=data_dir, file_format="array_record", workers=1,
+                      report=lines.append)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=root))
+  return builder, lines, data_dir
+
+
+def _records(builder, split):
+  source = builder.as_data_source()[split]
+  return [pipeline.decode(source[i]) for i in range(len(source))]
+
+
+def test_splits_follow_the_subject_lists_and_skipped_inputs_are_reported(built):
+  builder, lines, _ = built
+  for split in ("train", "validation", "test"):
+    subjects = {r["subject"] for r in _records(builder, split)}
+    assert subjects == {s for s, name in SUBJECTS.items() if name == split}
+  report = "\n".join(lines)
+  assert "subject 12 is in none of the paper's splits" in report
+  assert "F_PG2_Subject_2_L.avi" in report  # missing
+  assert "F_PG2_Subject_14_L.avi" in report  # cut short
+  assert len(_records(builder, "test")) == 12  # 2 movements x 6 frames, PG1 only
+  frames = {(r["view"], r["movement_index"], r["frame"]) for r in _records(builder, "train")}
+  assert len(frames) == 24  # both cameras, both movements, every frame
+
+
+def test_records_are_consistent(built):
+  builder, _, _ = built
+  records = _records(builder, "train")
+  for record in records:
+    size = record["image"].shape[0]
+    assert size == 128
+    for points, pixels in ((record["joints"], record["joints_2d"]),
+                           (record["markers"], record["markers_2d"])):
+      projected = points @ record["intrinsics"].T
+      np.testing.assert_allclose(projected[:, :2] / projected[:, 2:], pixels, atol=1e-3)
+    # The crop holds the person: every valid marker inside, the dots drawn where they are.
+    inside = record["markers_2d"][record["markers_valid"]]
+    assert np.all((inside > 0) & (inside < size))
+    u, v = record["markers_2d"][record["markers_valid"]].round().astype(int).T
+    assert np.mean(record["image"][v, u].mean(-1) > 100) > 0.6
+    assert record["image"][:4, :4].mean() < 60  # the floor around the person
+    # Stored 3D = the crop camera applied to the world labels.
+    np.testing.assert_allclose(np.linalg.det(record["pelvis_rotation"]), 1.0, atol=1e-4)
+  clips = np.array([r["clip"] for r in records])
+  assert np.all(np.diff(clips) >= 0)  # records in clip order, then frame order
+
+
+def test_ground_truth_fits_the_virtual_markers(manual_dir):
+  root, _ = manual_dir
+  files = movi_files.find_files(root)
+  settings = movi_subject.Settings(image_size=128, smplh_paths=files.smplh,
+                                   cameras=cameras.MOVI_CAMERAS)
+  _, truths = movi_subject.subject_truth(files.subjects[1], settings, print)
+  for truth in truths.values():
+    # Labelled markers within 2 cm of the fitted model on unmasked frames; the fake body's
+    # skinning is close enough to the model's kinematics that most of them are.
+    assert truth.markers_valid.mean() > 0.8
+    assert truth.coordinate_valid.mean() > 0.8
+
+
+def test_an_interrupted_build_resumes_without_redoing_finished_subjects(manual_dir, tmp_path,
+                                                                        monkeypatch):
+  root, _ = manual_dir
+  done = []
+  original = movi_subject.subject_examples
+
+  def crash_on_14(subject, settings, report):
+    if subject.sid == 14:
+      raise KeyboardInterrupt
+    done.append(subject.sid)
+    yield from original(subject, settings, report)
+
+  monkeypatch.setattr(movi_subject, "subject_examples", crash_on_14)
+  make = lambda: movi.Movi(config=SIZE, data_dir=str(tmp_path), file_format="array_record",
+                           workers=1, report=lambda line: None)
+  with pytest.raises(KeyboardInterrupt):
+    make().download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=root))
+  assert done == [1, 2] or done == [1]
+  finished = set(done)
+  monkeypatch.setattr(movi_subject, "subject_examples", lambda s, st, r: (
+      done.append(s.sid), (yield from original(s, st, r)))[1])
+  done.clear()
+  builder = make()
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=root))
+  assert not finished & set(done)
+  assert len(builder.as_data_source()["validation"]) > 0
+  assert not os.path.exists(builder._work_dir())  # pylint: disable=protected-access
+
+
+def test_beam_builds_the_same_records(built, manual_dir, tmp_path):
+  from apache_beam.options.pipeline_options import PipelineOptions
+  builder, _, _ = built
+  root, _ = manual_dir
+  beam = movi.Movi(config=SIZE, data_dir=str(tmp_path), file_format="array_record")
+  beam.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=root, beam_options=PipelineOptions(["--runner=DirectRunner"])))
+  ours, theirs = _records(builder, "test"), _records(beam, "test")
+  assert len(ours) == len(theirs)
+  for a, b in zip(ours, theirs):
+    for key in ("coordinates", "markers", "box", "clip", "frame"):
+      np.testing.assert_allclose(a[key], b[key], atol=1e-5)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("rate", "mocap_framerate is 60 Hz"),
+    ("flags30", "move.flags30 is missing"),
+    ("smplh", "no SMPL+H model smplh/female/model.npz"),
+])
+def test_bad_downloads_are_named(manual_dir, tmp_path, capsys, damage, message):
+  root, tree = manual_dir
+  copy = str(tmp_path / "downloads")
+  shutil.copytree(root, copy, ignore=shutil.ignore_patterns("*.avi"))
+  subject = tree["subjects"][1]
+  named = {"rate": subject["amass"][0], "flags30": subject["v3d"],
+           "smplh": subject["v3d"]}[damage]
+  named = os.path.join(copy, os.path.relpath(named, root))
+  if damage == "rate":
+    with np.load(named) as data:
+      arrays = dict(data)
+    arrays["mocap_framerate"] = np.array(60.0)
+    np.savez(named, **arrays)
+  elif damage == "flags30":
+    import scipy.io
+    scipy.io.savemat(named, {"Subject_1_F": {"subject": {"sex": "female"}, "move": {}}})
+  else:
+    shutil.rmtree(os.path.join(copy, "smplh", "female"))
+  with pytest.raises(SystemExit) as exit_:
+    cli.run(build_data.main, ["movi", "--manual_dir", copy, "--data_dir",
+                              str(tmp_path / "out"), "--config", SIZE], prog="build_data")
+  assert exit_.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and named in err[0] and message in err[0], err
