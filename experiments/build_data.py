@@ -14,11 +14,11 @@ import time
 
 import numpy as np
 import PIL.Image
-import tensorflow_datasets as tfds
 import PIL.ImageDraw
+import tensorflow_datasets as tfds
 
 from d3ke_jax import cli
-from d3ke_jax.data import pipeline
+from d3ke_jax.data import movi_files, pipeline
 from d3ke_jax.data.registry import DATASETS
 from d3ke_jax.errors import UserError, did_you_mean
 from d3ke_jax.io.atomic import atomic_path
@@ -76,6 +76,7 @@ def prepare(args):
     if not args.manual_dir:
       raise UserError("--manual_dir: required for movi (the directory holding the MoVi, "
                       "AMASS and SMPL+H downloads)")
+    movi_files.check_manual_dir(args.manual_dir)
     kwargs = dict(workers=args.workers, cameras_path=args.cameras,
                   report=lambda line: print(f"skipped: {line}", file=sys.stderr))
     download["manual_dir"] = args.manual_dir

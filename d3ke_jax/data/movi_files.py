@@ -74,14 +74,21 @@ class ManualFiles:
   smplh: Dict[str, str]  # gender ("female", "male", "neutral") -> model.npz
 
 
+def check_manual_dir(manual_dir):
+  """``UserError`` unless ``manual_dir`` is a directory with something in it."""
+  if not os.path.isdir(manual_dir):
+    raise UserError(f"{manual_dir}: no such directory (the MoVi, AMASS and SMPL+H downloads)")
+  if not os.listdir(manual_dir):
+    raise UserError(f"{manual_dir}: empty; unpack the MoVi, AMASS and SMPL+H downloads there")
+
+
 def find_files(manual_dir) -> ManualFiles:
   """Every MoVi/AMASS/SMPL+H file under ``manual_dir``, by name.
 
   Raises:
     UserError: ``manual_dir`` is missing, or a name occurs twice for the same subject.
   """
-  if not os.path.isdir(manual_dir):
-    raise UserError(f"{manual_dir}: no such directory (the manual download directory)")
+  check_manual_dir(manual_dir)
   subjects, smplh = {}, {}
 
   def subject(sid):
