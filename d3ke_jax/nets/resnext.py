@@ -10,11 +10,73 @@ import functools
 from typing import Any, Mapping, Sequence, Tuple
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 # torchvision's BatchNorm: eps 1e-5, running statistics updated with momentum 0.1.
 BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+
+# On XLA:CPU a grouped convolution of narrow groups is slower than the dense one with the
+# block-diagonal kernel (measured at batch 16: 181 vs 33 ms at 56x56, 4 channels per group;
+# 37 vs 34 ms at 14x14, 16), though the dense one does groups times the work; at 32 channels
+# per group the grouped one wins (12 vs 62 ms). Its gradient is slower still at every width
+# (seconds), so on CPU the gradient always takes the dense form.
+DENSE_MAX_GROUP_WIDTH = 16
+
+
+class GroupedConv(nn.Module):
+  """A grouped convolution with ``nn.Conv``'s parameter (``kernel``: (kh, kw, in / groups,
+  out), same initialiser), computed in the form that is fastest on the backend: XLA's
+  grouped convolution on accelerators; on CPU, see ``DENSE_MAX_GROUP_WIDTH``."""
+  features: int
+  kernel_size: Tuple[int, int]
+  strides: int
+  padding: Any
+  groups: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        tuple(self.kernel_size) + (x.shape[-1] // self.groups, self.features))
+    x, kernel = jnp.asarray(x, self.dtype), jnp.asarray(kernel, self.dtype)
+    if jax.default_backend() == "cpu":
+      return _cpu_grouped_conv(x, kernel, self.strides, self.padding, self.groups)
+    return _conv(x, kernel, self.strides, self.padding, self.groups)
+
+
+def _conv(x, kernel, strides, padding, groups):
+  return jax.lax.conv_general_dilated(x, kernel, (strides, strides), padding,
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                      feature_group_count=groups)
+
+
+def block_diagonal(kernel, groups):
+  """The dense (kh, kw, in, out) kernel equal to a grouped (kh, kw, in / groups, out) one."""
+  kh, kw, width, out = kernel.shape
+  blocks = kernel.reshape(kh, kw, 1, width, groups, out // groups)
+  mask = jnp.eye(groups, dtype=kernel.dtype)[:, None, :, None]
+  return (blocks * mask).reshape(kh, kw, groups * width, out)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _cpu_grouped_conv(x, kernel, strides, padding, groups):
+  if kernel.shape[2] <= DENSE_MAX_GROUP_WIDTH:
+    return _conv(x, block_diagonal(kernel, groups), strides, padding, 1)
+  return _conv(x, kernel, strides, padding, groups)
+
+
+def _cpu_grouped_conv_forward(x, kernel, strides, padding, groups):
+  return _cpu_grouped_conv(x, kernel, strides, padding, groups), (x, kernel)
+
+
+def _cpu_grouped_conv_backward(strides, padding, groups, residuals, cotangent):
+  dense = lambda x, kernel: _conv(x, block_diagonal(kernel, groups), strides, padding, 1)
+  return jax.vjp(dense, *residuals)[1](cotangent)
+
+
+_cpu_grouped_conv.defvjp(_cpu_grouped_conv_forward, _cpu_grouped_conv_backward)
 
 
 class Bottleneck(nn.Module):
@@ -33,8 +95,8 @@ class Bottleneck(nn.Module):
     norm = functools.partial(BatchNorm, use_running_average=not train, dtype=self.dtype,
                              axis_name=self.axis_name if train else None)
     out = nn.relu(norm(name="bn1")(conv(width, (1, 1), name="conv1")(x)))
-    out = conv(width, (3, 3), strides=self.stride, padding=((1, 1), (1, 1)),
-               feature_group_count=self.groups, name="conv2")(out)
+    out = GroupedConv(width, (3, 3), self.stride, ((1, 1), (1, 1)), self.groups,
+                      dtype=self.dtype, name="conv2")(out)
     out = nn.relu(norm(name="bn2")(out))
     out = norm(name="bn3")(conv(self.planes * 4, (1, 1), name="conv3")(out))
     if self.stride != 1 or x.shape[-1] != self.planes * 4:
