@@ -1,4 +1,5 @@
-"""Benchmarks: ``python -m experiments.bench fk [--batches 1 16 256 4096] [--models ...]``.
+"""Benchmarks: ``python -m experiments.bench fk [--batches 1 64 1024 4096] [--models ...]``,
+``ik``, ``resnext [--batches 1 16] [--sizes 224 256]``.
 
 Prints a table of throughput (median of repeated runs after warm-up) with the device and
 batch size, beside OpenSim's own implementation measured in the same run.
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from d3ke_jax import cli
+from d3ke_jax.nets.resnext import ResNeXt, load_torchvision_state_dict
 from d3ke_jax.skeleton import default_model_path, forward_kinematics, load_osim
 from d3ke_jax.io import MarkerTrajectories, read_mot, write_trc
 from d3ke_jax.skeleton.ik import free_coordinates, unobserved_coordinates
@@ -87,6 +89,46 @@ def bench_fk(args):
       bwd = batch / median_seconds(lambda: backward(q), args.repeats)
       print(f"| {name:<22} | {batch:>6} | {fwd:>12,.0f} | {bwd:>12,.0f} | {fwd / bwd:>22.1f}x | "
             f"{opensim_rate:>9,.0f} | {fwd / opensim_rate:>12.1f}x |", flush=True)
+
+
+def bench_resnext(args):
+  """Flax ResNeXt-50 32x4d against torchvision's resnext50_32x4d (when installed): eval
+  mode, float32, the same weights and images."""
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    import torchvision  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    torch = None
+  device = jax.devices()[0]
+  print(f"ResNeXt-50 32x4d inference, float32; Flax on {device.platform.upper()} "
+        f"({device.device_kind})" + (f", torchvision {torchvision.__version__} on CPU with "
+                                     f"{torch.get_num_threads()} threads" if torch else
+                                     ", torchvision not installed") +
+        f"; images/s, median of >= {args.repeats} runs after warm-up\n")
+  print("| size | batch | Flax | torchvision | Flax / torchvision | max difference (relative) |")
+  print("|---|---|---|---|---|---|", flush=True)
+  network = ResNeXt(num_classes=1000)
+  variables = network.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))
+  if torch:
+    reference = torchvision.models.resnext50_32x4d().eval()
+    variables = load_torchvision_state_dict(reference.state_dict(), variables)
+  apply = jax.jit(network.apply)
+  for size in args.sizes:
+    for batch in args.batches:
+      images = np.random.default_rng(0).uniform(-2, 2, (batch, size, size, 3)).astype(np.float32)
+      ours = batch / median_seconds(lambda: apply(variables, images), args.repeats)
+      row = f"| {size} | {batch} | {ours:,.1f} |"
+      if torch:
+        nchw = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+        with torch.inference_mode():
+          theirs = batch / median_seconds(lambda: reference(nchw), args.repeats)
+          expected = reference(nchw).numpy()
+        difference = np.max(np.abs(apply(variables, images) - expected)) / np.max(
+            np.abs(expected))
+        row += f" {theirs:,.1f} | {ours / theirs:.2f}x | {difference:.1e} |"
+      else:
+        row += " - | - | - |"
+      print(row, flush=True)
 
 
 def opensim_ik(path, trajectories, frames):
@@ -269,6 +311,11 @@ def main(argv=None):
   ik.add_argument("--long", type=count, help="also a trial of this many frames like "
                   "'turning' (OpenSim takes about 1 s per 10 frames)")
   ik.set_defaults(run=bench_ik)
+  resnext = sub.add_parser("resnext", help="Flax ResNeXt-50 vs torchvision's (if installed)")
+  resnext.add_argument("--batches", nargs="+", type=count, default=[1, 16])
+  resnext.add_argument("--sizes", nargs="+", type=count, default=[224, 256])
+  resnext.add_argument("--repeats", type=count, default=3)
+  resnext.set_defaults(run=bench_resnext, model=None)
   args = parser.parse_args(argv)
   models = args.models if args.benchmark == "fk" else [args.model]
   for path in filter(None, models or []):
