@@ -180,8 +180,8 @@ def test_bad_values_fail_at_start_up(tmp_path, data_dir, overrides, message):
 
 def test_unknown_dataset_is_named(tmp_path, data_dir):
   config = _config(data_dir)
-  config.dataset.name = "movi"
-  with pytest.raises(trainer.ConfigError, match="dataset.name='movi'"):
+  config.dataset.name = "human36m"
+  with pytest.raises(trainer.ConfigError, match="dataset.name='human36m'"):
     trainer.train_and_evaluate(config, str(tmp_path))
 
 

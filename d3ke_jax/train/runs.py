@@ -6,14 +6,14 @@ import sys
 
 import ml_collections
 import orbax.checkpoint as ocp
+import tensorflow_datasets as tfds
 
-from d3ke_jax.data import pipeline
-from d3ke_jax.data.d3ke_synthetic import D3keSynthetic
+from d3ke_jax.data import movi_files, pipeline
+from d3ke_jax.data.registry import DATASETS
 from d3ke_jax.errors import UserError
 from d3ke_jax.io.atomic import atomic_write
 from d3ke_jax.train.step import TrainState
 
-DATASETS = {"synthetic": D3keSynthetic}
 CONFIG_FILE = "config.json"
 
 
@@ -32,8 +32,8 @@ def require(config, *keys):
 
 
 def load_dataset(config, splits=("train", "validation")):
-  """{split: ``pipeline.Records``} of ``config.dataset``; the synthetic dataset is
-  generated on first use."""
+  """{split: ``pipeline.Records``} of ``config.dataset``, built on first use: the synthetic
+  dataset is generated; MoVi is built from the downloads in ``dataset.manual_dir``."""
   require(config, "dataset.name", "dataset.config", "dataset.data_dir")
   name = config.dataset.name
   if name not in DATASETS:
@@ -44,7 +44,14 @@ def load_dataset(config, splits=("train", "validation")):
     raise ConfigError(f"dataset.config={config.dataset.config!r}: unknown (choose from {names})")
   builder = builder_class(config=config.dataset.config, data_dir=config.dataset.data_dir,
                           file_format="array_record")
-  builder.download_and_prepare()  # generated offline; a no-op once built
+  manual_dir = config.dataset.get("manual_dir") or None
+  if not builder.is_prepared() and builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
+    if not manual_dir:
+      raise ConfigError(f"dataset.manual_dir: required to build {name} "
+                        f"({config.dataset.config}), which is not in {builder.data_dir} yet")
+    movi_files.check_manual_dir(manual_dir)
+  builder.download_and_prepare(  # a no-op once built
+      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   sources = builder.as_data_source()
   return {split: pipeline.Records(sources[split]) for split in splits}
 
@@ -60,7 +67,7 @@ def frame_rate(config):
 
 
 RESUMABLE = ("epochs", "max_steps", "log_every_steps", "checkpoint_every_steps",
-             "dataset.data_dir")  # config keys that may change when a run is resumed
+             "dataset.data_dir", "dataset.manual_dir")  # config keys that may change when a run is resumed
 
 
 def save_config(workdir, config):

@@ -11,7 +11,10 @@ from experiments.configs import common
 
 
 def get_config():
-  config = common.per_frame("movi", "default", common.RESNEXT50, batch_size=64, epochs=30)
+  config = common.per_frame("movi", "256px", common.RESNEXT50, batch_size=64, epochs=30)
+  # The MoVi, AMASS and SMPL+H downloads, needed until the dataset is built in data_dir
+  # (``python -m experiments.build_data movi --manual_dir DIR`` builds it on its own).
+  config.dataset.manual_dir = ""
   config.optimizer = common.optimizer(5e-4, 3.33e-5, weight_decay=1e-3, final_epochs=2,
                                       final_learning_rate=3.33e-6, final_end_learning_rate=1e-6)
   return config
