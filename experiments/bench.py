@@ -316,8 +316,12 @@ def main(argv=None):
   resnext.add_argument("--sizes", nargs="+", type=count, default=[224, 256])
   resnext.add_argument("--repeats", type=count, default=3)
   resnext.set_defaults(run=bench_resnext, model=None)
+  # Benchmarks kept in their own modules (they import helpers from this one).
+  from experiments import bench_infer, bench_truth  # pylint: disable=g-import-not-at-top
+  bench_truth.add_parser(sub)
+  bench_infer.add_parser(sub)
   args = parser.parse_args(argv)
-  models = args.models if args.benchmark == "fk" else [args.model]
+  models = args.models if args.benchmark == "fk" else [getattr(args, "model", None)]
   for path in filter(None, models or []):
     if not os.path.isfile(path):
       parser.error(f"{path}: no such OpenSim model file")
