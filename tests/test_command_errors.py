@@ -35,7 +35,8 @@ def test_build_data_with_a_file_as_data_dir_is_one_line_exit_2(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["synthtic"], "argument dataset: invalid choice: 'synthtic' (choose from 'synthetic')"),
+    (["synthtic"], "argument dataset: invalid choice: 'synthtic' (choose from 'movi', "
+     "'synthetic')"),
     (["synthetic", "--config", "tinny"],
      "--config tinny: no such synthetic config (did you mean 'tiny'?)"),
     (["synthetic", "--data_dir", "{tmp}/file/tfds"],
@@ -66,7 +67,8 @@ def test_build_data_unwritable_data_dir(tmp_path, capsys):
     (["ik", "--trials", "walk"], "argument --trials: invalid choice: 'walk' (choose from "
      "'gait', 'turning', 'wide')"),
     (["ik", "--model", "no/such.osim"], "no/such.osim: no such OpenSim model file"),
-    (["sideways"], "argument benchmark: invalid choice: 'sideways' (choose from 'fk', 'ik')"),
+    (["sideways"], "argument benchmark: invalid choice: 'sideways' (choose from 'fk', 'ik', "
+     "'resnext', 'truth', 'infer')"),
 ])
 def test_bench_bad_arguments(capsys, argv, message):
   assert _error(bench.main, argv, capsys) == message

@@ -82,8 +82,8 @@ def trial(tmp_path_factory):
     (["--trc", "{d}/none.trc"], "{d}/none.trc: no such .trc file"),
     (["--trc", "{d}/other.trc"], "{d}/other.trc: only 0 of its markers are in the model "
      "{model} (need at least 3); file markers: A, B, C"),
-    (["--trc", "{d}/mm.trc"], "{d}/mm.trc: markers spread 420.8 m about their centre, the "
-     "model 0.445 m; the file's Units header is probably wrong"),
+    (["--trc", "{d}/mm.trc"], "{d}/mm.trc: markers spread 554.9 m about their centre, the "
+     "model 0.552 m; the file's Units header is probably wrong"),
 ])
 def test_user_errors_are_one_line(trial, capsys, args, message):
   argv = {"--trc": str(trial / "trial.trc"), "--out": str(trial / "out.mot")}

@@ -176,6 +176,7 @@ def test_a_run_from_before_keeps_its_centred_input(tmp_path):
   assert config.model.input_normalisation == "centred" and config.model.pretrained == ""
 
 
+@pytest.mark.slow  # about 1-2 minutes on 2 cores: ``pytest -m slow``
 def test_training_starts_from_the_state_dict_and_resumes_without_it(state_dict, tmp_path):
   state, path = state_dict
   config = synthetic_tiny.get_config()

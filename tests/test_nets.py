@@ -180,6 +180,7 @@ def test_temporal_model_keeps_kinematics_valid():
     TemporalD3KE(bounds, network="gru").init(jax.random.PRNGKey(0), kin)
 
 
+@pytest.mark.slow  # about 1-2 minutes on 2 cores: ``pytest -m slow``
 def test_tiny_d3ke_overfits_a_few_frames():
   model, layout, bounds = _setup()
   rng = np.random.default_rng(3)
