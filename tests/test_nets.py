@@ -14,7 +14,7 @@ import pytest
 from d3ke_jax.nets import heads
 from d3ke_jax.nets.d3ke import PerFrameD3KE, TemporalD3KE, skeletal_layer
 from d3ke_jax.nets.sequence import TCN, BiLSTM, LiftingTransformer
-from d3ke_jax.skeleton import forward_kinematics, load_osim, make_layout
+from d3ke_jax.skeleton import load_osim, make_layout
 from d3ke_jax.skeleton.rotations import rotvec_to_matrix, sixd_to_matrix
 from d3ke_jax.skeleton.sampling import random_poses
 from d3ke_jax.train.losses import Targets, d3ke_loss

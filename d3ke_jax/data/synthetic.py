@@ -8,7 +8,7 @@ coordinate ranges.
 """
 
 import dataclasses
-from typing import Callable, Dict
+from typing import Dict
 
 import numpy as np
 

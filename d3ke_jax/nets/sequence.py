@@ -11,7 +11,6 @@ Each returns a residual update of its input, so an untrained network starts as i
 from typing import Any, Sequence
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 
 class BiLSTM(nn.Module):
