@@ -2,6 +2,7 @@
 bodies, AMASS motions, v3d .mat files, and .avi videos of the posed bodies seen through the
 PG1/PG2 cameras (radial distortion included)."""
 
+import csv
 import fractions
 import json
 import os
@@ -16,6 +17,7 @@ import movi_fakes
 from d3ke_jax import cli
 from d3ke_jax.body import smplh
 from d3ke_jax.data import cameras, movi, movi_files, movi_subject, pipeline
+from d3ke_jax.train import evaluation
 from experiments import build_data
 
 SUBJECTS = {1: "train", 14: "validation", 2: "test", 12: None}
@@ -214,7 +216,8 @@ def test_bad_downloads_are_named(manual_dir, tmp_path, capsys, damage, message):
 
 def test_training_runs_on_the_built_records(built, manual_dir, tmp_path, capsys):
   """``experiments.train --config movi_d3ke.py``: without the downloads an unbuilt dataset
-  is one line naming ``dataset.manual_dir``; with them, 2 steps train on the records."""
+  is one line naming ``dataset.manual_dir``; with them, 2 steps train on the records, and
+  the evaluation report has MoVi's subjects, movements and cameras."""
   from experiments import train  # pylint: disable=g-import-not-at-top
   from experiments.configs import movi_d3ke  # pylint: disable=g-import-not-at-top
   _, _, data_dir = built
@@ -233,3 +236,10 @@ def test_training_runs_on_the_built_records(built, manual_dir, tmp_path, capsys)
   assert exit_.value.code == 0
   rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
   assert {r["step"] for r in rows if r["split"] == "train"} == {1, 2}
+  # The report breaks the validation subject down by movement and camera.
+  evaluation.evaluate_run(str(tmp_path / "run"), split="validation", checkpoint="latest")
+  out = tmp_path / "run" / "eval" / "validation"
+  groups = {key: {row[key] for row in csv.DictReader(open(out / f"per_{key}.csv"))}
+            for key in ("subject", "movement", "view")}
+  assert groups == {"subject": {"14"}, "movement": {"movement_01", "movement_02"},
+                    "view": {"PG1", "PG2"}}, groups
