@@ -159,9 +159,7 @@ def check_inputs(subject: movi_files.SubjectFiles, smplh_paths):
   """Reads a subject's v3d and AMASS files up front, so a bad one stops the build before
   hours of work (``UserError`` naming the file)."""
   sex, flags30 = movi_files.read_v3d(subject.v3d)
-  if sex not in smplh_paths:
-    raise UserError(f"{subject.v3d}: subject {subject.sid} is {sex}; no SMPL+H model "
-                    f"smplh/{sex}/model.npz was found under the manual directory")
+  movi_files.smplh_path(subject, sex, smplh_paths)
   for movement in sorted(subject.motions):
     if movement <= len(flags30):
       movi_files.read_amass(subject.motions[movement])

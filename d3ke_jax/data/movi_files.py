@@ -152,6 +152,14 @@ def read_v3d(path) -> Tuple[str, np.ndarray]:
   return sex, flags30
 
 
+def smplh_path(subject: SubjectFiles, sex, smplh_paths):
+  """The SMPL+H model file of ``subject`` (of ``sex``); ``UserError`` if none was found."""
+  if sex not in smplh_paths:
+    raise UserError(f"{subject.v3d}: subject {subject.sid} is {sex}; no SMPL+H model "
+                    f"smplh/{sex}/model.npz was found under the manual directory")
+  return smplh_paths[sex]
+
+
 @dataclasses.dataclass
 class Motion:
   """One AMASS motion: SMPL+H poses (N, 156), betas (16,), trans (N, 3), in AMASS's world

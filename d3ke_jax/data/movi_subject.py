@@ -61,10 +61,7 @@ def subject_truth(files: movi_files.SubjectFiles, settings: Settings, report: Ca
   """({movement: video frames (whole video, 0-based)}, {movement: MovementTruth}) of one
   subject; movements without an AMASS file are reported and left out."""
   sex, flags30 = movi_files.read_v3d(files.v3d)
-  if sex not in settings.smplh_paths:
-    raise UserError(f"{files.v3d}: subject {files.sid} is {sex}, but no SMPL+H model "
-                    f"smplh/{sex}/model.npz was found under the manual directory")
-  body = smplh.load_smplh(settings.smplh_paths[sex])
+  body = smplh.load_smplh(movi_files.smplh_path(files, sex, settings.smplh_paths))
   movements = []
   for m in range(1, len(flags30) + 1):
     if m in files.motions:
