@@ -1,11 +1,14 @@
 """TFDS builder ``d3ke_synthetic``: rendered frames of the default model with exact kinematics.
 
-Configs differ in crop size and amount of data. Splits hold disjoint subjects in MoVi's
-63 / 3 / 16 ratio. Frames of a clip (one subject, movement and camera view) are stored in
-order, so sequence networks can read windows. Ground truth per frame: coordinates (model
-order), body scales (relative to the model), pelvis rotation, joints and markers in the
-camera frame (metres), their 2D projections in the crop (pixels), the crop box, the camera,
-and validity masks.
+Configs differ in crop size and amount of data, and in colours: the plain configs colour the
+right side red and the left blue (a cue no real video has); each ``<name>_nocue`` config is
+``<name>`` with clothing colours instead (skin, shirt, trousers, shoes; the same on both sides,
+one outfit per subject and movement), so left and right must be told from the pose alone.
+Splits hold disjoint subjects in MoVi's 63 / 3 / 16 ratio. Frames of a clip (one subject,
+movement and camera view) are stored in order, so sequence networks can read windows. Ground
+truth per frame: coordinates (model order), body scales (relative to the model), pelvis
+rotation, joints and markers in the camera frame (metres), their 2D projections in the crop
+(pixels), the crop box, the camera, and validity masks.
 
 Build: ``python -m experiments.build_data synthetic`` (array_record files, no TensorFlow).
 """
@@ -29,6 +32,7 @@ class SyntheticConfig(tfds.core.BuilderConfig):
   frames_per_clip: int = 34
   movements: Tuple[str, ...] = tuple(sorted(MOVEMENTS))
   seed: int = 0
+  colours: str = "sided"  # or "clothing" (``frames.COLOURS``)
 
 
 def split_subjects(num_subjects):
@@ -61,6 +65,10 @@ class D3keSynthetic(tfds.core.GeneratorBasedBuilder):
       SyntheticConfig(name="paper", description="256 px, 90 subjects, 120-frame clips",
                       image_size=256, num_subjects=90, frames_per_clip=120),
   ]
+  BUILDER_CONFIGS += [
+      dataclasses.replace(c, name=f"{c.name}_nocue", colours="clothing",
+                          description=f"{c.description}; clothing colours, alike left and right")
+      for c in BUILDER_CONFIGS]
 
   @classmethod
   def label_model(cls):
@@ -85,7 +93,7 @@ class D3keSynthetic(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, subjects):
     config = self.builder_config
     for example in frame_generation.generate(subjects, config.movements, config.frames_per_clip,
-                                             config.image_size, config.seed):
+                                             config.image_size, config.seed, config.colours):
       example["image"] = encode_jpeg(example["image"])
       yield f"{example['clip']:06d}_{example['frame']:05d}", example
 

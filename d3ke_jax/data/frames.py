@@ -37,8 +37,16 @@ def clip_id(subject, movement, view, movements):
       VIEWS).index(view)
 
 
-def generate(subjects, movements, frames, size, seed=0):
+# How bodies are coloured: "sided" (right red, left blue) or "clothing" (one outfit per
+# subject and movement, seen by both views; left and right alike).
+COLOURS = ("sided", "clothing")
+OUTFIT_STREAM = 1  # tells the outfits' random streams from the subjects' and the clips'
+
+
+def generate(subjects, movements, frames, size, seed=0, colours="sided"):
   """Yields one example dict per frame, clip by clip (subject, movement, view), in order."""
+  if colours not in COLOURS:
+    raise ValueError(f"colours={colours!r}: choose from {COLOURS}")
   model = default_model()
   shapes = render.body_shapes(model)
   for subject_index in subjects:
@@ -46,6 +54,10 @@ def generate(subjects, movements, frames, size, seed=0):
     for movement in movements:
       coords = synthetic.movement(model, movement, subject, frames)
       out = forward_kinematics(model, coords, scales=subject.scales)
+      if colours == "clothing":
+        outfit = np.random.default_rng([seed, subject_index, sorted(synthetic.MOVEMENTS).index(
+            movement), OUTFIT_STREAM])
+        shapes = shapes._replace(colour=render.clothing_colours(model.body_names, outfit))
       for view in VIEWS:
         clip = clip_id(subject_index, movement, view, movements)
         yield from _clip(model, shapes, subject, movement, view, clip, coords, out, size, seed)

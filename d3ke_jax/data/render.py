@@ -2,8 +2,10 @@
 
 Every body is drawn as an ellipsoid fitted to the points fixed to it (its origin, its
 markers and its children's joints); a pixel shows the nearest ellipsoid its ray hits
-(a z-buffer), shaded by a directional light. Left and right bodies get different colours.
-Cameras are pinhole (OpenCV convention: x right, y down, z forward).
+(a z-buffer), shaded by a directional light. Bodies are coloured by side (``body_shapes``:
+right red, left blue, a cue no real video has) or dressed (``clothing_colours``: skin, shirt,
+trousers and shoes, the same on both sides). Cameras are pinhole (OpenCV convention: x right,
+y down, z forward).
 """
 
 from typing import NamedTuple
@@ -79,6 +81,38 @@ def body_shapes(model: SkeletalModel, padding=0.03, min_radius=0.05):
     side = 1 if name.endswith("_r") else -1 if name.endswith("_l") else 0
     colour.append({1: (0.85, 0.35, 0.3), -1: (0.3, 0.45, 0.85), 0: (0.8, 0.75, 0.65)}[side])
   return BodyShapes(*(np.array(v) for v in (centre, axes, radii, colour)))
+
+
+# Plausible sRGB colours in [0, 1]; an outfit picks one of each and varies its shade.
+SKIN = np.array([(0.96, 0.80, 0.69), (0.92, 0.72, 0.60), (0.84, 0.63, 0.49), (0.71, 0.51, 0.38),
+                 (0.56, 0.39, 0.27), (0.40, 0.27, 0.19), (0.29, 0.20, 0.15)])
+SHIRTS = np.array([(0.92, 0.92, 0.90), (0.13, 0.13, 0.14), (0.50, 0.50, 0.52), (0.16, 0.21, 0.40),
+                   (0.70, 0.16, 0.16), (0.20, 0.45, 0.26), (0.90, 0.80, 0.32), (0.56, 0.70, 0.86),
+                   (0.45, 0.30, 0.56), (0.90, 0.50, 0.20), (0.90, 0.62, 0.70), (0.15, 0.50, 0.50)])
+TROUSERS = np.array([(0.26, 0.34, 0.50), (0.15, 0.18, 0.28), (0.12, 0.12, 0.13), (0.42, 0.42, 0.44),
+                     (0.70, 0.62, 0.45), (0.40, 0.30, 0.21), (0.35, 0.36, 0.21)])
+SHOES = np.array([(0.92, 0.92, 0.92), (0.10, 0.10, 0.10), (0.45, 0.45, 0.47), (0.38, 0.25, 0.15)])
+# Body (without its side suffix) -> garment; "sleeve" and "leg" are the shirt or the trousers
+# when long, skin when short. Other bodies (the trunk, shoulders, upper arms) wear the shirt.
+GARMENTS = {"head": "skin", "hand": "skin", "ulna": "sleeve", "radius": "sleeve",
+            "pelvis": "trousers", "femur": "trousers", "tibia": "leg", "talus": "shoes",
+            "calcn": "shoes", "toes": "shoes"}
+
+
+def clothing_colours(body_names, rng):
+  """(B, 3) colours of one dressed person, equal on left and right: skin on the head and
+  hands, a shirt on the trunk and arms (short sleeves one time in three), trousers on the
+  pelvis and legs (shorts one time in five), shoes; each a palette colour, shaded by a
+  random factor in [0.85, 1.1] and tinted by up to 0.04 per channel."""
+  def pick(palette):
+    colour = palette[rng.integers(len(palette))] * rng.uniform(0.85, 1.1)
+    return np.clip(colour + rng.uniform(-0.04, 0.04, 3), 0.0, 1.0)
+  outfit = {garment: pick(palette) for garment, palette in (
+      ("skin", SKIN), ("shirt", SHIRTS), ("trousers", TROUSERS), ("shoes", SHOES))}
+  outfit["sleeve"] = outfit["skin"] if rng.uniform() < 1 / 3 else outfit["shirt"]
+  outfit["leg"] = outfit["skin"] if rng.uniform() < 1 / 5 else outfit["trousers"]
+  stems = [name[:-2] if name.endswith(("_r", "_l")) else name for name in body_names]
+  return np.array([outfit[GARMENTS.get(stem, "shirt")] for stem in stems])
 
 
 def render(camera: Camera, shapes: BodyShapes, body_transforms, scales, background,
