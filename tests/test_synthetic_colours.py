@@ -3,6 +3,7 @@
 import dataclasses
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -18,14 +19,16 @@ def _model():
   return load_osim()
 
 
+_render = jax.jit(render.render)
+
+
 def _outfit(seed):
   return render.clothing_colours(_model().body_names, np.random.default_rng(seed))
 
 
-def _forearm_pixels(colours, size=64):
-  """{side: (9, 3) rendered colours along its forearm} for arms held out to the sides, seen
-  from the front, lit flat (ambient 1: a pixel shows its body's colour). The pixels are found
-  by projecting the forearm's axis (elbow to wrist, its middle half), not from the renderer."""
+@functools.lru_cache(maxsize=None)
+def _arms_out(size):
+  """The model with its arms held out to the sides and a camera in front cropped to it."""
   model = _model()
   q = np.asarray(model.coordinate_defaults).copy()
   for side in "rl":
@@ -33,10 +36,18 @@ def _forearm_pixels(colours, size=64):
   out = forward_kinematics(model, q[None])
   camera = frames.camera("frontal")
   pixels, _ = render.project(camera, out.markers[0])
-  crop = render.crop_camera(camera, render.square_box(np.asarray(pixels)), size)
+  return out, render.crop_camera(camera, render.square_box(np.asarray(pixels)), size)
+
+
+def _forearm_pixels(colours, size=64):
+  """{side: (9, 3) rendered colours along its forearm} of ``_arms_out``, lit flat (ambient 1:
+  a pixel shows its body's colour). The pixels are found by projecting the forearm's axis
+  (elbow to wrist, its middle half), not from the renderer."""
+  model = _model()
+  out, crop = _arms_out(size)
   shapes = render.body_shapes(model)._replace(colour=colours)
-  image, _ = render.render(crop, shapes, out.body_transforms[0], jnp.ones((model.num_bodies, 3)),
-                           jnp.zeros((size, size, 3)), ambient=1.0)
+  image, _ = _render(crop, shapes, out.body_transforms[0], jnp.ones((model.num_bodies, 3)),
+                     jnp.zeros((size, size, 3)), ambient=1.0)
   result = {}
   for side in "rl":
     ends = [model.joint_index(f"elbow_{side}"), model.joint_index(f"radiocarpal_{side}")]
