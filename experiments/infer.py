@@ -5,9 +5,10 @@ For each video (``--video`` may be a folder: every video in it), writes into
 pelvis orientation in the camera's frame turned to OpenSim's axes: x right, y up, z towards
 the viewer), ``<name>.trc`` (the model's markers, metres, root-relative, same frame),
 ``<name>_scaled.osim`` (the median body scales), ``frames.csv`` (time, box, whether a
-person was found), ``<name>_overlay.mp4`` and ``angles.png``. The person's boxes come from
-``--boxes`` (CSV ``frame,x0,y0,x1,y1`` or JSON; a folder of ``<name>.csv``/``.json`` for a
-folder of videos) or, without it, from background subtraction (a static camera).
+person was found, the box's source), ``<name>_overlay.mp4`` and ``angles.png``. The person's
+boxes come from ``--boxes`` (CSV ``frame,x0,y0,x1,y1`` or JSON; a folder of
+``<name>.csv``/``.json`` for a folder of videos) or, without it, from background subtraction
+(a static camera) following one person (``boxes.BackgroundTracker``).
 """
 
 import os

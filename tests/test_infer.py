@@ -44,9 +44,9 @@ def run_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-  """A static camera watching a subject walk across it: the .mp4 and the true boxes (the
-  training margin around the projected markers)."""
+def walk():
+  """A static camera watching a subject walk across it: the frames (uint8), the true boxes
+  (the training margin around the projected markers) and the empty backdrop (uint8)."""
   model = default_model()
   subject = synthetic.make_subject(model, 3)
   coords = synthetic.movement(model, "walking", subject, FRAMES)
@@ -58,12 +58,21 @@ def scene(tmp_path_factory):
   images, _ = draw(camera, render.body_shapes(model), out.body_transforms,
                    jnp.asarray(subject.scales), jnp.asarray(backdrop),
                    jnp.asarray((-0.3, 0.5, 1.0)), 0.35)
-  frames = (np.asarray(images) * 255).astype(np.uint8)
   pixels = np.asarray(render.project(camera, out.markers)[0])
   truth = np.array([render.square_box(p, boxes.MARGIN) for p in pixels])
+  return _uint8(images), truth, _uint8(backdrop)
+
+
+def _uint8(image):
+  return (np.asarray(image) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def scene(walk, tmp_path_factory):
+  """The walk as an .mp4, and its true boxes."""
   path = str(tmp_path_factory.mktemp("video") / "walk.mp4")
-  write_video(path, frames, synthetic.RATE)
-  return path, truth
+  write_video(path, walk[0], synthetic.RATE)
+  return path, walk[1]
 
 
 def _command(argv, capsys):
@@ -87,8 +96,8 @@ def _frames_csv(folder):
   with open(os.path.join(folder, "frames.csv")) as f:
     rows = list(csv.DictReader(f))
   return (np.array([[float(r[k]) for k in ("x0", "y0", "side")] for r in rows]),
-          np.array([r["person_found"] == "1" for r in rows]), np.array([float(r["time"])
-                                                                       for r in rows]))
+          np.array([r["person_found"] == "1" for r in rows]),
+          np.array([r["box_source"] for r in rows]))
 
 
 def test_outputs_exist_and_reload(inferred):
@@ -109,9 +118,9 @@ def test_outputs_exist_and_reload(inferred):
 
 
 def test_box_track_covers_the_person(inferred, scene):
-  found_boxes, found, _ = _frames_csv(inferred)
+  found_boxes, found, sources = _frames_csv(inferred)
   overlap = boxes.iou(found_boxes, scene[1])
-  assert found.all()
+  assert found.all() and np.all(sources == boxes.BACKGROUND)
   # Silhouette (ellipsoids) and marker extents differ by a few pixels here.
   assert np.mean(overlap > 0.7) >= 0.9, overlap
 
@@ -198,14 +207,36 @@ def test_crop_samples_the_box_as_the_crop_camera_does():
 def test_boxes_file_and_missing_frames(tmp_path):
   path = tmp_path / "boxes.csv"
   path.write_text("frame,x0,y0,x1,y1\n1,10,20,30,60\n3,12,20,32,60\n")
-  found_boxes, found = boxes.read_boxes(str(path), 5)
-  np.testing.assert_array_equal(found, [False, True, False, True, False])
+  found_boxes, sources = boxes.read_boxes(str(path), 5)
+  np.testing.assert_array_equal(sources, ["held", "file", "held", "file", "held"])
   np.testing.assert_allclose(found_boxes[1], render.square_box(np.array([[10, 20], [30, 60]]),
                                                                boxes.MARGIN))
   np.testing.assert_allclose(found_boxes[[0, 2]], found_boxes[[1, 1]])  # nearest found before
   path.write_text("frame,x0,y0,x1,y1\n1,10,20,abc,60\n")
   with pytest.raises(Exception, match="boxes.csv: line 2 is not frame,x0,y0,x1,y1 numbers"):
     boxes.read_boxes(str(path), 5)
+
+
+def test_tracker_keeps_one_identity_and_flags_frames_without_the_person(walk, tmp_path):
+  """A second mover (a block going down the left edge from frame 2) and the person hidden
+  for frames ``gap``: there the last box is held and flagged, the block never taken for
+  them (the gate; without it the nearest region, the block, would be); elsewhere the box
+  covers the person, found again after the gap."""
+  frames, truth, backdrop = walk
+  frames, gap = frames.copy(), np.zeros(FRAMES, bool)
+  gap[8:13] = True
+  frames[gap] = backdrop
+  block = np.array([(2, 3 * t, 10, 3 * t + 24) for t in range(FRAMES)], float)  # x0 y0 x1 y1
+  for t, (x0, y0, x1, y1) in enumerate(block.astype(int)[2:], start=2):
+    frames[t, y0:y1, x0:x1] = (250, 40, 200)
+  path = write_video(str(tmp_path / "two_movers.mp4"), frames, synthetic.RATE)
+  decoded = np.concatenate([f for f, _ in FrameReader(path)])
+  found_boxes, sources = boxes.BackgroundTracker(boxes.background(path), WIDTH)(decoded, 0)
+  np.testing.assert_array_equal(sources, np.where(gap, boxes.HELD, boxes.BACKGROUND))
+  np.testing.assert_array_equal(found_boxes[gap], np.repeat(found_boxes[7:8], gap.sum(), 0))
+  block_boxes = np.array([render.square_box(b.reshape(2, 2), boxes.MARGIN) for b in block])
+  assert np.all(boxes.iou(found_boxes, block_boxes)[2:] < 0.1)
+  assert np.mean(boxes.iou(found_boxes, truth)[~gap] > 0.7) >= 0.9
 
 
 def test_bad_inputs_are_one_line(run_dir, tmp_path, capsys):

@@ -1,9 +1,10 @@
 """Where the person is in each frame: square boxes (x0, y0, side) in upright pixels.
 
 Two sources: a file of per-frame boxes from any detector, or, for a static camera, a
-background-subtraction finder that keeps following one person (the foreground region
-nearest to where they were). Frames without a person are flagged, never fatal: their box
-is the last one found.
+background-subtraction tracker that keeps following one person (the foreground region
+nearest to where they were, if near enough and of their size). Each frame's box comes with
+its source (``SOURCES``); frames without a person are flagged, never fatal: their box is the
+last one found.
 """
 
 import csv
@@ -21,13 +22,22 @@ MARGIN = 0.15  # relative margin around the person: the middle of training's 0.1
 WORKING_WIDTH = 160  # the finder works on frames reduced to about this width
 THRESHOLD = 30  # foreground: a pixel's summed RGB difference from the background (0-765)
 MIN_AREA = 1e-3  # a foreground region covers at least this fraction of the frame
+# The tracked person's region: its centre within GATE box sides of their last box's centre,
+# plus GATE_GROWTH sides per frame since they were last found, and its side within a factor
+# SIZE_RATIO of that box's.
+GATE, GATE_GROWTH, SIZE_RATIO = 0.5, 0.1, 2.0
+# Where a frame's box comes from: the person found in it (by the file or background
+# subtraction), or not found: a found box held (the last one before; for frames before
+# any, the file's first one), or the whole frame (the tracker, before it finds anyone).
+SOURCES = FILE, BACKGROUND, HELD, WHOLE = "file", "background", "held", "whole frame"
+FOUND = (FILE, BACKGROUND)
 
 
 def read_boxes(path, count):
-  """(boxes (count, 3) square x0, y0, side; found (count,) bool) from a CSV (columns
-  ``frame, x0, y0, x1, y1``, a header row first) or JSON (a list of ``{"frame": i, "box":
-  [x0, y0, x1, y1]}``) file of corner boxes in upright pixels. Each detector box becomes a
-  square around it with ``MARGIN``; frames the file lacks are not found."""
+  """(boxes (count, 3) square x0, y0, side; sources (count,) ``FILE`` or ``HELD``) from a
+  CSV (columns ``frame, x0, y0, x1, y1``, a header row first) or JSON (a list of ``{"frame":
+  i, "box": [x0, y0, x1, y1]}``) file of corner boxes in upright pixels. Each detector box
+  becomes a square around it with ``MARGIN``; frames the file lacks are not found."""
   path = os.fspath(path)
   rows = _json_rows(path) if path.lower().endswith(".json") else _csv_rows(path)
   boxes, found = np.zeros((count, 3)), np.zeros(count, bool)
@@ -39,7 +49,7 @@ def read_boxes(path, count):
       raise UserError(f"{path}: the box of frame {frame} is not x0 < x1, y0 < y1 ({corners})")
     boxes[frame] = square_box(np.array([[x0, y0], [x1, y1]]), MARGIN)
     found[frame] = True
-  return fill_missing(boxes, found), found
+  return fill_missing(boxes, found), np.where(found, FILE, HELD)
 
 
 def _csv_rows(path):
@@ -79,15 +89,15 @@ class FileBoxes:
   """Boxes read from a file, served chunk by chunk."""
 
   def __init__(self, path, count):
-    self.boxes, self.found = read_boxes(path, count)
+    self.boxes, self.sources = read_boxes(path, count)
 
   def __call__(self, frames, first):
     end = first + len(frames)
     if end > len(self.boxes):  # the container stated fewer frames than it holds
       extra = end - len(self.boxes)
       self.boxes = np.concatenate([self.boxes, np.repeat(self.boxes[-1:], extra, 0)])
-      self.found = np.concatenate([self.found, np.zeros(extra, bool)])
-    return self.boxes[first:end], self.found[first:end]
+      self.sources = np.concatenate([self.sources, np.full(extra, HELD)])
+    return self.boxes[first:end], self.sources[first:end]
 
 
 def background(path, samples=48):
@@ -109,48 +119,60 @@ def _stride(width):
 
 
 class BackgroundTracker:
-  """Finds the moving person against a static background, frame by frame, keeping one
-  identity: of the foreground regions, the one nearest the previous box's centre."""
+  """Follows one moving person against a static background, frame by frame. Before they are
+  first found, the largest foreground region is them; then, of the regions, the one nearest
+  their last box, if it passes the gate (``GATE``, ``SIZE_RATIO``). When it does not, the
+  track wins over background subtraction: the region is something else (another moving
+  object, the person merged with one), the last box is held and the frame flagged; the gate
+  widens while they stay unfound (hidden, standing still long enough to be background, or
+  gone) so that they are found again where they reappear."""
 
   def __init__(self, background_image, width):
     self.background, self.stride = background_image, _stride(width)
-    self.previous = None
+    self.previous, self.missed = None, 0
 
   def __call__(self, frames, first):
     del first  # frames come in order
-    boxes, found = np.zeros((len(frames), 3)), np.zeros(len(frames), bool)
+    boxes, sources = np.zeros((len(frames), 3)), np.full(len(frames), WHOLE)
     for k, frame in enumerate(frames):
-      box = self.find(frame)
-      found[k] = box is not None
+      box = self.follow(*self.regions(frame))
+      self.missed = 0 if box is not None else self.missed + 1
       if box is not None:
         self.previous = box
       height, width = frame.shape[:2]
       boxes[k] = self.previous if self.previous is not None else _whole(width, height)
-    return boxes, found
+      sources[k] = BACKGROUND if box is not None else HELD if self.previous is not None else WHOLE
+    return boxes, sources
 
-  def find(self, frame):
-    """The square box of the person in one upright frame, or None."""
+  def regions(self, frame):
+    """Square boxes (R, 3) around the foreground regions of one upright frame, and their
+    areas (R,) in reduced pixels; regions under ``MIN_AREA`` left out."""
     small = frame[::self.stride, ::self.stride].astype(np.int16)
     mask = np.abs(small - self.background).sum(-1) > THRESHOLD
     mask = scipy.ndimage.binary_opening(mask, iterations=1)
     labels, count = scipy.ndimage.label(mask)
-    if not count:
-      return None
     sizes = scipy.ndimage.sum_labels(mask, labels, np.arange(1, count + 1))
-    large = np.flatnonzero(sizes >= MIN_AREA * mask.size) + 1
-    if not len(large):
+    large = sizes >= MIN_AREA * mask.size
+    corners = [np.array([[c.start, r.start], [c.stop, r.stop]], float) * self.stride
+               for (r, c), keep in zip(scipy.ndimage.find_objects(labels), large) if keep]
+    return (np.array([square_box(c, MARGIN) for c in corners]).reshape(-1, 3), sizes[large])
+
+  def follow(self, regions, sizes):
+    """The box of the tracked person among ``regions``, or None."""
+    if not len(regions):
       return None
-    centres = np.array(scipy.ndimage.center_of_mass(mask, labels, large))[:, ::-1]
     if self.previous is None:
-      chosen = large[np.argmax(sizes[large - 1])]
-    else:
-      x0, y0, side = self.previous
-      near = np.hypot(*(centres * self.stride - (x0 + side / 2, y0 + side / 2)).T)
-      chosen = large[np.argmin(near)]
-    rows, columns = np.nonzero(labels == chosen)
-    points = np.stack([columns, rows], 1) * self.stride
-    low, high = points.min(0), points.max(0) + self.stride
-    return square_box(np.array([low, high], float), MARGIN)
+      return regions[np.argmax(sizes)]
+    side = self.previous[2]
+    distance = np.hypot(*(_centre(regions) - _centre(self.previous)).T)
+    nearest = regions[np.argmin(distance)]
+    near = np.min(distance) <= side * (GATE + GATE_GROWTH * self.missed)
+    alike = 1 / SIZE_RATIO <= nearest[2] / side <= SIZE_RATIO
+    return nearest if near and alike else None
+
+
+def _centre(box):
+  return np.asarray(box)[..., :2] + np.asarray(box)[..., 2:] / 2
 
 
 def _whole(width, height):

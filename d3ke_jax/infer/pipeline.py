@@ -16,6 +16,7 @@ import PIL.Image
 
 from d3ke_jax.data.pipeline import covering_windows, prefetch
 from d3ke_jax.errors import UserError
+from d3ke_jax.infer.boxes import FOUND
 from d3ke_jax.io.video import FrameReader
 from d3ke_jax.nets.d3ke import skeletal_layer
 from d3ke_jax.train import per_frame, runs, temporal
@@ -124,7 +125,7 @@ class Prediction(NamedTuple):
   """Per-frame results over a whole video (T frames)."""
   time: np.ndarray  # (T,) seconds
   boxes: np.ndarray  # (T, 3) x0, y0, side in upright frame pixels
-  found: np.ndarray  # (T,) bool: a person was found (else the box is the previous one)
+  source: np.ndarray  # (T,) str: where each box comes from (``boxes.SOURCES``)
   coords: np.ndarray  # (T, P) layout coordinates, radians / metres
   scales: np.ndarray  # (T, G, 3) scale groups relative to the model
   rotation: np.ndarray  # (T, 3, 3) pelvis -> camera
@@ -132,14 +133,19 @@ class Prediction(NamedTuple):
   markers: np.ndarray  # (T, M, 3)
   cut: Optional[str]  # where decoding broke off, if it did
 
+  @property
+  def found(self):
+    """(T,) bool: a person was found in the frame (else the box is held or the frame's)."""
+    return np.isin(self.source, FOUND)
+
 
 def _batches(reader, locate, size, batch_size, record):
   """Yields (crops (batch_size, size, size, 3), count) with the last batch padded; the
-  chunk's times, boxes and flags go to ``record``."""
+  chunk's times, boxes and their sources go to ``record``."""
   pending, first = [], 0
   for frames, times in reader:
-    boxes, found = locate(frames, first)
-    record(times, boxes, found)
+    boxes, sources = locate(frames, first)
+    record(times, boxes, sources)
     pending.extend(crop(frame, box, size) for frame, box in zip(frames, boxes))
     first += len(frames)
     while len(pending) >= batch_size:
@@ -152,11 +158,11 @@ def _batches(reader, locate, size, batch_size, record):
 
 def predict_video(predictor: Predictor, path, locate, batch_size=64, chunk=64):
   """Runs ``predictor`` on every frame of the video ``path``; ``locate(frames, first)``
-  gives each chunk's (boxes, found). Decoding and cropping run ahead on a thread."""
+  gives each chunk's (boxes, sources). Decoding and cropping run ahead on a thread."""
   batch_size = -(-batch_size // predictor.devices) * predictor.devices
   reader = FrameReader(path, chunk)
-  times, boxes, found, outputs = [], [], [], []
-  record = lambda t, b, f: (times.append(t), boxes.append(b), found.append(f))
+  times, boxes, sources, outputs = [], [], [], []
+  record = lambda t, b, s: (times.append(t), boxes.append(b), sources.append(s))
   for crops, count in prefetch(_batches(reader, locate, predictor.size, batch_size, record)):
     kinematics, pose = predictor.frames(crops)
     outputs.append(jax.tree.map(lambda x, n=count: x[:n], (kinematics, pose)))
@@ -166,7 +172,7 @@ def predict_video(predictor: Predictor, path, locate, batch_size=64, chunk=64):
   if predictor.windows is not None:
     kinematics, pose = _sequence(predictor, kinematics, batch_size)
   return Prediction(time=np.concatenate(times), boxes=np.concatenate(boxes),
-                    found=np.concatenate(found), coords=kinematics.coords,
+                    source=np.concatenate(sources), coords=kinematics.coords,
                     scales=kinematics.scales, rotation=kinematics.rotation,
                     joints=pose.joints, markers=pose.markers, cut=reader.cut)
 
