@@ -1,9 +1,10 @@
 """TFDS builder ``d3ke_synthetic``: rendered frames of the default model with exact kinematics.
 
-Configs differ in crop size and amount of data, and in colours: the plain configs colour the
-right side red and the left blue (a cue no real video has); each ``<name>_nocue`` config is
-``<name>`` with clothing colours instead (skin, shirt, trousers, shoes; the same on both sides,
-one outfit per subject and movement), so left and right must be told from the pose alone.
+Configs differ in crop size and amount of data, and in colours: micro, tiny, small and paper
+colour the right side red and the left blue (a cue no real video has); each ``<name>_nocue``
+is ``<name>`` with clothing colours instead (skin, shirt, trousers, shoes; the same on both
+sides, one outfit per subject and movement), so left and right must be told from the pose and
+the view.
 Splits hold disjoint subjects in MoVi's 63 / 3 / 16 ratio. Frames of a clip (one subject,
 movement and camera view) are stored in order, so sequence networks can read windows. Ground
 truth per frame: coordinates (model order), body scales (relative to the model), pelvis
