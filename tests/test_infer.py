@@ -239,6 +239,21 @@ def test_tracker_keeps_one_identity_and_flags_frames_without_the_person(walk, tm
   assert np.mean(boxes.iou(found_boxes, truth)[~gap] > 0.7) >= 0.9
 
 
+@pytest.mark.parametrize("stop", [6, 12])
+def test_tracker_holds_a_person_who_stops(walk, tmp_path, stop):
+  """The person stops at frame ``stop`` and stands still to the end: standing more than
+  half the clip (6), they are the background; less (12), partly (a fragment of them moving,
+  too small for the gate). Either way background subtraction loses them and the last box is
+  held (flagged: nothing moving is seen) and still covers them."""
+  index = np.minimum(np.arange(FRAMES), stop)
+  path = write_video(str(tmp_path / "stop.mp4"), walk[0][index], synthetic.RATE)
+  decoded = np.concatenate([f for f, _ in FrameReader(path)])
+  found_boxes, sources = boxes.BackgroundTracker(boxes.background(path), WIDTH)(decoded, 0)
+  np.testing.assert_array_equal(sources, np.where(np.arange(FRAMES) < stop, boxes.BACKGROUND,
+                                                  boxes.HELD))
+  assert np.all(boxes.iou(found_boxes, walk[1][index]) > 0.7)
+
+
 def test_bad_inputs_are_one_line(run_dir, tmp_path, capsys):
   empty = tmp_path / "empty.mp4"
   empty.write_bytes(b"")

@@ -25,7 +25,7 @@ MIN_AREA = 1e-3  # a foreground region covers at least this fraction of the fram
 # The tracked person's region: its centre within GATE box sides of their last box's centre,
 # plus GATE_GROWTH sides per frame since they were last found, and its side within a factor
 # SIZE_RATIO of that box's.
-GATE, GATE_GROWTH, SIZE_RATIO = 0.5, 0.1, 2.0
+GATE, GATE_GROWTH, SIZE_RATIO = 0.5, 0.1, 1.5
 # Where a frame's box comes from: the person found in it (by the file or background
 # subtraction), or not found: a found box held (the last one before; for frames before
 # any, the file's first one), or the whole frame (the tracker, before it finds anyone).
