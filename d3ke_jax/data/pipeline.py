@@ -3,10 +3,15 @@
 Per-frame examples with train-time augmentation, and fixed-length windows of consecutive
 frames (labels and per-frame estimates held in memory) that never cross clip boundaries;
 shuffled deterministically from (seed, epoch), sharded by process, batched as (devices,
-per_device_batch, ...) for a pmapped step, and prefetched on a background thread.
+per_device_batch, ...) for a pmapped step, and prefetched on a background thread. Frames are
+read, decoded and augmented by a pool of threads (Pillow and NumPy release the GIL); each
+frame's augmentation depends only on (seed, epoch, index), so batches do not depend on the
+number of workers.
 """
 
+import concurrent.futures
 import dataclasses
+import functools
 import os
 import queue
 import threading
@@ -153,34 +158,41 @@ def _order(count, seed, epoch, shuffle, process_index, process_count):
 
 def frame_batches(source, batch_size, devices=1, seed=0, epoch=0, shuffle=True,
                   augmentation: Augmentation = None, process_index=0, process_count=1,
-                  drop_remainder=True, start_batch=0):
+                  drop_remainder=True, start_batch=0, workers=None):
   """Yields batches of frames as dicts of arrays shaped (devices, batch_size // devices, ...).
 
   ``batch_size`` is this process's share; the order depends only on (seed, epoch), and
   ``start_batch`` skips the first batches of the epoch (resuming) without reading them.
   Without ``drop_remainder`` the last batch is filled up by repeating its last frame.
+  ``workers`` threads (default: one per CPU core) read, decode and augment the frames.
   """
   if batch_size % devices:
     raise ValueError(f"batch size {batch_size} is not divisible by {devices} devices")
   order = _order(len(source), seed, epoch, shuffle, process_index, process_count)
-  for first in range(start_batch * batch_size, len(order), batch_size):
-    chunk = order[first:first + batch_size]
-    if len(chunk) < batch_size:
-      if drop_remainder:
-        return
-      chunk = np.pad(chunk, (0, batch_size - len(chunk)), mode="edge")
-    yield batch_of(source, chunk, devices, augmentation, seed, epoch)
+  with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count()) as pool:
+    for first in range(start_batch * batch_size, len(order), batch_size):
+      chunk = order[first:first + batch_size]
+      if len(chunk) < batch_size:
+        if drop_remainder:
+          return
+        chunk = np.pad(chunk, (0, batch_size - len(chunk)), mode="edge")
+      yield batch_of(source, chunk, devices, augmentation, seed, epoch, pool)
 
 
-def batch_of(source, indices, devices=1, augmentation: Augmentation = None, seed=0, epoch=0):
-  """The records ``indices`` of ``source`` as one batch (devices, per_device, ...)."""
-  examples = []
-  for index in indices:
-    example = decode(source[int(index)])
-    if augmentation is not None:
-      example = augment(example, np.random.default_rng([seed, epoch, int(index)]), augmentation)
-    examples.append(example)
-  return _stack(examples, devices)
+def batch_of(source, indices, devices=1, augmentation: Augmentation = None, seed=0, epoch=0,
+             pool=None):
+  """The records ``indices`` of ``source`` as one batch (devices, per_device, ...), read,
+  decoded and augmented on ``pool`` (a ``concurrent.futures`` executor) if given. An error
+  in a worker is raised here."""
+  example = functools.partial(_example, source, augmentation, seed, epoch)
+  return _stack(list((pool.map if pool else map)(example, indices)), devices)
+
+
+def _example(source, augmentation, seed, epoch, index):
+  example = decode(source[int(index)])
+  if augmentation is not None:
+    example = augment(example, np.random.default_rng([seed, epoch, int(index)]), augmentation)
+  return example
 
 
 def labels(source, keys):
