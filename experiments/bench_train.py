@@ -1,0 +1,170 @@
+"""``python -m experiments.bench train [--config NAME|PATH ...] [--batch_size N] [--steps K]``:
+training speed of per-frame configs, in examples/s.
+
+For each config: the D3KE train step as the trainer runs it (pmapped: ResNeXt, kinematic
+head, skeletal layer, loss, optimizer); the same step with a plain L2 of the head's outputs
+in place of the skeletal layer and loss (the layer's overhead is the ratio of their times);
+and the input pipeline (read, JPEG decoding and augmentation of the frames into the batches
+the step takes), with one worker thread and with one per CPU core. They run interleaved,
+``--steps`` times each after a first call (compilation, timed apart), and the medians are
+shown. The frames are rendered as the synthetic dataset renders them, at the config's crop
+size (no dataset needs to be built).
+"""
+
+import importlib.util
+import itertools
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+from d3ke_jax import cli
+from d3ke_jax.data import frames, pipeline
+from d3ke_jax.data.d3ke_synthetic import encode_jpeg
+from d3ke_jax.data.registry import DATASETS
+from d3ke_jax.data.synthetic import MOVEMENTS
+from d3ke_jax.errors import UserError
+from d3ke_jax.train import per_frame, runs, trainer
+from d3ke_jax.train import stage as stages
+from d3ke_jax.train import step as steps
+
+CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+DEFAULT_CONFIGS = ("synthetic_tiny", "synthetic")
+# Without --batch_size, a config's batch size is capped here: ResNeXt-50 at batch 64 takes
+# about a minute a step on a 2-core CPU, where examples/s hardly depend on the batch size.
+DEFAULT_MAX_BATCH = 32
+
+
+def add_parser(subparsers):
+  """Registers the ``train`` benchmark on ``experiments.bench``'s subcommands."""
+  count = cli.number(int, 0)
+  parser = subparsers.add_parser("train", help="train step with and without the skeletal "
+                                 "layer, and the input pipeline")
+  parser.add_argument("--config", nargs="+", default=list(DEFAULT_CONFIGS),
+                      help="per-frame configs: names in experiments/configs or .py files")
+  parser.add_argument("--batch_size", type=count, help="batch size of every config (default: "
+                      f"each config's, at most {DEFAULT_MAX_BATCH})")
+  parser.add_argument("--steps", type=count, default=3, help="timed calls of each")
+  parser.set_defaults(run=bench_train)
+  return parser
+
+
+def load_config(name):
+  """``get_config()`` of a config named as in experiments/configs or by its .py file."""
+  path = name if name.endswith(".py") else os.path.join(CONFIGS, f"{name}.py")
+  if not os.path.isfile(path):
+    known = sorted(f[:-3] for f in os.listdir(CONFIGS) if f.endswith(".py") and
+                   "def get_config" in open(os.path.join(CONFIGS, f), encoding="utf-8").read())
+    raise UserError(f"{name}: no such config (a .py file or one of {', '.join(known)})")
+  spec = importlib.util.spec_from_file_location("bench_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise UserError(f"{path}: not a config file (no get_config())")
+  return module.get_config()
+
+
+def bench_train(args):
+  configs = {name: load_config(name) for name in args.config}
+  own_batch = {name: config.get("batch_size") for name, config in configs.items()}
+  for name, config in configs.items():
+    if config.get("stage") != "per_frame":
+      raise UserError(f"{name}: stage={config.get('stage')!r}; this benchmark measures "
+                      "per-frame configs")
+    config.batch_size = args.batch_size or min(config.batch_size, DEFAULT_MAX_BATCH)
+    trainer.check_config(config)
+  device = jax.devices()[0]
+  print(f"D3KE training speed, float32 unless the config says otherwise, "
+        f"{device.platform.upper()} ({device.device_kind}, {jax.local_device_count()} "
+        f"device(s), {os.cpu_count()} CPU cores); examples/s, median of {args.steps} calls "
+        f"of each, interleaved, after a first call (compilation, its seconds apart); "
+        f"load average {os.getloadavg()[0]:.2f} at the start\n")
+  header = ("| config | crop | batch | D3KE step | without layer + loss | layer overhead | "
+            f"input pipeline: 1 worker / {os.cpu_count()} | pipeline / step | "
+            "first call (s): step / without |")
+  print(header)
+  print("|---|---|---|---|---|---|---|---|---|", flush=True)
+  for name, config in configs.items():
+    size = image_size(config)
+    batch = config.batch_size
+    first, seconds = interleaved_seconds(train_calls(config, size), args.steps)
+    rates = [batch / s for s in seconds]
+    shown = f"{batch}" + ("" if batch == own_batch[name] else f" (config: {own_batch[name]})")
+    print(f"| {name} | {size} | {shown} | {rates[0]:,.1f} | {rates[1]:,.1f} | "
+          f"{seconds[0] / seconds[1] - 1:.0%} | {rates[2]:,.1f} / {rates[3]:,.1f} | "
+          f"{rates[3] / rates[0]:.1f}x | "
+          f"{first[0]:.0f} / {first[1]:.0f} |", flush=True)
+  print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
+
+
+def image_size(config):
+  """The crop size of ``config.dataset`` in pixels."""
+  runs.require(config, "dataset.name", "dataset.config")
+  builder = DATASETS.get(config.dataset.name)
+  if builder is None:
+    raise runs.ConfigError(f"dataset.name={config.dataset.name!r}: unknown dataset "
+                           f"(available: {sorted(DATASETS)})")
+  sizes = {c.name: c.image_size for c in builder.BUILDER_CONFIGS}
+  if config.dataset.config not in sizes:
+    raise runs.ConfigError(f"dataset.config={config.dataset.config!r}: unknown (choose from "
+                           f"{sorted(sizes)})")
+  return sizes[config.dataset.config]
+
+
+def head_l2_objective(model, layout, weights, kinematics, batch):
+  """A plain L2 of the head's outputs: the train step without the skeletal layer and loss."""
+  del model, layout, weights, batch
+  loss = sum(jnp.mean(jnp.square(x)) for x in jax.tree.leaves(kinematics))
+  return loss, {}, (kinematics,)
+
+
+def rendered_records(count, size):
+  """``count`` records (as a dataset stores them: JPEG bytes and labels) of frames rendered
+  as the synthetic dataset's, two views of one subject's movement."""
+  movement = sorted(MOVEMENTS)[0]
+  examples = itertools.islice(frames.generate([0], [movement], -(-count // 2), size), count)
+  return [dict(example, image=encode_jpeg(example["image"])) for example in examples]
+
+
+def train_calls(config, size):
+  """(D3KE step, step without layer and loss, next pipeline batch with one worker, with the
+  default workers): calls that return once their work is done."""
+  model = stages.load_model(config)
+  layout = per_frame.layout_for(config, model)
+  network = per_frame.build_network(config, model, layout)
+  devices = jax.local_device_count()
+  optimizer, _ = trainer.make_optimizer(config.optimizer, 1000, config.epochs)
+  state = jax.jit(lambda rng: steps.replicate(steps.create_state(
+      network, optimizer, jnp.zeros((1, size, size, 3)), rng), devices))(
+          jax.random.PRNGKey(config.seed))
+  records = rendered_records(config.batch_size, size)
+  augmentation = pipeline.Augmentation() if config.augmentation else None
+  pipelines = [itertools.chain.from_iterable(
+      pipeline.frame_batches(records, config.batch_size, devices, seed=config.seed, epoch=epoch,
+                             augmentation=augmentation, workers=workers)
+      for epoch in itertools.count()) for workers in (1, None)]
+  batch = next(pipelines[0])
+  calls = []
+  for objective in (steps.d3ke_objective, head_l2_objective):
+    train, _ = steps.pmapped(network, model, layout, runs.loss_weights(config), optimizer,
+                             seed=config.seed, objective=objective)
+    calls.append(lambda train=train: jax.block_until_ready(train(state, batch)))
+  return calls + [lambda batches=batches: next(batches) for batches in pipelines]
+
+
+def interleaved_seconds(calls, repeats):
+  """(seconds of each call's first run, median seconds of its next ``repeats`` runs), the
+  calls taking turns so that a change of load affects them alike."""
+  first, times = [], [[] for _ in calls]
+  for call in calls:
+    start = time.perf_counter()
+    call()
+    first.append(time.perf_counter() - start)
+  for _ in range(repeats):
+    for call, seconds in zip(calls, times):
+      start = time.perf_counter()
+      call()
+      seconds.append(time.perf_counter() - start)
+  return first, [statistics.median(s) for s in times]
