@@ -167,11 +167,6 @@ def _weighted_error(problem, markers):
   return sqrt_w, sqrt_w * (markers - jnp.where(present[..., None], problem.targets, 0.0))
 
 
-def _cost(model, free, x, base, problem):
-  markers = forward_kinematics(model, _full(free, x, base), scales=problem.scales).markers
-  return _cost_of(problem, x, _weighted_error(problem, markers)[1])
-
-
 def _cost_of(problem, x, residual):
   """Per-frame cost: squared weighted marker residuals plus the coordinate tasks."""
   return jnp.sum(residual**2, axis=(-1, -2)) + jnp.sum(
@@ -184,9 +179,11 @@ def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
   ``root`` (optional): (iterations, weights (N, M)) of a first phase in which only the
   root joint's coordinates move, fitted with those marker weights. Clamped coordinates
   stay in their ranges (an active set: a coordinate held at a bound that the descent
-  pushes against is left out of the step). Returns the solution, its cost, and whether
-  the last iteration still lowered the cost by more than 0.1 % and (0.1 mm)^2 per marker
-  (the frame has not settled).
+  pushes against is left out of the step). Each iteration evaluates the model once, at
+  its trial point (markers and Jacobian together; an accepted trial's Jacobian is the
+  next step's), so the loop body holds one forward kinematics. Returns the solution, its
+  cost, and whether the last iteration still lowered the cost by more than 0.1 % and
+  (0.1 mm)^2 per marker (the frame has not settled).
   """
   dtype = x.dtype
   low, high = _bounds(model, free, dtype)
@@ -196,35 +193,41 @@ def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
   settled = 1e-8 * model.num_markers  # an improvement below (0.1 mm)^2 per marker
 
   def step(i, state):
-    x, damping, _, _ = state
-    in_root_phase = i < root_iterations
+    x, markers, jac, damping, _, _ = state
+    # Iteration 0 evaluates the start (a zero step); then the iterations proper.
+    in_root_phase = i <= root_iterations
     phase = problem._replace(weights=jnp.where(in_root_phase, root_weights, problem.weights))
     active = jnp.where(in_root_phase, root_active, True)
-    markers, jac = _marker_jacobian(model, free, _full(free, x, base), problem.scales)
     sqrt_w, residual = _weighted_error(phase, markers)
-    cost = _cost_of(phase, x, residual)
-    jac = jac * sqrt_w[:, None]  # (N, F, M, 3)
-    gradient = jnp.einsum("tfmk,tmk->tf", jac, residual) + problem.coordinate_weights * (
+    cost = jnp.where(i > 0, _cost_of(phase, x, residual), jnp.inf)
+    weighted = jac * sqrt_w[:, None]  # (N, F, M, 3)
+    gradient = jnp.einsum("tfmk,tmk->tf", weighted, residual) + problem.coordinate_weights * (
         x - problem.coordinate_targets)
     blocked = ((x <= low) & (gradient > 0)) | ((x >= high) & (gradient < 0))
-    moves = (active & ~blocked).astype(dtype)  # (N, F)
-    jac = jac * moves[..., None, None]
-    hessian = jnp.einsum("tfmk,tgmk->tfg", jac, jac)
+    moves = (active & ~blocked).astype(dtype) * (i > 0)  # (N, F)
+    weighted = weighted * moves[..., None, None]
+    hessian = jnp.einsum("tfmk,tgmk->tfg", weighted, weighted)
     hessian = hessian + jax.vmap(jnp.diag)(problem.coordinate_weights * moves)
     # Marquardt scaling, plus a floor that keeps coordinates no marker sees well-posed.
     diag = jnp.diagonal(hessian, axis1=1, axis2=2) + 1e-4
     system = hessian + jax.vmap(jnp.diag)(damping[:, None] * diag + (1.0 - moves))
     dx = -jnp.linalg.solve(system, (gradient * moves)[..., None])[..., 0] * moves
     trial = jnp.clip(x + dx, low, high)
-    trial_cost = _cost(model, free, trial, base, phase)
+    trial_markers, trial_jac = _marker_jacobian(model, free, _full(free, trial, base),
+                                                problem.scales)
+    trial_cost = _cost_of(phase, trial, _weighted_error(phase, trial_markers)[1])
     better = trial_cost < cost
     new_cost = jnp.where(better, trial_cost, cost)
-    return (jnp.where(better[:, None], trial, x), jnp.where(better, damping * 0.3, damping * 10),
+    damping = jnp.where(i > 0, jnp.where(better, damping * 0.3, damping * 10), damping)
+    pick = lambda new, old: jnp.where(better.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+    return (pick(trial, x), pick(trial_markers, markers), pick(trial_jac, jac), damping,
             new_cost, cost - new_cost > 1e-3 * new_cost + settled)
 
-  damping = jnp.full(x.shape[:1], 1e-3, dtype)
-  state = (x, damping, jnp.zeros(x.shape[:1], dtype), jnp.ones(x.shape[:1], bool))
-  x, _, cost, moving = jax.lax.fori_loop(0, root_iterations + iterations, step, state)
+  n, f = x.shape
+  state = (x, jnp.zeros((n, model.num_markers, 3), dtype),
+           jnp.zeros((n, f, model.num_markers, 3), dtype), jnp.full((n,), 1e-3, dtype),
+           jnp.zeros((n,), dtype), jnp.ones((n,), bool))
+  x, _, _, _, cost, moving = jax.lax.fori_loop(0, 1 + root_iterations + iterations, step, state)
   return x, cost, moving
 
 
@@ -281,9 +284,9 @@ def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None,
   Raises:
     ValueError: no frames, or arrays of the wrong shape.
   """
-  markers = jnp.asarray(markers)
-  dtype = markers.dtype if jnp.issubdtype(markers.dtype, jnp.floating) else jnp.float32
-  markers = markers.astype(dtype)
+  markers = markers if isinstance(markers, jax.Array) else np.asarray(markers)
+  dtype = jax.dtypes.canonicalize_dtype(
+      markers.dtype if jnp.issubdtype(markers.dtype, jnp.floating) else jnp.float32)
   if markers.ndim != 3 or markers.shape[1:] != (model.num_markers, 3):
     raise ValueError(f"inverse_kinematics({model.name}): markers must be (frames, "
                      f"{model.num_markers}, 3), got {markers.shape}")
@@ -292,36 +295,57 @@ def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None,
     raise ValueError(f"inverse_kinematics({model.name}): no frames to solve")
   if smoothing_window < 1 or smoothing_window % 2 == 0:
     raise ValueError(f"smoothing_window must be odd and positive, got {smoothing_window}")
-  # A marker with any component missing is missing.
-  markers = jnp.where(jnp.all(jnp.isfinite(markers), -1, keepdims=True), markers, jnp.nan)
   free = free_coordinates(model)
   index = np.array(free)
-  weights = jnp.ones(model.num_markers, dtype) if weights is None else jnp.asarray(weights, dtype)
-  if weights.shape != (model.num_markers,):
+  weights = np.ones(model.num_markers, dtype) if weights is None else weights
+  if np.shape(weights) != (model.num_markers,):
     raise ValueError(f"inverse_kinematics({model.name}): weights must be "
-                     f"({model.num_markers},), got {weights.shape}")
+                     f"({model.num_markers},), got {np.shape(weights)}")
+  base = np.asarray(model.coordinate_defaults if initial is None else initial, dtype)
+  if not sequence:
+    first = None
+  elif initial is None:
+    first = _starting_poses(model, free, base, starts)
+  else:  # a given start is repeated, so that continuing a sequence reuses the compilation
+    first = np.broadcast_to(base[index], (starts, len(free)))
+  coordinate_weights = (np.zeros(len(free), dtype) if coordinate_weights is None
+                        else np.asarray(coordinate_weights, dtype)[index])
+  return _solve(model, markers, weights, scales, base, first,
+                0.0 if coordinate_targets is None else coordinate_targets, coordinate_weights,
+                smoothing_weight, free=free, dtype=dtype, segment=min(segment, frames),
+                window=smoothing_window, iterations=iterations,
+                anchor_iterations=anchor_iterations, cold_iterations=cold_iterations,
+                root_iterations=root_iterations, smoothing_iterations=smoothing_iterations)
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "free", "dtype", "segment", "window", "iterations", "anchor_iterations", "cold_iterations",
+    "root_iterations", "smoothing_iterations"))
+def _solve(model, markers, weights, scales, base, first, coordinate_targets, coordinate_weights,
+           smoothing_weight, *, free, dtype, segment, window, iterations, anchor_iterations,
+           cold_iterations, root_iterations, smoothing_iterations):
+  """``inverse_kinematics`` after its checks, compiled as one program (no operation runs
+  eagerly, each of which would compile on its own)."""
+  markers = markers.astype(dtype)
+  # A marker with any component missing is missing.
+  markers = jnp.where(jnp.all(jnp.isfinite(markers), -1, keepdims=True), markers, jnp.nan)
+  frames = markers.shape[0]
   problem = _Problem(
       targets=markers,
-      weights=jnp.broadcast_to(weights, markers.shape[:2]),
-      coordinate_targets=jnp.broadcast_to(jnp.asarray(
-          0.0 if coordinate_targets is None else coordinate_targets, dtype),
-          (frames, model.num_coordinates))[:, index],
-      coordinate_weights=jnp.zeros(len(free), dtype) if coordinate_weights is None else (
-          jnp.asarray(coordinate_weights, dtype)[index]),
+      weights=jnp.broadcast_to(jnp.asarray(weights, dtype), markers.shape[:2]),
+      coordinate_targets=jnp.broadcast_to(jnp.asarray(coordinate_targets, dtype),
+                                          (frames, model.num_coordinates))[:, np.array(free)],
+      coordinate_weights=coordinate_weights,
       scales=None if scales is None else jnp.asarray(scales, dtype))
-  base = jnp.asarray(model.coordinate_defaults if initial is None else initial, dtype)
-  if sequence:
-    # A given start is repeated, so that continuing a sequence reuses the compilation.
-    first = (_starting_poses(model, free, base, starts, dtype) if initial is None
-             else jnp.broadcast_to(base[index], (starts, len(free))))
+  if first is None:
+    x, moving = _solve_independent(model, problem, base, free=free, iterations=cold_iterations,
+                                   root_iterations=root_iterations)
+  else:
     x, moving = _solve_sequence(
-        model, problem, base, first, smoothing_weight, free=free,
-        segment=min(segment, frames), window=smoothing_window, iterations=iterations,
+        model, problem, base, first.astype(dtype), jnp.asarray(smoothing_weight, dtype),
+        free=free, segment=segment, window=window, iterations=iterations,
         anchor_iterations=anchor_iterations, cold_iterations=cold_iterations,
         root_iterations=root_iterations, smoothing_iterations=smoothing_iterations)
-  else:
-    x, moving = _solve_independent(model, problem, base, free=free,
-                                   iterations=cold_iterations, root_iterations=root_iterations)
   coords = kinematics.resolve_coordinates(model, _full(free, x, base).T).T
   return _report(model, coords, markers, problem.scales, moving)
 
@@ -333,15 +357,15 @@ def _bounds(model, free, dtype):
   return jnp.where(clamped, low, -jnp.inf), jnp.where(clamped, high, jnp.inf)
 
 
-def _starting_poses(model, free, base, starts, dtype):
+def _starting_poses(model, free, base, starts):
   """(starts, F): the free coordinates of ``base``, then random poses (fixed seed) with
   rotations uniform in their ranges (within +-pi) and translations at ``base``."""
   index = np.array(free)
   low, high = np.clip(np.asarray(model.coordinate_ranges, float)[index].T, -np.pi, np.pi)
   rotational = np.array([model.coordinate_types[i] == "rotational" for i in free])
   random = np.random.default_rng(0).uniform(low, high, (starts - 1, len(free)))
-  poses = np.where(rotational, random, np.asarray(base)[index])
-  return jnp.concatenate([base[index][None], jnp.asarray(poses, dtype)])
+  poses = np.where(rotational, random, base[index])
+  return np.concatenate([base[index][None], poses]).astype(base.dtype)
 
 
 def _root_weights(model, problem):
@@ -358,7 +382,6 @@ def _cold_solve(model, free, problem, x, base, root_iterations, iterations):
                               root=(root_iterations, _root_weights(model, problem)))
 
 
-@functools.partial(jax.jit, static_argnames=("free", "iterations", "root_iterations"))
 def _solve_independent(model, problem, base, *, free, iterations, root_iterations):
   x = jnp.broadcast_to(base[np.array(free)], (problem.targets.shape[0], len(free)))
   x, _, moving = _cold_solve(model, free, problem, x, base, root_iterations, iterations)
@@ -394,9 +417,6 @@ def _with_prior(model, free, problem, target, weight):
   return problem._replace(coordinate_targets=mean, coordinate_weights=total)
 
 
-@functools.partial(jax.jit, static_argnames=(
-    "free", "segment", "window", "iterations", "anchor_iterations", "cold_iterations",
-    "root_iterations", "smoothing_iterations"))
 def _solve_sequence(model, problem, base, first, smoothing_weight, *, free, segment, window,
                     iterations, anchor_iterations, cold_iterations, root_iterations,
                     smoothing_iterations):
@@ -478,6 +498,6 @@ def inverse_kinematics_chunks(model: SkeletalModel, markers, chunk=256, initial=
     valid = block.shape[0]
     block = np.concatenate([block, np.full((size - valid,) + block.shape[1:], np.nan)])
     result = inverse_kinematics(model, block, initial=initial, **kwargs)
-    result = jax.tree.map(lambda a: a[:valid], result)
+    result = jax.tree.map(lambda a: np.asarray(a)[:valid], result)
     initial = result.coords[-1]
     yield result
