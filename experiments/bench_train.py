@@ -13,6 +13,7 @@ size (no dataset needs to be built).
 
 import importlib.util
 import itertools
+import math
 import os
 import statistics
 import time
@@ -31,10 +32,10 @@ from d3ke_jax.train import stage as stages
 from d3ke_jax.train import step as steps
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
-DEFAULT_CONFIGS = ("synthetic_tiny", "synthetic")
-# Without --batch_size, a config's batch size is capped here: ResNeXt-50 at batch 64 takes
-# about a minute a step on a 2-core CPU, where examples/s hardly depend on the batch size.
-DEFAULT_MAX_BATCH = 32
+# Without --config: these configs, at these batch sizes (None: the config's). ResNeXt-50 at
+# 256 px runs at batch 8: at 32 a step takes minutes and 11 GB on a 2-core CPU (its first
+# call over 20), and examples/s hardly depend on the batch size there.
+DEFAULT_CONFIGS = {"synthetic_tiny": None, "synthetic": 8}
 
 
 def add_parser(subparsers):
@@ -42,10 +43,12 @@ def add_parser(subparsers):
   count = cli.number(int, 0)
   parser = subparsers.add_parser("train", help="train step with and without the skeletal "
                                  "layer, and the input pipeline")
-  parser.add_argument("--config", nargs="+", default=list(DEFAULT_CONFIGS),
-                      help="per-frame configs: names in experiments/configs or .py files")
-  parser.add_argument("--batch_size", type=count, help="batch size of every config (default: "
-                      f"each config's, at most {DEFAULT_MAX_BATCH})")
+  parser.add_argument("--config", nargs="+", help="per-frame configs: names in "
+                      "experiments/configs or .py files (default: "
+                      + ", ".join(f"{name} at batch {batch or 'its own'}"
+                                  for name, batch in DEFAULT_CONFIGS.items()) + ")")
+  parser.add_argument("--batch_size", type=count,
+                      help="batch size of every config (default: each config's)")
   parser.add_argument("--steps", type=count, default=3, help="timed calls of each")
   parser.set_defaults(run=bench_train)
   return parser
@@ -67,13 +70,14 @@ def load_config(name):
 
 
 def bench_train(args):
-  configs = {name: load_config(name) for name in args.config}
+  configs = {name: load_config(name) for name in args.config or DEFAULT_CONFIGS}
   own_batch = {name: config.get("batch_size") for name, config in configs.items()}
   for name, config in configs.items():
     if config.get("stage") != "per_frame":
       raise UserError(f"{name}: stage={config.get('stage')!r}; this benchmark measures "
                       "per-frame configs")
-    config.batch_size = args.batch_size or min(config.batch_size, DEFAULT_MAX_BATCH)
+    default = None if args.config else DEFAULT_CONFIGS[name]
+    config.batch_size = args.batch_size or default or config.batch_size
     trainer.check_config(config)
   device = jax.devices()[0]
   print(f"D3KE training speed, float32 unless the config says otherwise, "
@@ -92,11 +96,16 @@ def bench_train(args):
     first, seconds = interleaved_seconds(train_calls(config, size), args.steps)
     rates = [batch / s for s in seconds]
     shown = f"{batch}" + ("" if batch == own_batch[name] else f" (config: {own_batch[name]})")
-    print(f"| {name} | {size} | {shown} | {rates[0]:,.1f} | {rates[1]:,.1f} | "
-          f"{seconds[0] / seconds[1] - 1:.0%} | {rates[2]:,.1f} / {rates[3]:,.1f} | "
-          f"{rates[3] / rates[0]:.1f}x | "
-          f"{first[0]:.0f} / {first[1]:.0f} |", flush=True)
+    print(f"| {name} | {size} | {shown} | {_figures(rates[0])} | {_figures(rates[1])} | "
+          f"{seconds[0] / seconds[1] - 1:.0%} | {_figures(rates[2])} / {_figures(rates[3])} | "
+          f"{_figures(rates[3] / rates[0])}x | {first[0]:.0f} / {first[1]:.0f} |", flush=True)
   print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
+
+
+def _figures(value):
+  """``value`` to three significant figures (more left of the point), without exponent."""
+  value = float(f"{value:.3g}")
+  return f"{value:,.{max(0, 2 - math.floor(math.log10(value)))}f}"
 
 
 def image_size(config):

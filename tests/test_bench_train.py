@@ -70,7 +70,8 @@ def test_the_table_shows_the_rates_and_ratios_of_the_calls(tmp_path, capsys, mon
   rows = _table(out)
   assert "median of 2 calls" in out and "CPU" in out
   # batch 4 in 0.5 s, 0.4 s, 0.1 s, 0.05 s; the micro dataset's crop; the tiny config's batch.
-  assert rows[1] == [str(path), "32", "4", "8.0", "10.0", "25%", "40.0 / 80.0", "10.0x", "12 / 7"]
+  assert rows[1] == [str(path), "32", "4", "8.00", "10.0", "25%", "40.0 / 80.0", "10.0x",
+                     "12 / 7"]
   assert rows[2][:4] == ["synthetic_tiny", "64", "32", "64.0"]
   assert len(rows) == 3
 
