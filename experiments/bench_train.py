@@ -45,7 +45,7 @@ def add_parser(subparsers):
                                  "layer, and the input pipeline")
   parser.add_argument("--config", nargs="+", help="per-frame configs: names in "
                       "experiments/configs or .py files (default: "
-                      + ", ".join(f"{name} at batch {batch or 'its own'}"
+                      + ", ".join(f"{name} at {f'batch {batch}' if batch else 'its batch size'}"
                                   for name, batch in DEFAULT_CONFIGS.items()) + ")")
   parser.add_argument("--batch_size", type=count,
                       help="batch size of every config (default: each config's)")
