@@ -33,8 +33,8 @@ from d3ke_jax.train import step as steps
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 # Without --config: these configs, at these batch sizes (None: the config's). ResNeXt-50 at
-# 256 px runs at batch 8: at 32 a step takes minutes and 11 GB on a 2-core CPU (its first
-# call over 20), and examples/s hardly depend on the batch size there.
+# 256 px runs at batch 8: at 32, on a busy 2-core CPU, a step took 2.5 minutes and 11 GB and
+# its compilation 22 minutes; examples/s hardly depend on the batch size there.
 DEFAULT_CONFIGS = {"synthetic_tiny": None, "synthetic": 8}
 
 
