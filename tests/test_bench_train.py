@@ -1,5 +1,6 @@
 """``python -m experiments.bench train``: its table (rates and ratios of timed calls; a real
-run on a tiny config, marked slow), and bad arguments as one line with exit status 2."""
+run on a tiny config: ~30 s on an idle 2-core CPU, compiling two train steps and the
+renderer), and bad arguments as one line with exit status 2."""
 
 import itertools
 
@@ -76,7 +77,6 @@ def test_the_table_shows_the_rates_and_ratios_of_the_calls(tmp_path, capsys, mon
   assert len(rows) == 3
 
 
-@pytest.mark.slow  # compiles two train steps and the renderer: minutes on a busy 2-core CPU
 def test_the_command_measures_a_tiny_config(tmp_path, capsys, monkeypatch):
   monkeypatch.setattr("os.cpu_count", lambda: 2)
   path = tmp_path / "tiny.py"
