@@ -68,7 +68,7 @@ def test_build_data_unwritable_data_dir(tmp_path, capsys):
      "'gait', 'turning', 'wide')"),
     (["ik", "--model", "no/such.osim"], "no/such.osim: no such OpenSim model file"),
     (["sideways"], "argument benchmark: invalid choice: 'sideways' (choose from 'fk', 'ik', "
-     "'resnext', 'truth', 'infer')"),
+     "'resnext', 'truth', 'infer', 'train')"),
 ])
 def test_bench_bad_arguments(capsys, argv, message):
   assert _error(bench.main, argv, capsys) == message
