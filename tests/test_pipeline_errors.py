@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from damaged_source import DamagedSource
 from d3ke_jax.data import pipeline
 from d3ke_jax.errors import UserError
 
@@ -36,30 +37,9 @@ def test_prefetch_ends_normally_and_stops_its_thread_when_closed_early():
   assert threading.active_count() <= before
 
 
-class _Split:
-  filepaths = ["d/x-train.array_record-00000-of-00002", "d/x-train.array_record-00001-of-00002"]
-  shard_lengths = [3, 4]
-
-
-class _Info:
-  splits = {"train": _Split()}
-
-
-class _Damaged:
-  """A TFDS data source whose record 5 (in the second shard) fails as array_record does."""
-  dataset_info, split = _Info(), "train"
-
-  def __len__(self):
-    return 7
-
-  def __getitem__(self, index):
-    if index == 5:
-      raise RuntimeError("Corrupted Riegeli/records file: chunk data hash mismatch\nmore")
-    return {"index": index}
-
-
 def test_a_damaged_record_names_its_file():
-  records = pipeline.Records(_Damaged())
+  records = pipeline.Records(DamagedSource([{"index": i} for i in range(7)], damaged=5,
+                                           shard_lengths=[3, 4]))
   assert len(records) == 7 and records[3] == {"index": 3}
   with pytest.raises(UserError, match=r"^d/x-train.array_record-00001-of-00002: record 5 is "
                                       r"damaged \(Corrupted Riegeli/records file: chunk data "

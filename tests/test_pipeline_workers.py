@@ -4,6 +4,7 @@ frames one by one, and a worker's error raised in the consumer, naming the file.
 import numpy as np
 import pytest
 
+from damaged_source import DamagedSource
 from d3ke_jax.data import pipeline
 from d3ke_jax.data.d3ke_synthetic import encode_jpeg
 from d3ke_jax.errors import UserError
@@ -57,34 +58,9 @@ def test_workers_give_the_batches_of_one_worker_and_of_one_by_one(epoch, start_b
                             _one_by_one(records, 4, 8, epoch)[start_batch]["image"])
 
 
-class _Split:
-  filepaths = ["d/x-train.array_record-00000-of-00002", "d/x-train.array_record-00001-of-00002"]
-  shard_lengths = [6, 6]
-
-
-class _Info:
-  splits = {"train": _Split()}
-
-
-class _DamagedFrames:
-  """A TFDS data source of frames whose record 9 (in the second shard) fails as
-  array_record does."""
-  dataset_info, split = _Info(), "train"
-
-  def __init__(self):
-    self.records = _records()
-
-  def __len__(self):
-    return len(self.records)
-
-  def __getitem__(self, index):
-    if index == 9:
-      raise RuntimeError("Corrupted Riegeli/records file: chunk data hash mismatch")
-    return self.records[index]
-
-
 def test_a_workers_error_reaches_the_consumer_naming_the_file():
-  source = pipeline.Records(_DamagedFrames())
+  # Record 9 (in the second shard) is damaged.
+  source = pipeline.Records(DamagedSource(_records(), damaged=9, shard_lengths=[6, 6]))
   batches = pipeline.frame_batches(source, 3, shuffle=False, workers=3)
   assert [next(batches)["frame"].tolist() for _ in range(3)] == [[[0, 1, 2]], [[3, 4, 5]],
                                                                  [[6, 7, 8]]]
