@@ -63,10 +63,14 @@ def load_config(name):
     raise UserError(f"{name}: no such config (a .py file or one of {', '.join(known)})")
   spec = importlib.util.spec_from_file_location("bench_config", path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
+  try:
+    spec.loader.exec_module(module)
+    config = module.get_config() if hasattr(module, "get_config") else None
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f"{path}: not a usable config file ({type(e).__name__}: {e})") from None
+  if config is None:
     raise UserError(f"{path}: not a config file (no get_config())")
-  return module.get_config()
+  return config
 
 
 def bench_train(args):

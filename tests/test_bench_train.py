@@ -106,3 +106,12 @@ def test_bad_arguments_are_one_line_and_exit_2(argv, message, capsys):
   code, out, err = _run(argv, capsys)
   assert code == 2 and out == "" and err.count("\n") == 1, (code, out, err)
   assert err.startswith("cmd: " + message), err
+
+
+def test_a_broken_config_file_is_one_line_and_exit_2(tmp_path, capsys):
+  path = tmp_path / "broken.py"
+  path.write_text("def get_config(:\n")
+  code, out, err = _run(["--config", str(path)], capsys)
+  assert (code, out) == (2, ""), (code, out, err)
+  assert err == (f"cmd: {path}: not a usable config file (SyntaxError: invalid syntax "
+                 "(broken.py, line 1))\n"), err
