@@ -342,7 +342,7 @@ def _solve(model, markers, weights, scales, base, first, coordinate_targets, coo
                                    root_iterations=root_iterations)
   else:
     x, moving = _solve_sequence(
-        model, problem, base, first.astype(dtype), jnp.asarray(smoothing_weight, dtype),
+        model, problem, base, first, jnp.asarray(smoothing_weight, dtype),
         free=free, segment=segment, window=window, iterations=iterations,
         anchor_iterations=anchor_iterations, cold_iterations=cold_iterations,
         root_iterations=root_iterations, smoothing_iterations=smoothing_iterations)
