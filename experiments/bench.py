@@ -21,7 +21,8 @@ from d3ke_jax import cli
 from d3ke_jax.nets.resnext import ResNeXt, load_torchvision_state_dict
 from d3ke_jax.skeleton import default_model_path, forward_kinematics, load_osim
 from d3ke_jax.io import MarkerTrajectories, read_mot, write_trc
-from d3ke_jax.skeleton.ik import free_coordinates, unobserved_coordinates
+from d3ke_jax.skeleton.ik import (free_coordinates, inseparable_coordinates,
+                                  unobserved_coordinates)
 from d3ke_jax.skeleton.sampling import marker_trial, random_poses
 from d3ke_jax.skeleton.scaling import write_scaled_osim
 
@@ -192,7 +193,8 @@ def bench_ik(args):
   model = load_osim(path)
   rotational = [i for i in free_coordinates(model) if model.coordinate_types[i] == "rotational"]
   blind = set(unobserved_coordinates(model))
-  scored = [i for i in rotational if i not in blind]
+  inseparable = sorted(c for group in inseparable_coordinates(model) for c in group)
+  scored = [i for i in rotational if i not in blind | set(inseparable)]
   trials = {name: IK_TRIALS[name] for name in args.trials}
   if args.long:
     trials[f"long ({args.long} frames)"] = (args.long,) + IK_TRIALS["turning"][1:]
@@ -203,7 +205,9 @@ def bench_ik(args):
         f"(process start to .mot written). Angle errors against the true motion over the "
         f"{len(scored)} rotational coordinates that markers move"
         + (f" (not: {', '.join(model.coordinate_names[i] for i in sorted(blind))})"
-           if blind else "") + ".\n", flush=True)
+           if blind else "") + " and tell apart"
+        + (f" (not: {', '.join(model.coordinate_names[i] for i in inseparable)}, shown "
+           "apart)" if inseparable else "") + ".\n", flush=True)
   print("| trial | frames | solver | median (deg) | mean (deg) | p95 (deg) | "
         "whole command (s): cold cache / warm | frames/s (warm) |")
   print("|---|---|---|---|---|---|---|---|", flush=True)
@@ -221,7 +225,9 @@ def bench_ik(args):
         except RuntimeError as e:  # OpenSim's tool gives up on some trials
           print(f"| {name} | {frames} | {solver} | failed: {e} |", flush=True)
           continue
-        errors[solver] = error = np.degrees(np.abs(coords - trial.coords))[:, scored]
+        error = np.degrees(np.abs(coords - trial.coords))
+        errors[solver] = (error[:, scored], error[:, inseparable])
+        error = error[:, scored]
         shown = " / ".join(f"{t:.1f}" for t in seconds)
         print(f"| {name} | {frames} | {solver} | {np.median(error):.2f} | {np.mean(error):.2f} "
               f"| {np.percentile(error, 95):.2f} | {shown} | {frames / seconds[-1]:,.1f} |",
@@ -230,15 +236,19 @@ def bench_ik(args):
   print("\nworst five coordinates (mean error, deg), d3ke-jax | OpenSim; and the coordinate "
         "where d3ke-jax is furthest behind OpenSim:")
   for name, errors in worst:
-    means = {s: np.mean(e, 0) for s, e in errors.items()}
+    means = {s: np.mean(e, 0) for s, (e, _) in errors.items()}
     listed = {s: ", ".join(f"{model.coordinate_names[scored[i]]} {m[i]:.1f}"
                            for i in np.argsort(m)[::-1][:5]) for s, m in means.items()}
     if len(means) < 2:
       continue
     behind = means["d3ke-jax"] - means["OpenSim"]
     i = int(np.argmax(behind))
+    apart = "; ".join(f"{solver}: " + ", ".join(
+        f"{model.coordinate_names[c]} {m:.1f}" for c, m in zip(inseparable, np.mean(e, 0)))
+        for solver, (_, e) in errors.items())
     print(f"- {name}: {listed['d3ke-jax']} | {listed['OpenSim']}; "
-          f"{model.coordinate_names[scored[i]]} {behind[i]:+.2f}")
+          f"{model.coordinate_names[scored[i]]} {behind[i]:+.2f}"
+          + (f" (not told apart by the markers: {apart})" if inseparable else ""))
 
 
 def _opensim_version():

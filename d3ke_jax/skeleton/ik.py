@@ -57,6 +57,41 @@ def unobserved_coordinates(model: SkeletalModel, marker_names=None):
   return tuple(c for c in free_coordinates(model) if c not in observed)
 
 
+def inseparable_coordinates(model: SkeletalModel, marker_names=None, poses=8):
+  """Groups of free coordinates that the markers (default: all of the model's) move, yet
+  never tell apart: only a combination of each group is determined, at every pose (e.g.
+  two rotations about one axis with no marker on the body between them). IK leaves the
+  rest of such a group where its pose prior puts it.
+
+  Found from the marker Jacobian at ``poses`` poses (the default and random ones): its
+  directions that move no marker at any of them. A coordinate that the markers separate
+  only weakly, or only at some poses, is not in a group.
+  """
+  names = model.marker_names if marker_names is None else set(marker_names)
+  used = np.array([n in names for n in model.marker_names])
+  free = free_coordinates(model)
+  blind = set(unobserved_coordinates(model, marker_names))
+  observed = np.array([k for k, c in enumerate(free) if c not in blind])
+  base = np.asarray(model.coordinate_defaults, np.float32)
+  q = _full(free, _starting_poses(model, free, base, poses), base)
+  _, jacobian = jax.jit(_marker_jacobian, static_argnums=1)(model, free, q, None)
+  columns = np.moveaxis(np.asarray(jacobian, float)[:, observed][:, :, used], 1, -1)
+  columns = columns.reshape(-1, len(observed))
+  columns /= np.linalg.norm(columns, axis=0)
+  _, singular, directions = np.linalg.svd(columns, full_matrices=False)
+  # Exact null directions sit at float32 rounding (~1e-8 of the largest singular value);
+  # the weakest real ones of the paper's models at ~1e-3.
+  null = directions[singular < 1e-5 * singular[0]]
+  linked = np.abs(null.T @ null) > 1e-2  # (F', F'): share a null direction
+  groups, seen = [], set()
+  for k in np.nonzero(np.diag(linked))[0]:
+    if k not in seen:
+      group = set(np.nonzero(linked[k])[0])
+      seen |= group
+      groups.append(tuple(sorted(free[observed[i]] for i in group)))
+  return tuple(groups)
+
+
 @functools.lru_cache(maxsize=16)
 def _moves(joint_parent_body, joint_child_body, marker_body):
   """(J, M) 1 where joint j moves marker m (the marker's body is below the joint)."""
