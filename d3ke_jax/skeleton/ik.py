@@ -211,14 +211,15 @@ def _cost_of(problem, x, residual):
 def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
   """Levenberg-Marquardt iterations for frames x (N, F).
 
-  ``root`` (optional): (iterations, weights (N, M)) of a first phase in which only the
+  ``iterations`` may be traced (one compiled loop for several uses). ``root`` (optional):
+  (iterations, weights (N, M)) of a first phase in which only the
   root joint's coordinates move, fitted with those marker weights. Clamped coordinates
   stay in their ranges (an active set: a coordinate held at a bound that the descent
   pushes against is left out of the step). Each iteration evaluates the model once, at
   its trial point (markers and Jacobian together; an accepted trial's Jacobian is the
   next step's), so the loop body holds one forward kinematics. Returns the solution, its
-  cost, and whether the last iteration still lowered the cost by more than 0.1 % and
-  (0.1 mm)^2 per marker (the frame has not settled).
+  markers, its cost, and whether the last iteration still lowered the cost by more than
+  0.1 % and (0.1 mm)^2 per marker (the frame has not settled).
   """
   dtype = x.dtype
   low, high = _bounds(model, free, dtype)
@@ -235,13 +236,15 @@ def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
     active = jnp.where(in_root_phase, root_active, True)
     sqrt_w, residual = _weighted_error(phase, markers)
     cost = jnp.where(i > 0, _cost_of(phase, x, residual), jnp.inf)
-    weighted = jac * sqrt_w[:, None]  # (N, F, M, 3)
-    gradient = jnp.einsum("tfmk,tmk->tf", weighted, residual) + problem.coordinate_weights * (
-        x - problem.coordinate_targets)
+    # (N, F, 3M): one contracted axis makes the products batched matrix products (on
+    # XLA:CPU three times faster than contracting markers and components apart).
+    weighted = (jac * sqrt_w[:, None]).reshape(jac.shape[:2] + (-1,))
+    gradient = jnp.einsum("tfa,ta->tf", weighted, residual.reshape(len(x), -1)) + (
+        problem.coordinate_weights * (x - problem.coordinate_targets))
     blocked = ((x <= low) & (gradient > 0)) | ((x >= high) & (gradient < 0))
     moves = (active & ~blocked).astype(dtype) * (i > 0)  # (N, F)
-    weighted = weighted * moves[..., None, None]
-    hessian = jnp.einsum("tfmk,tgmk->tfg", weighted, weighted)
+    weighted = weighted * moves[..., None]
+    hessian = jnp.einsum("tfa,tga->tfg", weighted, weighted)
     hessian = hessian + jax.vmap(jnp.diag)(problem.coordinate_weights * moves)
     # Marquardt scaling, plus a floor that keeps coordinates no marker sees well-posed.
     diag = jnp.diagonal(hessian, axis1=1, axis2=2) + 1e-4
@@ -262,22 +265,23 @@ def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
   state = (x, jnp.zeros((n, model.num_markers, 3), dtype),
            jnp.zeros((n, f, model.num_markers, 3), dtype), jnp.full((n,), 1e-3, dtype),
            jnp.zeros((n,), dtype), jnp.ones((n,), bool))
-  x, _, _, _, cost, moving = jax.lax.fori_loop(0, 1 + root_iterations + iterations, step, state)
-  return x, cost, moving
+  x, markers, _, _, cost, moving = jax.lax.fori_loop(0, 1 + root_iterations + iterations,
+                                                     step, state)
+  return x, markers, cost, moving
 
 
 def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None, initial=None,
                        coordinate_targets=None, coordinate_weights=None, sequence=True,
                        smoothing_weight=SMOOTHING_WEIGHT, smoothing_window=SMOOTHING_WINDOW,
-                       starts=8, segment=2, iterations=6, anchor_iterations=5,
+                       starts=8, segment=2, iterations=3, anchor_iterations=5,
                        cold_iterations=60, root_iterations=8, smoothing_iterations=8):
   """Solves IK for every frame.
 
   A sequence (the default) is solved in two passes. Tracking: the first frame from
   ``starts`` starting poses (the best fit, with a pull towards the default pose, wins),
-  then every frame warm-started from its predecessor as in OpenSim,
-  yet in parallel: every ``segment``-th frame (an anchor) is solved in turn from the
-  previous anchor, then all segments advance frame by frame together. Smoothing (the
+  then every ``segment``-th frame (an anchor) warm-started from the anchor before, as
+  OpenSim does from frame to frame; then all frames between anchors at once, each started
+  on the line between its two anchors. Smoothing (the
   temporal prior): every frame again, all at once, from its tracked solution, with each
   rotational coordinate pulled towards its moving average over ``smoothing_window``
   tracked frames with weight ``smoothing_weight``. Coordinates the markers barely
@@ -303,9 +307,9 @@ def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None,
     smoothing_window: frames in the moving average (odd).
     starts: starting poses of the first frame of a sequence: the default pose and
       ``starts - 1`` random poses within the coordinates' ranges (fixed seed).
-    segment: frames between anchors (2: larger gaps are faster but lose fast motions,
-      e.g. limbs swinging 60 deg in 8 frames at 30 fps).
-    iterations: Levenberg-Marquardt iterations per warm-started frame.
+    segment: frames from one anchor to the next (2: larger gaps are faster but lose fast
+      motions, e.g. limbs swinging 60 deg in 8 frames at 30 fps).
+    iterations: Levenberg-Marquardt iterations of the frames between anchors.
     anchor_iterations: iterations per anchor (a segment away from its warm start).
     cold_iterations: iterations for frames solved from a starting pose.
     root_iterations: iterations for the root joint alone before a cold solve, fitted to
@@ -341,11 +345,12 @@ def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None,
     first = None
   elif initial is None:
     first = _starting_poses(model, free, base, starts)
-  else:  # a given start is repeated, so that continuing a sequence reuses the compilation
+  else:  # a given start fills every row, so that continuing a sequence reuses the program
     first = np.broadcast_to(base[index], (starts, len(free)))
+  used_starts = np.int32(starts if initial is None else 1)
   coordinate_weights = (np.zeros(len(free), dtype) if coordinate_weights is None
                         else np.asarray(coordinate_weights, dtype)[index])
-  return _solve(model, markers, weights, scales, base, first,
+  return _solve(model, markers, weights, scales, base, first, used_starts,
                 0.0 if coordinate_targets is None else coordinate_targets, coordinate_weights,
                 smoothing_weight, free=free, dtype=dtype, segment=min(segment, frames),
                 window=smoothing_window, iterations=iterations,
@@ -356,9 +361,9 @@ def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None,
 @functools.partial(jax.jit, static_argnames=(
     "free", "dtype", "segment", "window", "iterations", "anchor_iterations", "cold_iterations",
     "root_iterations", "smoothing_iterations"))
-def _solve(model, markers, weights, scales, base, first, coordinate_targets, coordinate_weights,
-           smoothing_weight, *, free, dtype, segment, window, iterations, anchor_iterations,
-           cold_iterations, root_iterations, smoothing_iterations):
+def _solve(model, markers, weights, scales, base, first, used_starts, coordinate_targets,
+           coordinate_weights, smoothing_weight, *, free, dtype, segment, window, iterations,
+           anchor_iterations, cold_iterations, root_iterations, smoothing_iterations):
   """``inverse_kinematics`` after its checks, compiled as one program (no operation runs
   eagerly, each of which would compile on its own)."""
   markers = markers.astype(dtype)
@@ -373,16 +378,17 @@ def _solve(model, markers, weights, scales, base, first, coordinate_targets, coo
       coordinate_weights=coordinate_weights,
       scales=None if scales is None else jnp.asarray(scales, dtype))
   if first is None:
-    x, moving = _solve_independent(model, problem, base, free=free, iterations=cold_iterations,
-                                   root_iterations=root_iterations)
+    x, fitted, moving = _solve_independent(model, problem, base, free=free,
+                                           iterations=cold_iterations,
+                                           root_iterations=root_iterations)
   else:
-    x, moving = _solve_sequence(
-        model, problem, base, first, jnp.asarray(smoothing_weight, dtype),
+    x, fitted, moving = _solve_sequence(
+        model, problem, base, first, used_starts, jnp.asarray(smoothing_weight, dtype),
         free=free, segment=segment, window=window, iterations=iterations,
         anchor_iterations=anchor_iterations, cold_iterations=cold_iterations,
         root_iterations=root_iterations, smoothing_iterations=smoothing_iterations)
   coords = kinematics.resolve_coordinates(model, _full(free, x, base).T).T
-  return _report(model, coords, markers, problem.scales, moving)
+  return _report(coords, fitted, markers, moving)
 
 
 def _bounds(model, free, dtype):
@@ -419,8 +425,9 @@ def _cold_solve(model, free, problem, x, base, root_iterations, iterations):
 
 def _solve_independent(model, problem, base, *, free, iterations, root_iterations):
   x = jnp.broadcast_to(base[np.array(free)], (problem.targets.shape[0], len(free)))
-  x, _, moving = _cold_solve(model, free, problem, x, base, root_iterations, iterations)
-  return x, moving
+  x, markers, _, moving = _cold_solve(model, free, problem, x, base, root_iterations,
+                                      iterations)
+  return x, markers, moving
 
 
 def _per_frame(problem, fn):
@@ -452,62 +459,71 @@ def _with_prior(model, free, problem, target, weight):
   return problem._replace(coordinate_targets=mean, coordinate_weights=total)
 
 
-def _solve_sequence(model, problem, base, first, smoothing_weight, *, free, segment, window,
-                    iterations, anchor_iterations, cold_iterations, root_iterations,
-                    smoothing_iterations):
+def _solve_sequence(model, problem, base, first, used_starts, smoothing_weight, *, free,
+                    segment, window, iterations, anchor_iterations, cold_iterations,
+                    root_iterations, smoothing_iterations):
+  """Tracking frame to frame, then the in-between frames and the temporal prior.
+
+  Two compiled Levenberg-Marquardt loops serve every solve: one for a single frame (the
+  first frame from each start, then the anchors in turn), one for all frames at once.
+  """
   frames = problem.targets.shape[0]
-  count = -(-frames // segment)
-  pad = count * segment - frames  # empty frames (no markers) complete the last segment
-
-  def split(a):  # (T, ...) -> (segment, count, ...): position in the segment first
-    fill = np.nan if a.ndim == 3 else 0.0
-    a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1), constant_values=fill)
-    return jnp.swapaxes(a.reshape((count, segment) + a.shape[1:]), 0, 1)
-
-  parts = _per_frame(problem, split)
-  anchors_problem = _per_frame(parts, lambda a: a[0])  # (count, ...)
+  anchor_frames = np.arange(0, frames, segment)
+  anchors = _per_frame(problem, lambda a: a[anchor_frames])
   starts = first.shape[0]
-  frame0 = _per_frame(anchors_problem, lambda a: jnp.repeat(a[:1], starts, axis=0))
-  # One objective for every start (the markers, and the pose prior towards the default
-  # pose); the best solution wins.
-  frame0 = _with_prior(model, free, frame0, jnp.broadcast_to(first[:1], first.shape),
-                       TRACKING_WEIGHT)
-  x0, cost, _ = _cold_solve(model, free, frame0, first, base, root_iterations, cold_iterations)
-  x0 = x0[jnp.argmin(cost)][None]
 
-  def anchor(previous, k):  # anchors in turn, each from the one before
-    one = _per_frame(anchors_problem, lambda a: jax.lax.dynamic_index_in_dim(a, k))
-    one = _with_prior(model, free, one, previous, TRACKING_WEIGHT)
-    x, _, _ = _levenberg_marquardt(model, free, previous, base, one, anchor_iterations)
-    return x, x[0]
+  def track(carry, k):
+    """Step k < starts: the first frame from start k (the lowest cost wins; all share one
+    objective: the markers and the pull towards the first start). Then anchor k - starts
+    from the anchor before."""
+    previous, best = carry
+    cold = k < starts
+    skipped = cold & (k >= used_starts)
+    one = _per_frame(anchors, lambda a: jax.lax.dynamic_slice_in_dim(
+        a, jnp.maximum(k - starts, 0), 1))
+    one = _with_prior(model, free, one, jnp.where(cold, first[0], previous)[None],
+                      TRACKING_WEIGHT)
+    start = jnp.where(cold, first[jnp.minimum(k, starts - 1)], previous)
+    count = jnp.where(cold, cold_iterations, anchor_iterations) * ~skipped
+    root = (root_iterations * (cold & ~skipped), _root_weights(model, one))
+    x, _, cost, _ = _levenberg_marquardt(model, free, start[None], base, one, count, root)
+    cost = jnp.where(skipped, jnp.inf, cost[0])
+    previous = jnp.where(cold & (cost >= best), previous, x[0])
+    return (previous, jnp.where(cold, jnp.minimum(best, cost), best)), x[0]
 
-  def advance(previous, part):  # every segment one frame on, from the frame before
-    now = problem._replace(targets=part[0], weights=part[1], coordinate_targets=part[2])
-    now = _with_prior(model, free, now, previous, TRACKING_WEIGHT)
-    x, _, moving = _levenberg_marquardt(model, free, previous, base, now, iterations)
-    return x, (x, moving)
-
-  _, anchors = jax.lax.scan(anchor, x0, jnp.arange(count))
-  rest = (parts.targets[1:], parts.weights[1:], parts.coordinate_targets[1:])
-  _, (x, moving) = jax.lax.scan(advance, anchors, rest)
-  unsplit = lambda a: jnp.swapaxes(a, 0, 1).reshape((count * segment,) + a.shape[2:])[:frames]
-  x = unsplit(jnp.concatenate([anchors[None], x]))
-  moving = unsplit(jnp.concatenate([jnp.zeros((1, count), bool), moving]))
-  if not smoothing_iterations:
-    return x, moving
+  steps = jnp.arange(starts + len(anchor_frames))
+  _, tracked = jax.lax.scan(track, (first[0], jnp.asarray(jnp.inf, first.dtype)), steps)
+  tracked = tracked[starts:]
+  # Frames between anchors start between them (linearly), and the frames after the last
+  # anchor from it.
+  position = np.minimum(np.arange(frames) / segment, len(anchor_frames) - 1)
+  below = np.floor(position).astype(int)
+  above = np.minimum(below + 1, len(anchor_frames) - 1)
+  fraction = jnp.asarray(position - below, tracked.dtype)[:, None]
+  x = (1 - fraction) * tracked[below] + fraction * tracked[above]
   valid = jnp.sum(_present(problem.targets), axis=1) >= 3
-  smooth = _with_prior(model, free, problem, moving_average(x, valid, window),
-                       smoothing_weight)
-  x, _, moving = _levenberg_marquardt(model, free, x, base, smooth, smoothing_iterations)
-  return x, moving
+
+  def refine(x, smoothing):
+    """Every frame pulled towards where it starts (tracking), or towards the moving
+    average of the tracked solution (smoothing, the temporal prior)."""
+    target = jnp.where(smoothing, moving_average(x, valid, window), x)
+    weight = jnp.where(smoothing, smoothing_weight, TRACKING_WEIGHT)
+    count = jnp.where(smoothing, smoothing_iterations, iterations)
+    x, markers, _, moving = _levenberg_marquardt(
+        model, free, x, base, _with_prior(model, free, problem, target, weight), count)
+    return x, (markers, moving)
+
+  passes = jnp.array([False, True][:1 + bool(smoothing_iterations)])
+  x, (markers, moving) = jax.lax.scan(refine, x, passes)
+  return x, markers[-1], moving[-1]
 
 
 def _present(targets):
   return ~jnp.isnan(targets[..., 0])
 
 
-def _report(model, coords, markers, scales, moving):
-  fitted = forward_kinematics(model, coords, scales=scales).markers
+def _report(coords, fitted, markers, moving):
+  """The solution with its marker errors (``fitted``: the model's markers there)."""
   errors = jnp.linalg.norm(fitted - markers, axis=-1)  # NaN where missing
   present = ~jnp.isnan(errors)
   count = jnp.sum(present, axis=1)
