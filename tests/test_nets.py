@@ -86,7 +86,8 @@ def _targets(model, layout, coords, scales, rotation):
   pose = skeletal_layer(model, layout, kin)
   n = coords.shape[0]
   return kin, Targets(coords=coords, scales=scales, joints=pose.joints, markers=pose.markers,
-                      frame_mask=jnp.ones(n), coordinate_mask=jnp.ones_like(coords))
+                      frame_mask=jnp.ones(n), coordinate_mask=jnp.ones_like(coords),
+                      marker_mask=jnp.ones(pose.markers.shape[:-1]))
 
 
 def test_loss_is_zero_at_ground_truth_and_reports_every_term():
@@ -109,6 +110,34 @@ def test_loss_is_zero_at_ground_truth_and_reports_every_term():
     assert float(wrong_terms[name]) > 1e-3, (name, wrong_terms)
   with pytest.raises(KeyError, match="unknown loss weights"):
     d3ke_loss(kin, skeletal_layer(model, layout, kin), targets, weights={"joints": 1.0})
+
+
+def test_marker_labels_marked_invalid_do_not_count():
+  # BML-MoVi records mark a marker label farther than 2 cm from the fitted model invalid
+  # (markers_valid); such a label, however wrong, changes neither loss.
+  from d3ke_jax.train import cms, step  # pylint: disable=g-import-not-at-top
+  model, layout, bounds = _setup()
+  n = 2
+  coords = jnp.zeros((n, layout.num_coordinates))
+  kin, targets = _targets(model, layout, coords, jnp.broadcast_to(
+      jnp.asarray(bounds.scale_centre), (n, layout.num_scale_groups, 3)),
+      jnp.broadcast_to(jnp.eye(3), (n, 3, 3)))
+  pose = skeletal_layer(model, layout, kin)
+  wrong = targets.markers.at[0, 5].add(0.5)
+  valid = jnp.ones(targets.marker_mask.shape, bool).at[0, 5].set(False)
+  batch = {"markers": wrong, "joints": targets.joints, "frame_valid": jnp.ones(n, bool)}
+  assert step.marker_labels_valid(batch).shape == targets.marker_mask.shape
+  for marked in (False, True):
+    if marked:
+      batch["markers_valid"] = valid
+    mask = step.marker_labels_valid(batch)
+    _, terms = d3ke_loss(kin, pose, targets._replace(markers=wrong, marker_mask=mask))
+    cms_loss, _, _ = cms.marker_objective(model, layout, {"marker": 1.0}, pose.markers
+                                          - pose.joints[..., model.root_joint, None, :], batch)
+    if marked:
+      assert float(terms["marker"]) == 0.0 and float(cms_loss) == 0.0
+    else:
+      assert float(terms["marker"]) > 1e-3 and float(cms_loss) > 1e-3
 
 
 def test_skeletal_layer_is_root_relative_and_scales_bones():

@@ -41,8 +41,8 @@ def marker_objective(model, layout, weights, markers, batch):
   batch's, relative to its root joint."""
   del layout  # no skeletal layer
   root = batch["joints"][..., model.root_joint, :]
-  loss = marker_loss(markers, jnp.zeros_like(root), batch["markers"], root,
-                     batch["frame_valid"].astype(markers.dtype))
+  valid = steps.marker_labels_valid(batch) * batch["frame_valid"][..., None]
+  loss = marker_loss(markers, jnp.zeros_like(root), batch["markers"], root, valid)
   return weights["marker"] * loss, {"marker": loss}, (markers,)
 
 

@@ -1,7 +1,8 @@
 """The D3KE objective: L = l1 L_joint + l2 L_marker + l3 L_body + l4 L_angle.
 
 Root-relative L1 for joint and marker positions, L1 for body scales and coordinates, with
-masks for frames (e.g. IK error above 2 cm) and coordinates without valid ground truth.
+masks for frames, and for coordinates and marker labels without valid ground truth (e.g. a
+bony landmark more than 2 cm from the fitted model).
 Body scales, predicted and true, are relative to the skeletal model (1 = the model's size;
 see ``d3ke_jax.nets.heads``).
 """
@@ -20,6 +21,7 @@ class Targets(NamedTuple):
   markers: jnp.ndarray  # (..., M, 3)
   frame_mask: jnp.ndarray  # (...,) 1 where the frame's ground truth is valid
   coordinate_mask: jnp.ndarray  # (..., P) 1 where the coordinate's ground truth is valid
+  marker_mask: jnp.ndarray  # (..., M) 1 where the marker's label is valid
 
 
 def _masked_mean(values, mask):
@@ -27,12 +29,13 @@ def _masked_mean(values, mask):
   return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def marker_loss(markers, root, true_markers, true_root, frame_mask):
-  """Masked mean L1 distance of markers (..., M, 3) relative to their roots (..., 3): the
-  marker term of ``d3ke_loss`` and the whole objective of the multi-step baseline."""
+def marker_loss(markers, root, true_markers, true_root, mask):
+  """Mean L1 distance of markers (..., M, 3) relative to their roots (..., 3) over the
+  valid labels (``mask`` (..., M)): the marker term of ``d3ke_loss`` and the whole
+  objective of the multi-step baseline."""
   relative = lambda points, origin: points - origin[..., None, :]
   return _masked_mean(jnp.abs(relative(markers, root) - relative(true_markers, true_root)),
-                      frame_mask[..., None, None])
+                      mask[..., None])
 
 
 def d3ke_loss(kinematics, pose, targets: Targets, weights=None, root_joint=0):
@@ -51,7 +54,8 @@ def d3ke_loss(kinematics, pose, targets: Targets, weights=None, root_joint=0):
       "joint": _masked_mean(jnp.abs(relative(pose.joints, pose.joints)
                                     - relative(targets.joints, targets.joints)), frames),
       "marker": marker_loss(pose.markers, pose.joints[..., root_joint, :], targets.markers,
-                            targets.joints[..., root_joint, :], targets.frame_mask),
+                            targets.joints[..., root_joint, :],
+                            targets.marker_mask * targets.frame_mask[..., None]),
       "body": _masked_mean(jnp.abs(kinematics.scales - targets.scales), frames),
       "angle": _masked_mean(jnp.abs(kinematics.coords - targets.coords),
                             targets.coordinate_mask * targets.frame_mask[..., None]),

@@ -45,7 +45,17 @@ def targets_from_batch(batch, layout):
                  scales=batch["scales"][..., jnp.asarray([g[0] for g in layout.body_groups]), :],
                  joints=batch["joints"], markers=batch["markers"],
                  frame_mask=batch["frame_valid"].astype(jnp.float32),
-                 coordinate_mask=batch["coordinate_valid"][..., index].astype(jnp.float32))
+                 coordinate_mask=batch["coordinate_valid"][..., index].astype(jnp.float32),
+                 marker_mask=marker_labels_valid(batch))
+
+
+def marker_labels_valid(batch):
+  """(..., M) 1 where a marker's label is valid: records that say so per marker (BML-MoVi's
+  ``markers_valid``: the label within 2 cm of the fitted model); others are all valid."""
+  valid = batch.get("markers_valid")
+  if valid is None:
+    return jnp.ones(batch["markers"].shape[:-1], jnp.float32)
+  return valid.astype(jnp.float32)
 
 
 def images_from_batch(batch):
