@@ -17,12 +17,13 @@ import numpy as np
 # torchvision's BatchNorm: eps 1e-5, running statistics updated with momentum 0.1.
 BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 
-# On XLA:CPU a grouped convolution of narrow groups is slower than the dense one with the
-# block-diagonal kernel (measured at batch 16: 181 vs 33 ms at 56x56, 4 channels per group;
-# 37 vs 34 ms at 14x14, 16), though the dense one does groups times the work; at 32 channels
-# per group the grouped one wins (12 vs 62 ms). Its gradient is slower still at every width
-# (seconds), so on CPU the gradient always takes the dense form.
-DENSE_MAX_GROUP_WIDTH = 16
+# On XLA:CPU a grouped convolution of 4-channel groups is slower than the dense one with the
+# block-diagonal kernel, though the dense one does groups times the work (ResNeXt-50's
+# first stage at 256 px: 21 vs 14 ms at batch 1, 560 vs 225 ms at batch 16); from 8
+# channels per group on, the grouped one is faster or close (at 16: 3 vs 14 ms, 118 vs
+# 184 ms; at 8, stride 1, batch 16: 198 vs 168 ms). Its gradient is slower at every width
+# (seconds), so on CPU the gradient takes the dense form.
+DENSE_MAX_GROUP_WIDTH = 4
 
 
 class GroupedConv(nn.Module):
