@@ -129,7 +129,8 @@ def _columns(axis_inputs, couplers, free):
     else:
       extra_axes.append(a)
       extra_columns.append(f)
-  return first, np.array(extra_axes, int), np.array(extra_columns, int)
+  return (first.astype(np.int32), np.array(extra_axes, np.int32),
+          np.array(extra_columns, np.int32))
 
 
 def _marker_jacobian(model, free, q, scales):

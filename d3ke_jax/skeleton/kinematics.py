@@ -334,7 +334,8 @@ def _pack(width, children, height, num_joints):
     steps.append([j for j, _, _ in row])
     sources.append([slot for _, slot, _ in row])
     carry = [f for _, _, f in row]
-  return np.array(steps), np.array(sources), tuple(placed[j] for j in range(num_joints))
+  return (np.array(steps, np.int32), np.array(sources, np.int32),
+          tuple(placed[j] for j in range(num_joints)))
 
 
 def _body_frames(model, q, s, root_rotation):
