@@ -227,7 +227,7 @@ def bench_ik(args):
           continue
         error = np.degrees(np.abs(coords - trial.coords))
         errors[solver] = (error[:, scored], error[:, inseparable])
-        error = error[:, scored]
+        error = errors[solver][0]
         shown = " / ".join(f"{t:.1f}" for t in seconds)
         print(f"| {name} | {frames} | {solver} | {np.median(error):.2f} | {np.mean(error):.2f} "
               f"| {np.percentile(error, 95):.2f} | {shown} | {frames / seconds[-1]:,.1f} |",
