@@ -79,7 +79,7 @@ def bench_truth(args):
   seconds = []
   for _ in range(2):
     start = time.perf_counter()
-    truth = movi_truth.subject_truth(model, static, [motion], model.marker_names)
+    truth = movi_truth.subject_truth(model, static, [motion], model.marker_names, RATE)
     seconds.append(time.perf_counter() - start)
   _row("d3ke-jax", "scaling + placement + IK", seconds, args.frames,
        truth.motions[0].coords, coords, scored)

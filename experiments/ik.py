@@ -31,7 +31,7 @@ def parse_args(argv):
                       help="frames per solve (each chunk continues from the one before)")
   parser.add_argument("--smoothing", type=cli.number(float, 0, inclusive=True),
                       default=SMOOTHING_WEIGHT, help="weight of the temporal prior per "
-                      "squared radian (0: none)")
+                      "squared radian per second of each coordinate's velocity (0: none)")
   parser.add_argument("--float64", action="store_true", help="solve in double precision")
   return parser.parse_args(argv)
 
@@ -54,6 +54,10 @@ def main(argv=None):
   print(f"{len(used)} markers used; ignored (not in the model): {', '.join(ignored) or 'none'}; "
         f"model markers missing from the file: {', '.join(unseen) or 'none'}")
   markers = trajectories.select(model.marker_names)
+  if args.smoothing and not (np.isfinite(trajectories.rate) and trajectories.rate > 0):
+    raise UserError(f"{args.trc}: DataRate {trajectories.rate:g} is not a positive number of "
+                    "frames per second (the temporal prior needs it; --smoothing 0 solves "
+                    "without it)")
   check_units(model, markers, args.trc)
   blind = unobserved_coordinates(model, used)
   if blind:
@@ -63,6 +67,7 @@ def main(argv=None):
   results = []
   with tqdm.tqdm(total=len(markers), unit="frame", desc="inverse kinematics") as bar:
     for result in inverse_kinematics_chunks(model, markers, chunk=args.chunk, scales=scales,
+                                            rate=trajectories.rate,
                                             smoothing_weight=args.smoothing):
       results.append(jax.device_get(result))
       bar.update(len(result.coords))

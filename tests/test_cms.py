@@ -59,8 +59,8 @@ def test_training_keeps_the_checkpoint_of_lowest_marker_error(trained):
 def test_evaluate_reports_the_table_after_scaling_and_ik(trained, capsys, monkeypatch):
   solved = []
 
-  def spy(model, layout, markers, clip, frame):
-    result = markers_to_kinematics(model, layout, markers, clip, frame)
+  def spy(model, layout, markers, clip, frame, rate):
+    result = markers_to_kinematics(model, layout, markers, clip, frame, rate)
     solved.append((model, markers, result[0]))
     return result
 
@@ -100,7 +100,8 @@ def test_scaling_and_ik_recover_true_kinematics_from_true_markers(data_dir):
   truth = pipeline.labels(source, per_frame.LABELS)
   root = truth["joints"][:, model.root_joint, None]
   predicted, seconds = cms.markers_to_kinematics(model, layout, truth["markers"] - root,
-                                                 truth["clip"], truth["frame"])
+                                                 truth["clip"], truth["frame"],
+                                                 runs.frame_rate(config))
   assert seconds > 0
   error = stages.mae_angle_of(predicted["coords"], truth, layout)
   assert error < 1.5, error  # measured 0.93 deg

@@ -10,12 +10,12 @@ from d3ke_jax.skeleton.sampling import smooth_motion
 from experiments import ik as ik_cli
 
 
-def _write_trial(path, model, names, scale=1.0, frames=20):
+def _write_trial(path, model, names, scale=1.0, frames=20, rate=30.0):
   coords = smooth_motion(model, frames, np.random.default_rng(0), limit=0.3)
   markers = np.asarray(forward_kinematics(model, coords).markers)
   positions = np.stack([markers[:, model.marker_index(n)] if n in model.marker_names
                         else markers[:, 0] + 0.1 for n in names], 1) * scale
-  write_trc(path, MarkerTrajectories(tuple(names), np.arange(frames) / 30, positions, 30.0),
+  write_trc(path, MarkerTrajectories(tuple(names), np.arange(frames) / 30, positions, rate),
             units="mm")
   return coords
 
@@ -53,6 +53,7 @@ def trial(tmp_path_factory):
   _write_trial(directory / "trial.trc", model, list(model.marker_names), frames=4)
   _write_trial(directory / "other.trc", model, ["A", "B", "C"], frames=4)
   _write_trial(directory / "mm.trc", model, list(model.marker_names), scale=1000.0, frames=4)
+  _write_trial(directory / "rate.trc", model, list(model.marker_names), frames=4, rate=0.0)
   (directory / "text.npy").write_text("1 1 1")
   np.save(directory / "row.npy", np.ones(3))
   for name, value in (("nan", np.nan), ("zero", 0.0)):
@@ -84,6 +85,8 @@ def trial(tmp_path_factory):
      "{model} (need at least 3); file markers: A, B, C"),
     (["--trc", "{d}/mm.trc"], "{d}/mm.trc: markers spread 554.9 m about their centre, the "
      "model 0.552 m; the file's Units header is probably wrong"),
+    (["--trc", "{d}/rate.trc"], "{d}/rate.trc: DataRate 0 is not a positive number of frames "
+     "per second (the temporal prior needs it; --smoothing 0 solves without it)"),
 ])
 def test_user_errors_are_one_line(trial, capsys, args, message):
   argv = {"--trc": str(trial / "trial.trc"), "--out": str(trial / "out.mot")}

@@ -51,7 +51,8 @@ def _subject():
   motion = np.concatenate([motion, np.ones((FRAMES, 1, 3))], axis=1)
   motion[5:12, model.marker_index("RTOE")] = np.nan
   motion[DISPLACED_FRAME, model.marker_index("LKNE"), 0] += 0.05
-  truth = movi_truth.subject_truth(model, static, [motion], names, static_names=names[:-1])
+  truth = movi_truth.subject_truth(model, static, [motion], names, 30.0,
+                                   static_names=names[:-1])
   inputs = dict(scales=scales, static=static, coords=coords, motion=motion, names=names,
                 pelvis=Z_UP @ np.asarray(fk.body_transforms[:, model.root_body, :3, :3]))
   return inputs, truth

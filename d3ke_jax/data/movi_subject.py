@@ -87,7 +87,7 @@ def subject_truth(files: movi_files.SubjectFiles, settings: Settings, report: Ca
     labels.append(np.asarray(vm.virtual_markers(points)[0]))
   model = load_osim()
   truth = movi_truth.subject_truth(model, np.asarray(static), labels, vm.MARKER_NAMES,
-                                   static_names=static_names)
+                                   movi_files.VIDEO_RATE, static_names=static_names)
   labelled = np.array([n in vm.MARKER_NAMES for n in model.marker_names])
   out = {}
   for m, label, motion in zip(movements, labels, truth.motions):

@@ -264,8 +264,8 @@ class SubjectTruth(NamedTuple):
   motions: Tuple[MotionTruth, ...]
 
 
-def subject_truth(model: SkeletalModel, static_markers, motions, names, static_names=None,
-                  chunk=256):
+def subject_truth(model: SkeletalModel, static_markers, motions, names, rate,
+                  static_names=None, chunk=256):
   """Scaling, marker placement and IK of one subject (digest 3.1-3.4).
 
   Args:
@@ -273,6 +273,7 @@ def subject_truth(model: SkeletalModel, static_markers, motions, names, static_n
     static_markers: (K_s, 3) or (T, K_s, 3) the static trial named ``static_names``.
     motions: sequence of (T_i, K, 3) motion trials named ``names`` (NaN = missing).
     names: the motions' marker names (``static_names`` defaults to them).
+    rate: frames per second of the motions (for IK's temporal prior).
     chunk: IK frames per compiled chunk (``inverse_kinematics_chunks``).
 
   Returns:
@@ -295,7 +296,7 @@ def subject_truth(model: SkeletalModel, static_markers, motions, names, static_n
   for motion in motions:
     targets = model_markers(placed, motion, names).astype(np.float32)
     results = list(inverse_kinematics_chunks(placed, targets, chunk=chunk, weights=weights,
-                                             scales=scales))
+                                             scales=scales, rate=rate))
     coords = np.concatenate([np.asarray(r.coords) for r in results])
     errors = np.concatenate([np.asarray(r.marker_errors) for r in results])
     fk = forward_kinematics(placed, coords, scales=scales.astype(np.float32))

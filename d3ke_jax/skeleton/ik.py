@@ -21,10 +21,18 @@ from d3ke_jax.skeleton.model import GROUND, SkeletalModel
 from d3ke_jax.skeleton.rotations import axis_angle_to_matrix
 
 
-# The temporal prior of a sequence (see ``inverse_kinematics``): weight per squared radian
-# and frames in the moving average.
-SMOOTHING_WEIGHT = 0.01
-SMOOTHING_WINDOW = 9
+# The temporal prior of a sequence (see ``inverse_kinematics``): weight per squared
+# radian per second of each rotational coordinate's velocity. In a frame's units (marker
+# weight times squared metres) a change from one frame to the next weighs
+# ``SMOOTHING_WEIGHT * rate**2`` per squared radian (0.02 at 100 Hz), so that a coordinate
+# the markers barely determine, with curvature h per squared radian, is averaged over about
+# ``sqrt(SMOOTHING_WEIGHT / h)`` seconds whatever the frame rate.
+SMOOTHING_WEIGHT = 2e-6
+# The same pass pulls every rotational coordinate towards the model's default pose with this
+# weight per squared radian: negligible where markers determine a coordinate (curvature
+# 1e-2 and more), it decides the directions they leave open (how the spine's nine joints
+# share a bend) instead of the marker noise, which would make them drift.
+POSE_WEIGHT = 1e-4
 # Tracking: each solve of a sequence also pulls the rotational coordinates towards its
 # starting pose with this weight per squared radian, so that coordinates the markers do
 # not separate (the spine's nine joints, gimbal-locked shoulders) stay where they were
@@ -273,8 +281,7 @@ def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
 
 def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None, initial=None,
                        coordinate_targets=None, coordinate_weights=None, sequence=True,
-                       smoothing_weight=SMOOTHING_WEIGHT, smoothing_window=SMOOTHING_WINDOW,
-                       starts=8, segment=2, iterations=3, anchor_iterations=5,
+                       rate=None, smoothing_weight=SMOOTHING_WEIGHT, starts=8, segment=2, iterations=3, anchor_iterations=5,
                        cold_iterations=60, root_iterations=8, smoothing_iterations=8):
   """Solves IK for every frame.
 
@@ -282,13 +289,14 @@ def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None,
   ``starts`` starting poses (the best fit, with a pull towards the default pose, wins),
   then every ``segment``-th frame (an anchor) warm-started from the anchor before, as
   OpenSim does from frame to frame; then all frames between anchors at once, each started
-  on the line between its two anchors. Smoothing (the
-  temporal prior): every frame again, all at once, from its tracked solution, with each
-  rotational coordinate pulled towards its moving average over ``smoothing_window``
-  tracked frames with weight ``smoothing_weight``. Coordinates the markers barely
-  determine (axial spine rotations, forearm rotation, toes) then follow the motion
-  instead of the marker noise; well-determined ones keep their fit. Independent frames
-  (``sequence=False``) are all solved at once from ``initial``, without a prior.
+  on the line between its two anchors. Smoothing (the temporal prior): the whole
+  sequence at once, from the tracked solution, minimising the marker costs of all frames
+  plus ``smoothing_weight`` times each rotational coordinate's squared velocity, and a
+  weak pull towards the default pose (``POSE_WEIGHT``). Coordinates the markers barely
+  determine (how the spine's joints share a rotation, forearm rotation, toes) are then
+  averaged over many frames instead of following the marker noise, while well-determined
+  ones keep their fit. Independent frames (``sequence=False``) are all solved at once
+  from ``initial``, without a prior.
 
   Args:
     model: the skeletal model.
@@ -303,9 +311,11 @@ def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None,
     coordinate_weights: (C,) weights of the coordinate tasks (per squared radian or metre);
       0 (the default) for coordinates without a task.
     sequence: solve the frames as a sequence (tracking and smoothing).
-    smoothing_weight: weight of the temporal prior per squared radian, in the units of the
-      marker cost (marker weight times squared metres); 0 turns smoothing off.
-    smoothing_window: frames in the moving average (odd).
+    rate: frames per second of a sequence (needed to smooth one of several frames).
+    smoothing_weight: weight of the temporal prior per squared radian per second, in the
+      units of the marker cost (marker weight times squared metres); 0 turns it off, and
+      the pull towards the default pose with it (the smoothing pass then fits each frame
+      on its own).
     starts: starting poses of the first frame of a sequence: the default pose and
       ``starts - 1`` random poses within the coordinates' ranges (fixed seed).
     segment: frames from one anchor to the next (2: larger gaps are faster but lose fast
@@ -333,8 +343,10 @@ def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None,
   frames = markers.shape[0]
   if not frames:
     raise ValueError(f"inverse_kinematics({model.name}): no frames to solve")
-  if smoothing_window < 1 or smoothing_window % 2 == 0:
-    raise ValueError(f"smoothing_window must be odd and positive, got {smoothing_window}")
+  smoothing = sequence and frames > 1 and smoothing_weight > 0
+  if smoothing and not (rate is not None and rate > 0):
+    raise ValueError(f"inverse_kinematics({model.name}): a sequence needs its frame rate "
+                     f"(rate, frames per second) for the temporal prior, got {rate}")
   free = free_coordinates(model)
   index = np.array(free)
   weights = np.ones(model.num_markers, dtype) if weights is None else weights
@@ -353,17 +365,18 @@ def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None,
                         else np.asarray(coordinate_weights, dtype)[index])
   return _solve(model, markers, weights, scales, base, first, used_starts,
                 0.0 if coordinate_targets is None else coordinate_targets, coordinate_weights,
-                smoothing_weight, free=free, dtype=dtype, segment=min(segment, frames),
-                window=smoothing_window, iterations=iterations,
+                (smoothing_weight * rate**2, POSE_WEIGHT) if smoothing else (0.0, 0.0),
+                free=free, dtype=dtype,
+                segment=min(segment, frames), iterations=iterations,
                 anchor_iterations=anchor_iterations, cold_iterations=cold_iterations,
                 root_iterations=root_iterations, smoothing_iterations=smoothing_iterations)
 
 
 @functools.partial(jax.jit, static_argnames=(
-    "free", "dtype", "segment", "window", "iterations", "anchor_iterations", "cold_iterations",
+    "free", "dtype", "segment", "iterations", "anchor_iterations", "cold_iterations",
     "root_iterations", "smoothing_iterations"))
 def _solve(model, markers, weights, scales, base, first, used_starts, coordinate_targets,
-           coordinate_weights, smoothing_weight, *, free, dtype, segment, window, iterations,
+           coordinate_weights, priors, *, free, dtype, segment, iterations,
            anchor_iterations, cold_iterations, root_iterations, smoothing_iterations):
   """``inverse_kinematics`` after its checks, compiled as one program (no operation runs
   eagerly, each of which would compile on its own)."""
@@ -384,8 +397,8 @@ def _solve(model, markers, weights, scales, base, first, used_starts, coordinate
                                            root_iterations=root_iterations)
   else:
     x, fitted, moving = _solve_sequence(
-        model, problem, base, first, used_starts, jnp.asarray(smoothing_weight, dtype),
-        free=free, segment=segment, window=window, iterations=iterations,
+        model, problem, base, first, used_starts, jnp.asarray(priors, dtype),
+        free=free, segment=segment, iterations=iterations,
         anchor_iterations=anchor_iterations, cold_iterations=cold_iterations,
         root_iterations=root_iterations, smoothing_iterations=smoothing_iterations)
   coords = kinematics.resolve_coordinates(model, _full(free, x, base).T).T
@@ -437,16 +450,6 @@ def _per_frame(problem, fn):
                           coordinate_targets=fn(problem.coordinate_targets))
 
 
-def moving_average(values, valid, window):
-  """Centred moving average of values (T, F) over ``window`` frames, of the valid (T,)
-  frames only (a frame with no valid neighbour keeps its value)."""
-  total = lambda a: jax.lax.reduce_window(a, 0.0, jax.lax.add, (window, 1), (1, 1),
-                                          [(window // 2, window // 2), (0, 0)])
-  v = valid.astype(values.dtype)[:, None]
-  count = total(jnp.broadcast_to(v, values.shape))
-  return jnp.where(count > 0, total(values * v) / jnp.maximum(count, 1), values)
-
-
 def _with_prior(model, free, problem, target, weight):
   """``problem`` with its rotational coordinates also pulled towards ``target`` (N, F) with
   ``weight`` (two quadratic pulls on a coordinate add up to one towards their weighted
@@ -460,14 +463,104 @@ def _with_prior(model, free, problem, target, weight):
   return problem._replace(coordinate_targets=mean, coordinate_weights=total)
 
 
-def _solve_sequence(model, problem, base, first, used_starts, smoothing_weight, *, free,
-                    segment, window, iterations, anchor_iterations, cold_iterations,
-                    root_iterations, smoothing_iterations):
-  """Tracking frame to frame, then the in-between frames and the temporal prior.
+def _block_tridiagonal_solve(diagonal, coupling, rhs):
+  """Solves the symmetric block-tridiagonal system with diagonal blocks (T, F, F) and
+  off-diagonal blocks -diag(coupling[t]) (T, F) between frames t - 1 and t (coupling[0]
+  unused), right-hand side (T, F): block elimination forwards, substitution backwards."""
 
-  Two compiled Levenberg-Marquardt loops serve every solve: one for a single frame (the
-  first frame from each start, then the anchors in turn), one for all frames at once.
+  def eliminate(carry, inputs):
+    inverse, z = carry
+    block, c, b = inputs
+    block = block - c[:, None] * inverse * c[None, :]
+    z = b + c * (inverse @ z)
+    inverse = jnp.linalg.inv(block)
+    return (inverse, z), (inverse, z)
+
+  f = rhs.shape[-1]
+  start = (jnp.zeros((f, f), rhs.dtype), jnp.zeros((f,), rhs.dtype))
+  _, (inverses, zs) = jax.lax.scan(eliminate, start, (diagonal, coupling, rhs))
+
+  def substitute(y_next, inputs):
+    inverse, z, c_next = inputs
+    y = inverse @ (z + c_next * y_next)
+    return y, y
+
+  c_next = jnp.concatenate([coupling[1:], jnp.zeros_like(coupling[:1])])
+  _, y = jax.lax.scan(substitute, jnp.zeros((f,), rhs.dtype), (inverses, zs, c_next),
+                      reverse=True)
+  return y
+
+
+def _smooth(model, free, problem, x, base, valid, weight, iterations):
+  """Gauss-Newton on the whole sequence: the marker and coordinate costs of every frame
+  plus ``weight`` times the squared change of each rotational coordinate from one valid
+  frame to the next (a first-difference prior). Each step solves one block-tridiagonal
+  system, so a coordinate the markers barely determine is averaged over many frames while
+  a well-determined one keeps its fit. Returns the solution, its markers, and per frame
+  whether the last step still changed its cost by more than 0.1 % and (0.1 mm)^2 per
+  marker (as ``_levenberg_marquardt``)."""
+  dtype = x.dtype
+  low, high = _bounds(model, free, dtype)
+  rotational = jnp.asarray([model.coordinate_types[c] == "rotational" for c in free], dtype)
+  pair = weight * (valid[1:] & valid[:-1]).astype(dtype)  # (T - 1,)
+  pair = jnp.concatenate([jnp.zeros((1,), dtype), pair])  # pair[t]: frames t - 1 and t
+  settled = 1e-8 * model.num_markers
+
+  def prior_cost(x):
+    return jnp.sum(pair[1:, None] * rotational * (x[1:] - x[:-1])**2)
+
+  def step(i, state):
+    x, markers, jac, damping, _ = state
+    sqrt_w, residual = _weighted_error(problem, markers)
+    frame_cost = _cost_of(problem, x, residual)
+    cost = jnp.where(i > 0, jnp.sum(frame_cost) + prior_cost(x), jnp.inf)
+    weighted = (jac * sqrt_w[:, None]).reshape(jac.shape[:2] + (-1,))
+    difference = jnp.diff(x, axis=0) * pair[1:, None] * rotational  # (T - 1, F)
+    zero = jnp.zeros_like(x[:1])
+    gradient = (jnp.einsum("tfa,ta->tf", weighted, residual.reshape(len(x), -1))
+                + problem.coordinate_weights * (x - problem.coordinate_targets)
+                + jnp.concatenate([zero, difference]) - jnp.concatenate([difference, zero]))
+    blocked = ((x <= low) & (gradient > 0)) | ((x >= high) & (gradient < 0))
+    moves = (~blocked).astype(dtype) * (i > 0)
+    weighted = weighted * moves[..., None]
+    hessian = jnp.einsum("tfa,tga->tfg", weighted, weighted)
+    neighbours = (pair + jnp.concatenate([pair[1:], jnp.zeros((1,), dtype)]))[:, None]
+    extra = (problem.coordinate_weights + neighbours * rotational) * moves
+    diag = jnp.diagonal(hessian, axis1=1, axis2=2) + extra + 1e-4
+    system = hessian + jax.vmap(jnp.diag)(extra + damping * diag + (1.0 - moves))
+    coupling = pair[:, None] * rotational * moves * jnp.concatenate([zero, moves[:-1]])
+    dx = _block_tridiagonal_solve(system, coupling, -gradient * moves) * moves
+    trial = jnp.clip(x + dx, low, high)
+    trial_markers, trial_jac = _marker_jacobian(model, free, _full(free, trial, base),
+                                                problem.scales)
+    trial_frame_cost = _cost_of(problem, trial, _weighted_error(problem, trial_markers)[1])
+    better = jnp.sum(trial_frame_cost) + prior_cost(trial) < cost
+    change = jnp.where(better & (i > 0), jnp.abs(trial_frame_cost - frame_cost), 0.0)
+    damping = jnp.where(i > 0, jnp.where(better, damping * 0.3, damping * 10), damping)
+    pick = lambda new, old: jnp.where(better, new, old)
+    return (pick(trial, x), pick(trial_markers, markers), pick(trial_jac, jac), damping,
+            change > 1e-3 * pick(trial_frame_cost, frame_cost) + settled)
+
+  n, f = x.shape
+  state = (x, jnp.zeros((n, model.num_markers, 3), dtype),
+           jnp.zeros((n, f, model.num_markers, 3), dtype), jnp.asarray(1e-3, dtype),
+           jnp.ones((n,), bool))
+  x, markers, _, _, moving = jax.lax.fori_loop(0, 1 + iterations, step, state)
+  return x, markers, moving
+
+
+def _solve_sequence(model, problem, base, first, used_starts, priors, *, free, segment,
+                    iterations, anchor_iterations, cold_iterations, root_iterations,
+                    smoothing_iterations):
+  """Tracking frame to frame, then the in-between frames, then the temporal prior.
+
+  Two compiled Levenberg-Marquardt loops serve the tracking: one for a single frame (the
+  first frame from each start, then the anchors in turn), one for all frames at once;
+  the smoothing is one Gauss-Newton loop over the whole sequence (``_smooth``). ``priors``:
+  the weights of the temporal prior (per squared radian from one frame to the next) and of
+  the pull towards the default pose.
   """
+  defaults = jnp.asarray(model.coordinate_defaults, base.dtype)[np.array(free)]
   frames = problem.targets.shape[0]
   anchor_frames = np.arange(0, frames, segment)
   anchors = _per_frame(problem, lambda a: a[anchor_frames])
@@ -502,21 +595,14 @@ def _solve_sequence(model, problem, base, first, used_starts, smoothing_weight, 
   above = np.minimum(below + 1, len(anchor_frames) - 1)
   fraction = jnp.asarray(position - below, tracked.dtype)[:, None]
   x = (1 - fraction) * tracked[below] + fraction * tracked[above]
+  x, markers, _, moving = _levenberg_marquardt(
+      model, free, x, base, _with_prior(model, free, problem, x, TRACKING_WEIGHT), iterations)
+  if not smoothing_iterations:
+    return x, markers, moving
+  default = jnp.broadcast_to(defaults, x.shape)
   valid = jnp.sum(_present(problem.targets), axis=1) >= 3
-
-  def refine(x, smoothing):
-    """Every frame pulled towards where it starts (tracking), or towards the moving
-    average of the tracked solution (smoothing, the temporal prior)."""
-    target = jnp.where(smoothing, moving_average(x, valid, window), x)
-    weight = jnp.where(smoothing, smoothing_weight, TRACKING_WEIGHT)
-    count = jnp.where(smoothing, smoothing_iterations, iterations)
-    x, markers, _, moving = _levenberg_marquardt(
-        model, free, x, base, _with_prior(model, free, problem, target, weight), count)
-    return x, (markers, moving)
-
-  passes = jnp.array([False, True][:1 + bool(smoothing_iterations)])
-  x, (markers, moving) = jax.lax.scan(refine, x, passes)
-  return x, markers[-1], moving[-1]
+  return _smooth(model, free, _with_prior(model, free, problem, default, priors[1]), x, base,
+                 valid, priors[0], smoothing_iterations)
 
 
 def _present(targets):

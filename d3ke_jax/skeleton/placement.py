@@ -58,11 +58,11 @@ def place_markers(model: SkeletalModel, scales, static_markers, names, weights=N
   target = np.where(count > 0, np.sum(np.where(seen[..., None], positions, 0.0), axis=0)
                     / np.maximum(count, 1), np.nan)  # a marker missing in every frame: NaN
   scales = np.asarray(scales, float)
-  # Solved as a one-frame sequence: its first frame is the best of several starting poses,
-  # and it shares its compilation with short trials.
+  # Solved as a one-frame sequence (its first frame is the best of several starting poses),
+  # without the temporal prior, which a static pose does not need.
   solved = next(inverse_kinematics_chunks(model, target[None].astype(np.float32),
                                           weights=model_weights(model, weights),
-                                          scales=scales.astype(np.float32)))
+                                          scales=scales.astype(np.float32), smoothing_weight=0))
   coords = np.asarray(solved.coords[0], float)
   frames = np.asarray(forward_kinematics(model, coords, scales=scales).body_transforms)
   body = np.array(model.marker_body)

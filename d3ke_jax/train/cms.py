@@ -91,14 +91,15 @@ def predict(config, state, source, model, layout, clip, frame, desc=None):
   outputs, loss, network_seconds = per_frame.network_outputs(evaluate, state, source,
                                                              config.batch_size, desc)
   (markers,) = stages.flatten_devices(outputs, len(source))
-  kinematics, ik_seconds = markers_to_kinematics(model, layout, markers, clip, frame)
+  kinematics, ik_seconds = markers_to_kinematics(model, layout, markers, clip, frame,
+                                                 runs.frame_rate(config))
   return dict(kinematics, loss=loss, seconds=network_seconds + ik_seconds)
 
 
-def markers_to_kinematics(model, layout, markers, clip, frame):
+def markers_to_kinematics(model, layout, markers, clip, frame, rate):
   """({coords (N, P), scales (N, G, 3), joints (N, J, 3), markers (N, M, 3)}, seconds) from
-  root-relative markers (N, M, 3) of frames ``frame`` of clips ``clip``: each clip scaled
-  once from its markers, then tracked by IK; positions are those of the fitted model.
+  root-relative markers (N, M, 3) of frames ``frame`` of clips ``clip`` (``rate`` frames
+  per second): each clip scaled once from its markers, then tracked by IK; positions are those of the fitted model.
   ``seconds``: the time for every clip at the rate of all but the first (compilation)."""
   coords = np.zeros((len(markers), model.num_coordinates), np.float32)
   groups = np.zeros((len(markers), layout.num_scale_groups, 3), np.float32)
@@ -114,7 +115,7 @@ def markers_to_kinematics(model, layout, markers, clip, frame):
     group = np.stack([scales[list(members)].mean(0) for members in layout.body_groups])
     body = expand_scales(model, layout, group)
     solved = np.concatenate([np.asarray(r.coords) for r in ik.inverse_kinematics_chunks(
-        model, markers[rows], scales=body)])
+        model, markers[rows], scales=body, rate=rate)])
     pose = forward_kinematics(model, solved, scales=body)
     coords[rows], groups[rows] = solved, group
     joints[rows], fitted[rows] = np.asarray(pose.joint_origins), np.asarray(pose.markers)
