@@ -281,8 +281,9 @@ def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
 
 def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None, initial=None,
                        coordinate_targets=None, coordinate_weights=None, sequence=True,
-                       rate=None, smoothing_weight=SMOOTHING_WEIGHT, starts=8, segment=2, iterations=3, anchor_iterations=5,
-                       cold_iterations=60, root_iterations=8, smoothing_iterations=8):
+                       rate=None, smoothing_weight=SMOOTHING_WEIGHT, starts=8, segment=2,
+                       iterations=3, anchor_iterations=5, cold_iterations=60,
+                       root_iterations=8, smoothing_iterations=8):
   """Solves IK for every frame.
 
   A sequence (the default) is solved in two passes. Tracking: the first frame from
@@ -305,7 +306,8 @@ def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None,
     weights: (M,) marker weights (default 1).
     scales: (B, 3) body scale factors relative to the model (default unscaled).
     initial: (C,) coordinates the first (or every independent) frame starts from; when
-      given, the first frame of a sequence starts from it alone (continuing a sequence).
+      given, the first frame of a sequence starts from it alone and the temporal prior
+      links the first frame to it (continuing a sequence).
       Default: the model's default pose.
     coordinate_targets: (C,) or (T, C) values the coordinate tasks pull towards.
     coordinate_weights: (C,) weights of the coordinate tasks (per squared radian or metre);
@@ -366,8 +368,7 @@ def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None,
   return _solve(model, markers, weights, scales, base, first, used_starts,
                 0.0 if coordinate_targets is None else coordinate_targets, coordinate_weights,
                 (smoothing_weight * rate**2, POSE_WEIGHT) if smoothing else (0.0, 0.0),
-                free=free, dtype=dtype,
-                segment=min(segment, frames), iterations=iterations,
+                free=free, dtype=dtype, segment=min(segment, frames), iterations=iterations,
                 anchor_iterations=anchor_iterations, cold_iterations=cold_iterations,
                 root_iterations=root_iterations, smoothing_iterations=smoothing_iterations)
 
@@ -491,23 +492,27 @@ def _block_tridiagonal_solve(diagonal, coupling, rhs):
   return y
 
 
-def _smooth(model, free, problem, x, base, valid, weight, iterations):
+def _smooth(model, free, problem, x, base, valid, weight, previous, link, iterations):
   """Gauss-Newton on the whole sequence: the marker and coordinate costs of every frame
   plus ``weight`` times the squared change of each rotational coordinate from one valid
-  frame to the next (a first-difference prior). Each step solves one block-tridiagonal
-  system, so a coordinate the markers barely determine is averaged over many frames while
-  a well-determined one keeps its fit. Returns the solution, its markers, and per frame
-  whether the last step still changed its cost by more than 0.1 % and (0.1 mm)^2 per
-  marker (as ``_levenberg_marquardt``)."""
+  frame to the next (a first-difference prior), and ``link`` times its change from
+  ``previous`` (F,), the last frame of the chunk before, to the first frame. Each step
+  solves one block-tridiagonal system, so a coordinate the markers barely determine is
+  averaged over many frames while a well-determined one keeps its fit. Returns the
+  solution, its markers, and per frame whether the last step still changed its cost by
+  more than 0.1 % and (0.1 mm)^2 per marker (as ``_levenberg_marquardt``)."""
   dtype = x.dtype
   low, high = _bounds(model, free, dtype)
   rotational = jnp.asarray([model.coordinate_types[c] == "rotational" for c in free], dtype)
   pair = weight * (valid[1:] & valid[:-1]).astype(dtype)  # (T - 1,)
-  pair = jnp.concatenate([jnp.zeros((1,), dtype), pair])  # pair[t]: frames t - 1 and t
+  pair = jnp.concatenate([(link * valid[0])[None], pair])  # pair[t]: frames t - 1 and t
   settled = 1e-8 * model.num_markers
 
+  def weighted_change(x):  # (T, F): from each frame's predecessor
+    return (x - jnp.concatenate([previous[None], x[:-1]])) * pair[:, None] * rotational
+
   def prior_cost(x):
-    return jnp.sum(pair[1:, None] * rotational * (x[1:] - x[:-1])**2)
+    return jnp.sum(weighted_change(x) * (x - jnp.concatenate([previous[None], x[:-1]])))
 
   def step(i, state):
     x, markers, jac, damping, _ = state
@@ -515,11 +520,11 @@ def _smooth(model, free, problem, x, base, valid, weight, iterations):
     frame_cost = _cost_of(problem, x, residual)
     cost = jnp.where(i > 0, jnp.sum(frame_cost) + prior_cost(x), jnp.inf)
     weighted = (jac * sqrt_w[:, None]).reshape(jac.shape[:2] + (-1,))
-    difference = jnp.diff(x, axis=0) * pair[1:, None] * rotational  # (T - 1, F)
+    difference = weighted_change(x)
     zero = jnp.zeros_like(x[:1])
     gradient = (jnp.einsum("tfa,ta->tf", weighted, residual.reshape(len(x), -1))
                 + problem.coordinate_weights * (x - problem.coordinate_targets)
-                + jnp.concatenate([zero, difference]) - jnp.concatenate([difference, zero]))
+                + difference - jnp.concatenate([difference[1:], zero]))
     blocked = ((x <= low) & (gradient > 0)) | ((x >= high) & (gradient < 0))
     moves = (~blocked).astype(dtype) * (i > 0)
     weighted = weighted * moves[..., None]
@@ -601,8 +606,10 @@ def _solve_sequence(model, problem, base, first, used_starts, priors, *, free, s
     return x, markers, moving
   default = jnp.broadcast_to(defaults, x.shape)
   valid = jnp.sum(_present(problem.targets), axis=1) >= 3
+  # A continuing chunk (one start: the previous chunk's last frame) is linked to it.
+  link = priors[0] * (used_starts == 1)
   return _smooth(model, free, _with_prior(model, free, problem, default, priors[1]), x, base,
-                 valid, priors[0], smoothing_iterations)
+                 valid, priors[0], first[0], link, smoothing_iterations)
 
 
 def _present(targets):
