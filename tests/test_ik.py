@@ -236,3 +236,18 @@ def test_inseparable_coordinates_move_the_markers_only_together():
   both[:, second] -= 0.3
   assert np.min(np.max(np.linalg.norm(markers(one) - markers(poses), axis=-1), 1)) > 0.02
   np.testing.assert_allclose(markers(both), markers(poses), atol=2e-6)
+
+
+def test_chunks_join_without_a_jump():
+  # The temporal prior links a chunk's first frame to the previous chunk's last one.
+  model = _model()
+  _, markers = _trial(model, seed=8, noise=0.003)
+  rotational = _rotational(model)
+  solve = lambda **kw: np.degrees(np.concatenate([np.asarray(r.coords)[:, rotational] for r in
+                                                  ik.inverse_kinematics_chunks(
+                                                      model, markers, rate=RATE, **kw)]))
+  whole, chunked = solve(), solve(chunk=32)
+  step = lambda coords: np.max(np.abs(coords[32] - coords[31]))
+  # Achieved: 3.09 deg between the chunks against 2.91 deg in the whole solution (8.97 deg
+  # without the link).
+  assert step(chunked) < 1.25 * step(whole)
