@@ -508,11 +508,13 @@ def _smooth(model, free, problem, x, base, valid, weight, previous, link, iterat
   pair = jnp.concatenate([(link * valid[0])[None], pair])  # pair[t]: frames t - 1 and t
   settled = 1e-8 * model.num_markers
 
-  def weighted_change(x):  # (T, F): from each frame's predecessor
-    return (x - jnp.concatenate([previous[None], x[:-1]])) * pair[:, None] * rotational
+  prior = pair[:, None] * rotational  # (T, F): weight of each change from the frame before
+
+  def change(x):  # (T, F): from each frame's predecessor
+    return x - jnp.concatenate([previous[None], x[:-1]])
 
   def prior_cost(x):
-    return jnp.sum(weighted_change(x) * (x - jnp.concatenate([previous[None], x[:-1]])))
+    return jnp.sum(prior * change(x)**2)
 
   def step(i, state):
     x, markers, jac, damping, _ = state
@@ -520,7 +522,7 @@ def _smooth(model, free, problem, x, base, valid, weight, previous, link, iterat
     frame_cost = _cost_of(problem, x, residual)
     cost = jnp.where(i > 0, jnp.sum(frame_cost) + prior_cost(x), jnp.inf)
     weighted = (jac * sqrt_w[:, None]).reshape(jac.shape[:2] + (-1,))
-    difference = weighted_change(x)
+    difference = prior * change(x)
     zero = jnp.zeros_like(x[:1])
     gradient = (jnp.einsum("tfa,ta->tf", weighted, residual.reshape(len(x), -1))
                 + problem.coordinate_weights * (x - problem.coordinate_targets)
@@ -529,22 +531,21 @@ def _smooth(model, free, problem, x, base, valid, weight, previous, link, iterat
     moves = (~blocked).astype(dtype) * (i > 0)
     weighted = weighted * moves[..., None]
     hessian = jnp.einsum("tfa,tga->tfg", weighted, weighted)
-    neighbours = (pair + jnp.concatenate([pair[1:], jnp.zeros((1,), dtype)]))[:, None]
-    extra = (problem.coordinate_weights + neighbours * rotational) * moves
+    extra = (problem.coordinate_weights + prior + jnp.concatenate([prior[1:], zero])) * moves
     diag = jnp.diagonal(hessian, axis1=1, axis2=2) + extra + 1e-4
     system = hessian + jax.vmap(jnp.diag)(extra + damping * diag + (1.0 - moves))
-    coupling = pair[:, None] * rotational * moves * jnp.concatenate([zero, moves[:-1]])
+    coupling = prior * moves * jnp.concatenate([zero, moves[:-1]])
     dx = _block_tridiagonal_solve(system, coupling, -gradient * moves) * moves
     trial = jnp.clip(x + dx, low, high)
     trial_markers, trial_jac = _marker_jacobian(model, free, _full(free, trial, base),
                                                 problem.scales)
     trial_frame_cost = _cost_of(problem, trial, _weighted_error(problem, trial_markers)[1])
     better = jnp.sum(trial_frame_cost) + prior_cost(trial) < cost
-    change = jnp.where(better & (i > 0), jnp.abs(trial_frame_cost - frame_cost), 0.0)
+    progress = jnp.where(better & (i > 0), jnp.abs(trial_frame_cost - frame_cost), 0.0)
     damping = jnp.where(i > 0, jnp.where(better, damping * 0.3, damping * 10), damping)
     pick = lambda new, old: jnp.where(better, new, old)
     return (pick(trial, x), pick(trial_markers, markers), pick(trial_jac, jac), damping,
-            change > 1e-3 * pick(trial_frame_cost, frame_cost) + settled)
+            progress > 1e-3 * pick(trial_frame_cost, frame_cost) + settled)
 
   n, f = x.shape
   state = (x, jnp.zeros((n, model.num_markers, 3), dtype),
@@ -565,7 +566,6 @@ def _solve_sequence(model, problem, base, first, used_starts, priors, *, free, s
   the weights of the temporal prior (per squared radian from one frame to the next) and of
   the pull towards the default pose.
   """
-  defaults = jnp.asarray(model.coordinate_defaults, base.dtype)[np.array(free)]
   frames = problem.targets.shape[0]
   anchor_frames = np.arange(0, frames, segment)
   anchors = _per_frame(problem, lambda a: a[anchor_frames])
@@ -604,7 +604,8 @@ def _solve_sequence(model, problem, base, first, used_starts, priors, *, free, s
       model, free, x, base, _with_prior(model, free, problem, x, TRACKING_WEIGHT), iterations)
   if not smoothing_iterations:
     return x, markers, moving
-  default = jnp.broadcast_to(defaults, x.shape)
+  default = jnp.broadcast_to(
+      jnp.asarray(model.coordinate_defaults, x.dtype)[np.array(free)], x.shape)
   valid = jnp.sum(_present(problem.targets), axis=1) >= 3
   # A continuing chunk (one start: the previous chunk's last frame) is linked to it.
   link = priors[0] * (used_starts == 1)

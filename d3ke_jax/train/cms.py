@@ -99,7 +99,8 @@ def predict(config, state, source, model, layout, clip, frame, desc=None):
 def markers_to_kinematics(model, layout, markers, clip, frame, rate):
   """({coords (N, P), scales (N, G, 3), joints (N, J, 3), markers (N, M, 3)}, seconds) from
   root-relative markers (N, M, 3) of frames ``frame`` of clips ``clip`` (``rate`` frames
-  per second): each clip scaled once from its markers, then tracked by IK; positions are those of the fitted model.
+  per second): each clip scaled once from its markers, then tracked by IK; positions are
+  those of the fitted model.
   ``seconds``: the time for every clip at the rate of all but the first (compilation)."""
   coords = np.zeros((len(markers), model.num_coordinates), np.float32)
   groups = np.zeros((len(markers), layout.num_scale_groups, 3), np.float32)
