@@ -1,6 +1,6 @@
 """Benchmarks: ``python -m experiments.bench fk [--batches 1 64 1024 4096] [--models ...]``,
-``ik``, ``resnext [--batches 1 16] [--sizes 224 256]``; ``truth``, ``infer`` and ``train`` in
-their own modules (``experiments/bench_*.py``).
+``ik``, ``resnext [--batches 1 16] [--sizes 224 256]``; ``truth``, ``infer``, ``steer`` and
+``train`` in their own modules (``experiments/bench_*.py``).
 
 Prints a table of throughput (median of repeated runs after warm-up) with the device and
 batch size, beside OpenSim's own implementation measured in the same run.
@@ -329,9 +329,10 @@ def main(argv=None):
   resnext.set_defaults(run=bench_resnext, model=None)
   # Benchmarks kept in their own modules (they import helpers from this one).
   # pylint: disable-next=g-import-not-at-top
-  from experiments import bench_infer, bench_train, bench_truth
+  from experiments import bench_infer, bench_steer, bench_train, bench_truth
   bench_truth.add_parser(sub)
   bench_infer.add_parser(sub)
+  bench_steer.add_parser(sub)
   bench_train.add_parser(sub)
   args = parser.parse_args(argv)
   models = args.models if args.benchmark == "fk" else [getattr(args, "model", None)]

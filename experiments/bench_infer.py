@@ -60,7 +60,8 @@ def bench_infer(args):
   layout = make_layout(model, include_root=False)
   with tempfile.TemporaryDirectory() as tmp:
     for dtype in args.dtypes:
-      network = PerFrameD3KE(heads.bounds_for(model, layout), dtype=jnp.dtype(dtype))
+      network = PerFrameD3KE(heads.bounds_for(model, layout), dtype=jnp.dtype(dtype),
+                             box_head=True)
       variables = network.init(jax.random.PRNGKey(0), jnp.zeros((1, args.size, args.size, 3)))
       predictor = pipeline.frame_predictor(network, variables, model, layout, args.size)
       for batch in args.batches:

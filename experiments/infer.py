@@ -8,7 +8,9 @@ the viewer), ``<name>.trc`` (the model's markers, metres, root-relative, same fr
 person was found, the box's source), ``<name>_overlay.mp4`` and ``angles.png``. The person's
 boxes come from ``--boxes`` (CSV ``frame,x0,y0,x1,y1`` or JSON; a folder of
 ``<name>.csv``/``.json`` for a folder of videos) or, without it, from background subtraction
-(a static camera) following one person (``boxes.BackgroundTracker``).
+(a static camera) following one person (``boxes.BackgroundTracker``). A run trained with a
+box head then moves each frame's crop onto the person as the network sees them
+(``--steer`` times at most; ``steered`` in ``frames.csv`` counts the moves).
 """
 
 import os
@@ -19,7 +21,7 @@ from d3ke_jax import cli
 from d3ke_jax.errors import UserError
 from d3ke_jax.infer import boxes as box_sources
 from d3ke_jax.infer.outputs import write_outputs
-from d3ke_jax.infer.pipeline import STAGES, load_predictor, predict_video
+from d3ke_jax.infer.pipeline import STAGES, STEER_STEPS, load_predictor, predict_video
 from d3ke_jax.io.video import video_info
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -32,6 +34,9 @@ def parse(argv):
   parser.add_argument("--out", default="infer", help="output folder (default: ./infer)")
   parser.add_argument("--stage", choices=STAGES, help="default: the run's own stage")
   parser.add_argument("--boxes", help="per-frame person boxes (CSV or JSON), or a folder")
+  parser.add_argument("--steer", type=cli.number(int, 0, inclusive=True), default=STEER_STEPS,
+                      help="re-crops of a frame on the network's box of the person (runs with "
+                      f"a box head; 0: never; default {STEER_STEPS})")
   parser.add_argument("--batch_size", type=cli.number(int, 0), default=64)
   parser.add_argument("--dtype", choices=("float32", "bfloat16"), help="default: the run's")
   parser.add_argument("--checkpoint", choices=("best", "latest"), default="best")
@@ -85,7 +90,8 @@ def main(argv=None):
     name = os.path.splitext(os.path.basename(video))[0]
     start = time.perf_counter()
     prediction = predict_video(predictor, video, locator(video, boxes_file(
-        args.boxes, video, os.path.isdir(args.video))), args.batch_size)
+        args.boxes, video, os.path.isdir(args.video))), args.batch_size,
+        steer_steps=args.steer)
     if prediction.cut:
       print(f"warning: {prediction.cut}; the frames before it are kept", file=sys.stderr)
     if not prediction.found.any():

@@ -170,6 +170,7 @@ def test_angles_equal_the_evaluate_prediction_on_the_same_crops(inferred, scene,
                     "scales": np.ones((model.num_bodies, 3), np.float32),
                     "joints": np.zeros((model.num_joints, 3), np.float32),
                     "markers": np.zeros((model.num_markers, 3), np.float32),
+                    "markers_2d": np.zeros((model.num_markers, 2), np.float32),
                     "frame_valid": True,
                     "coordinate_valid": np.ones(model.num_coordinates, bool)})
   network = per_frame.build_network(config, model, layout)
@@ -292,3 +293,82 @@ def test_sequence_windows_cover_every_frame_once():
   np.testing.assert_array_equal(refined.coords, kinematics.coords)
   np.testing.assert_array_equal(pose.joints[..., 0], kinematics.coords)
   assert set(seen) == {(2, window, 2)}  # fixed-size batches
+
+
+def _sees_the_bright_person(size, calls):
+  """A fake ``Predictor.frames``: its box of each crop is the square (with the inference
+  margin) around the crop's bright pixels, as fractions of the crop (NaN when it has none)."""
+  def frames(crops):
+    calls.append(len(crops))
+    found = []
+    for image in crops:
+      rows, cols = np.nonzero(image.sum(-1) > 380)
+      found.append(render.square_box(np.array([[cols.min(), rows.min()],
+                                               [cols.max() + 1, rows.max() + 1]]),
+                                     boxes.MARGIN) if len(rows) else (np.nan,) * 3)
+    count = len(crops)
+    kinematics = heads.Kinematics(np.zeros((count, 1)), np.ones((count, 1, 3)),
+                                  np.broadcast_to(np.eye(3), (count, 3, 3)))
+    return kinematics, Pose(np.zeros((count, 1, 3)), np.zeros((count, 1, 3))), \
+        np.array(found) / size
+  return frames
+
+
+def _block_video(tmp_path, count=10):
+  """A bright block walking across a dark video, and its true boxes (inference margin)."""
+  frames = np.full((count, 96, 128, 3), 20, np.uint8)
+  truth = []
+  for t in range(count):
+    x0, y0 = 10 + 8 * t, 30
+    frames[t, y0:y0 + 40, x0:x0 + 16] = 230
+    truth.append(render.square_box(np.array([[x0, y0], [x0 + 16, y0 + 40]]), boxes.MARGIN))
+  return write_video(str(tmp_path / "block.mp4"), frames, 30), np.array(truth)
+
+
+def _fixed_boxes(start, sources):
+  def locate(chunk, first):
+    return start[first:first + len(chunk)], sources[first:first + len(chunk)]
+  return locate
+
+
+def test_steering_moves_crops_onto_the_person_the_network_sees(tmp_path):
+  """The first boxes are off by a third of a side (and, in the last frames, nowhere near
+  the block). The network's own boxes move each crop onto the block (IoU > 0.9 with its
+  true box from < 0.6), costing one more network pass for the moved frames only; crops
+  without the person stay put (the gate); ``steer_steps=0`` keeps the first boxes."""
+  size, batch = 32, 4
+  path, truth = _block_video(tmp_path)
+  start = truth + [truth[0, 2] / 3, 0, 0]
+  start[-2:] = (0.0, 0.0, truth[0, 2])  # the top-left corner: no person in these crops
+  locate = _fixed_boxes(start, np.full(len(truth), boxes.BACKGROUND))
+  calls = []
+  predictor = pipeline.Predictor(model=None, layout=None, size=size, devices=1,
+                                 frames=_sees_the_bright_person(size, calls), steers=True)
+  steered = pipeline.predict_video(predictor, path, locate, batch_size=batch, steer_steps=2)
+  before, after = boxes.iou(start, truth), boxes.iou(steered.boxes, truth)
+  assert np.all(before[:-2] < 0.6) and np.all(after[:-2] > 0.9), (before, after)
+  np.testing.assert_array_equal(steered.boxes[-2:], start[-2:])
+  assert np.all(steered.steered[:-2] >= 1) and np.all(steered.steered[-2:] == 0)
+  assert set(calls) == {batch}  # fixed-size batches: nothing recompiles
+  assert len(calls) <= 3 * 3  # 3 batches, each run once and again for up to 2 moves
+  kept = pipeline.predict_video(predictor, path, locate, batch_size=batch, steer_steps=0)
+  np.testing.assert_array_equal(kept.boxes, start)
+  assert np.all(kept.steered == 0)
+
+
+def test_steering_follows_a_person_the_finder_lost(tmp_path):
+  """Found in the first two frames only, then held where last seen (as the tracker does):
+  held frames start from the network's last box, so the crops follow the block across
+  batches; without steering the held box falls behind it."""
+  size = 32
+  path, truth = _block_video(tmp_path)
+  found = np.arange(len(truth)) < 2
+  start = np.where(found[:, None], truth, truth[1])
+  locate = _fixed_boxes(start, np.where(found, boxes.BACKGROUND, boxes.HELD))
+  predictor = pipeline.Predictor(model=None, layout=None, size=size, devices=1,
+                                 frames=_sees_the_bright_person(size, []), steers=True)
+  followed = pipeline.predict_video(predictor, path, locate, batch_size=2, steer_steps=2)
+  assert np.all(boxes.iou(followed.boxes, truth) > 0.9), boxes.iou(followed.boxes, truth)
+  np.testing.assert_array_equal(followed.found, found)  # still flagged: the finder lost them
+  held = pipeline.predict_video(predictor, path, locate, batch_size=2, steer_steps=0)
+  assert np.all(boxes.iou(held.boxes, truth)[4:] < 0.6)

@@ -16,6 +16,7 @@ VIEWS = {  # MoVi's two cameras: in front of the subject (facing +x) and at its 
 FOCAL, CENTRE = 1000.0, (960.0, 540.0)  # a 1920 x 1080 camera
 # The person box's margin around the projected points, relative, drawn once per clip.
 MARGIN_RANGE = (0.1, 0.25)
+MARGIN = 0.15  # the margin of a person box outside training (inference): the middle
 
 
 @functools.lru_cache(maxsize=1)

@@ -11,14 +11,16 @@ import csv
 import json
 import os
 
+import jax.numpy as jnp
 import numpy as np
 import scipy.ndimage
 
+from d3ke_jax.data.frames import MARGIN
 from d3ke_jax.data.render import square_box
 from d3ke_jax.errors import UserError
 from d3ke_jax.io.video import FrameReader
+from d3ke_jax.nets.heads import box_iou
 
-MARGIN = 0.15  # relative margin around the person: the middle of training's 0.1-0.25
 WORKING_WIDTH = 160  # the finder works on frames reduced to about this width
 THRESHOLD = 30  # foreground: a pixel's summed RGB difference from the background (0-765)
 MIN_AREA = 1e-3  # a foreground region covers at least this fraction of the frame
@@ -181,9 +183,5 @@ def _whole(width, height):
 
 
 def iou(a, b):
-  """Intersection over union of square boxes (..., 3) (x0, y0, side)."""
-  a, b = np.asarray(a, float), np.asarray(b, float)
-  low = np.maximum(a[..., :2], b[..., :2])
-  high = np.minimum(a[..., :2] + a[..., 2:], b[..., :2] + b[..., 2:])
-  inter = np.prod(np.clip(high - low, 0, None), -1)
-  return inter / (a[..., 2] ** 2 + b[..., 2] ** 2 - inter)
+  """Intersection over union of square boxes (..., 3) (x0, y0, side), as NumPy."""
+  return np.asarray(box_iou(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)))

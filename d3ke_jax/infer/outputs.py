@@ -103,10 +103,12 @@ def write_outputs(model, layout, prediction, out_dir, name, video=None, fps=None
 def write_frames_csv(path, prediction):
   with atomic_write(path) as f:
     out = csv.writer(f)
-    out.writerow(["frame", "time", "x0", "y0", "side", "person_found", "box_source"])
-    for k, (t, box, found, source) in enumerate(zip(prediction.time, prediction.boxes,
-                                                    prediction.found, prediction.source)):
-      out.writerow([k, f"{t:.6f}", *(f"{v:.2f}" for v in box), int(found), source])
+    out.writerow(["frame", "time", "x0", "y0", "side", "person_found", "box_source",
+                  "steered"])
+    for k, (t, box, found, source, steered) in enumerate(zip(
+        prediction.time, prediction.boxes, prediction.found, prediction.source,
+        prediction.steered)):
+      out.writerow([k, f"{t:.6f}", *(f"{v:.2f}" for v in box), int(found), source, steered])
   return path
 
 

@@ -11,6 +11,7 @@ ImageNet initialisation).
 from typing import Any, NamedTuple
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from d3ke_jax.nets import heads
@@ -41,9 +42,10 @@ def skeletal_layer(model, layout: PredictionLayout, kinematics: heads.Kinematics
   return Pose(joints=out.joint_origins, markers=out.markers)
 
 
-def _backbone_features(network, images, train):
+def _backbone_features(network, images, train, return_stages=False):
   """Features of images in [0, 1] from a ResNeXt ``backbone`` submodule of ``network`` (a
-  per-frame network, inside its compact ``__call__``), after its input normalisation."""
+  per-frame network, inside its compact ``__call__``), after its input normalisation (and
+  with ``return_stages``, each stage's feature map)."""
   if network.normalisation not in INPUT_NORMALISATIONS:
     raise ValueError(f"unknown input normalisation {network.normalisation!r}; choose from "
                      f"{sorted(INPUT_NORMALISATIONS)}")
@@ -51,12 +53,18 @@ def _backbone_features(network, images, train):
   images = (images - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
   return ResNeXt(stage_sizes=network.stage_sizes, groups=network.groups,
                  width_per_group=network.width_per_group, dtype=network.dtype,
-                 axis_name=network.axis_name, name="backbone")(images, train=train)
+                 axis_name=network.axis_name, name="backbone")(images, train=train,
+                                                               return_stages=return_stages)
+
+
+BOX = "box"  # the name under which a box head's output is sown (collection "intermediates")
 
 
 class PerFrameD3KE(nn.Module):
   """Images (N, H, W, 3) in [0, 1] -> ``Kinematics`` (the skeletal layer is applied by the
-  caller)."""
+  caller). With ``box_head``, the person's box in each crop (``heads.BoxHead``) is sown as
+  ``intermediates/box``; it reads the third stage's feature map (stride 16) without
+  training it (stop_gradient), so D3KE's objective and its backbone are the paper's."""
   bounds: heads.Bounds
   stage_sizes: Any = (3, 4, 6, 3)
   groups: int = 32
@@ -65,10 +73,15 @@ class PerFrameD3KE(nn.Module):
   dtype: Any = jnp.float32
   axis_name: Any = None  # pmap axis for BatchNorm statistics in training
   normalisation: str = "imagenet"  # a key of INPUT_NORMALISATIONS
+  box_head: bool = False
 
   @nn.compact
   def __call__(self, images, train=False):
-    features = _backbone_features(self, images, train)
+    features = _backbone_features(self, images, train, return_stages=self.box_head)
+    if self.box_head:
+      features, stages = features
+      box = heads.BoxHead(name="box_head")(jax.lax.stop_gradient(stages[-2]))
+      self.sow("intermediates", BOX, box)
     return heads.KinematicHead(self.bounds, hidden=self.head_hidden, name="head")(features)
 
 

@@ -1,5 +1,6 @@
 """Heads on backbone features. The kinematic head (D3KE): bounded coordinates, body scales,
-pelvis rotation. The marker head (the multi-step baseline): root-relative 3D markers.
+pelvis rotation. The marker head (the multi-step baseline): root-relative 3D markers. The
+box head: where the person is in the crop (what lets inference steer its crops).
 
 Every output is valid by construction for any input: coordinates inside their ranges
 (range-scaled sigmoid, centred so that zero logits give the model's default pose), scales
@@ -141,3 +142,40 @@ class MarkerHead(nn.Module):
     template = jnp.asarray(self.template, jnp.float32)
     raw = nn.Dense(template.size, kernel_init=nn.initializers.normal(1e-3), name="out")(features)
     return template + raw.reshape(raw.shape[:-1] + template.shape)
+
+
+class BoxHead(nn.Module):
+  """A feature map (N, h, w, C) -> the person's square box in the crop (N, 3): x0, y0, side
+  as fractions of the crop's side; zero outputs give the whole crop. The map's channels
+  are reduced (1x1 convolution) and its cells kept apart (flattened), so where features
+  are tells where the person is."""
+  channels: int = 32
+  hidden: int = 128
+
+  @nn.compact
+  def __call__(self, feature_map):
+    reduced = nn.relu(nn.Conv(self.channels, (1, 1), name="reduce")(
+        feature_map.astype(jnp.float32)))
+    features = reduced.reshape(reduced.shape[0], -1)
+    features = nn.relu(nn.Dense(self.hidden, name="hidden")(features))
+    raw = nn.Dense(3, kernel_init=nn.initializers.normal(1e-3), name="out")(features)
+    side = jnp.exp(raw[..., 2:])
+    return jnp.concatenate([0.5 + raw[..., :2] - side / 2, side], -1)
+
+
+def person_box(points, valid, margin):
+  """Square boxes (..., 3) x0, y0, side around the ``valid`` (..., K) of 2D points
+  (..., K, 2) with a relative ``margin`` (as ``render.square_box``)."""
+  valid = valid[..., None] > 0
+  low = jnp.min(jnp.where(valid, points, jnp.inf), -2)
+  high = jnp.max(jnp.where(valid, points, -jnp.inf), -2)
+  side = jnp.max(high - low, -1, keepdims=True) * (1 + 2 * margin)
+  return jnp.concatenate([(low + high) / 2 - side / 2, side], -1)
+
+
+def box_iou(a, b):
+  """Intersection over union of square boxes (..., 3) x0, y0, side."""
+  low = jnp.maximum(a[..., :2], b[..., :2])
+  high = jnp.minimum(a[..., :2] + a[..., 2:], b[..., :2] + b[..., 2:])
+  inter = jnp.prod(jnp.clip(high - low, 0, None), -1)
+  return inter / (a[..., 2] ** 2 + b[..., 2] ** 2 - inter)

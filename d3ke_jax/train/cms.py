@@ -69,11 +69,12 @@ def make_stage(config, workdir):
   batch_size = stages.process_batch_size(config.batch_size)
 
   def validate(evaluate, state):
-    outputs, loss, _ = per_frame.network_outputs(evaluate, state, validation, batch_size)
+    outputs, scores, _ = per_frame.network_outputs(evaluate, state, validation, batch_size)
     (markers,) = stages.flatten_devices(outputs, len(validation))
     root = truth["joints"][valid, model.root_joint]
-    result = {"loss": loss, "mpblpe": metrics.mpblpe(markers[valid], truth["markers"][valid],
-                                                      np.zeros_like(root), root),
+    result = {"loss": scores["loss"],
+              "mpblpe": metrics.mpblpe(markers[valid], truth["markers"][valid],
+                                       np.zeros_like(root), root),
               "frames": int(valid.sum())}
     return result, np.zeros((0, 1, 1, 3), np.uint8)
 
@@ -88,12 +89,12 @@ def predict(config, state, source, model, layout, clip, frame, desc=None):
   network = build_network(config, model)
   _, evaluate = steps.pmapped(network, model, layout, runs.loss_weights(config), None,
                               objective=marker_objective)
-  outputs, loss, network_seconds = per_frame.network_outputs(evaluate, state, source,
-                                                             config.batch_size, desc)
+  outputs, scores, network_seconds = per_frame.network_outputs(evaluate, state, source,
+                                                               config.batch_size, desc)
   (markers,) = stages.flatten_devices(outputs, len(source))
   kinematics, ik_seconds = markers_to_kinematics(model, layout, markers, clip, frame,
                                                  runs.frame_rate(config))
-  return dict(kinematics, loss=loss, seconds=network_seconds + ik_seconds)
+  return dict(kinematics, **scores, seconds=network_seconds + ik_seconds)
 
 
 def markers_to_kinematics(model, layout, markers, clip, frame, rate):

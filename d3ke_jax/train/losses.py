@@ -38,6 +38,16 @@ def marker_loss(markers, root, true_markers, true_root, mask):
                       mask[..., None])
 
 
+def box_loss(box, true_box, mask):
+  """Mean L1 difference of square boxes (..., 3) (x0, y0, side, fractions of the crop) as
+  centre and log side, over the frames where ``mask`` (...,) is 1."""
+  def centre_and_log_side(b):
+    return jnp.concatenate([b[..., :2] + b[..., 2:] / 2, jnp.log(b[..., 2:])], -1)
+  mask = jnp.broadcast_to(mask[..., None], box.shape) > 0
+  difference = jnp.abs(centre_and_log_side(box) - centre_and_log_side(jnp.where(mask, true_box, 1)))
+  return _masked_mean(jnp.where(mask, difference, 0), mask.astype(jnp.float32))
+
+
 def d3ke_loss(kinematics, pose, targets: Targets, weights=None, root_joint=0):
   """(total loss, {term: value}) for predicted kinematics and their skeletal-layer pose.
 

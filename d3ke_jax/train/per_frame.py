@@ -26,7 +26,11 @@ def layout_for(config, model):
 
 
 def build_network(config, model, layout):
-  return PerFrameD3KE(heads.bounds_for(model, layout), **network_options(config))
+  """D3KE's per-frame network; a box head where ``model.box_head`` says so (runs saved
+  before the key have none, see ``runs.LATER_MODEL_KEYS``)."""
+  return PerFrameD3KE(heads.bounds_for(model, layout),
+                      box_head=bool(config.model.get("box_head", False)),
+                      **network_options(config))
 
 
 def network_options(config):
@@ -88,8 +92,8 @@ def predict_frames(evaluate, state, source, batch_size, desc=None):
   {coords (N, P), scales (N, G, 3), rotation (N, 3, 3), joints (N, J, 3), markers (N, M, 3),
   loss, seconds}; positions are root-relative in the camera's orientation, ``seconds`` the
   network's time for the whole split at its steady rate (``stages.steady_seconds``)."""
-  outputs, loss, seconds = network_outputs(evaluate, state, source, batch_size, desc)
-  return dict(stages.gather_predictions(outputs, len(source), loss), seconds=seconds)
+  outputs, scores, seconds = network_outputs(evaluate, state, source, batch_size, desc)
+  return dict(stages.gather_predictions(outputs, len(source), scores), seconds=seconds)
 
 
 def network_outputs(evaluate, state, source, batch_size, desc=None):

@@ -13,6 +13,7 @@ from d3ke_jax.train import metrics, runs
 from d3ke_jax.train.runs import ConfigError
 from d3ke_jax.train.step import d3ke_objective
 
+SCORES = ("loss", "box_iou")  # eval-step metrics kept with the predictions (as batch means)
 LABEL_NAMES = {"coordinates": "coordinate_names", "bodies": "body_names",
                "joints": "joint_names", "markers": "marker_names"}
 
@@ -67,18 +68,20 @@ def process_batch_size(batch_size):
 
 
 def predict_batches(evaluate, state, batches):
-  """(predictions, mean loss, seconds) of ``evaluate`` on every batch: ``predictions`` a
-  list (one per batch) of its NumPy prediction tuples, ``seconds`` the time the calls take
-  at their steady rate (``steady_seconds``)."""
-  outputs, losses, seconds = [], [], []
+  """(predictions, scores, seconds) of ``evaluate`` on every batch: ``predictions`` a list
+  (one per batch) of its NumPy prediction tuples, ``scores`` the batches' mean loss (and
+  ``box_iou`` for a network with a box head), ``seconds`` the time the calls take at their
+  steady rate (``steady_seconds``)."""
+  outputs, results, seconds = [], [], []
   for batch in batches:
     start = time.perf_counter()
     result, *predictions = evaluate(state, batch)
     outputs.append(jax.tree.map(np.asarray, tuple(predictions)))  # waits for the device
     seconds.append(time.perf_counter() - start)
-    losses.append(float(result["loss"][0]))
+    results.append(result)
   items = [np.prod(jax.tree.leaves(output)[0].shape[:2]) for output in outputs]
-  return outputs, float(np.mean(losses)), steady_seconds(items, seconds)
+  scores = {k: float(np.mean([r[k][0] for r in results])) for k in SCORES if k in results[0]}
+  return outputs, scores, steady_seconds(items, seconds)
 
 
 def steady_seconds(items, seconds):
@@ -97,12 +100,13 @@ def flatten_devices(outputs, count):
   return jax.tree.map(flat, *outputs)
 
 
-def gather_predictions(outputs, count, loss):
-  """Per-batch (kinematics, pose) pmap outputs -> arrays over the first ``count`` items."""
+def gather_predictions(outputs, count, scores):
+  """Per-batch (kinematics, pose) pmap outputs -> arrays over the first ``count`` items,
+  with the ``scores`` of ``predict_batches``."""
   kinematics, pose = flatten_devices(outputs, count)
   return {"coords": kinematics.coords, "scales": kinematics.scales,
           "rotation": kinematics.rotation, "joints": pose.joints, "markers": pose.markers,
-          "loss": loss}
+          **scores}
 
 
 def _masked_coordinates(coords, truth, layout):
@@ -123,12 +127,14 @@ def relative_scales(model, layout, scales):
 
 def frame_metrics(model, layout, predicted, truth):
   """Validation metrics of per-frame predictions (see ``gather_predictions``) against the
-  split's labels: MAE_angle, SD_angle (deg), MPBLPE, MAE_body (mm) and the loss."""
+  split's labels: MAE_angle, SD_angle (deg), MPBLPE, MAE_body (mm), the loss and, for a
+  network with a box head, the boxes' mean IoU with the truth."""
   pred, true = _masked_coordinates(predicted["coords"], truth, layout)
   valid = truth["frame_valid"]
   root = model.root_joint
   pred_scales = relative_scales(model, layout, predicted["scales"])
-  return {"loss": predicted["loss"], "mae_angle": metrics.mae_angle(pred, true),
+  scores = {k: predicted[k] for k in SCORES if k in predicted}
+  return {**scores, "mae_angle": metrics.mae_angle(pred, true),
           "sd_angle": metrics.sd_angle(pred, true),
           "mpblpe": metrics.mpblpe(predicted["markers"][valid], truth["markers"][valid],
                                    predicted["joints"][valid, root],

@@ -16,9 +16,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from d3ke_jax.nets.d3ke import skeletal_layer
-from d3ke_jax.nets.heads import Kinematics
-from d3ke_jax.train.losses import Targets, d3ke_loss
+from d3ke_jax.data.frames import MARGIN
+from d3ke_jax.nets.d3ke import BOX, skeletal_layer
+from d3ke_jax.nets.heads import Kinematics, box_iou, person_box
+from d3ke_jax.train.losses import Targets, box_loss, d3ke_loss
 
 AXIS = "batch"
 
@@ -76,17 +77,48 @@ def d3ke_objective(model, layout, weights, kinematics, batch):
   return loss, terms, (kinematics, pose)
 
 
+def box_targets(batch):
+  """(true person boxes (..., 3) as fractions of the crop, mask (...,)): the square box
+  with ``frames.MARGIN`` around the valid markers' projections; the mask is 1 where the
+  frame is valid and the box is not empty."""
+  size = batch["image"].shape[-2]
+  valid = marker_labels_valid(batch)
+  box = person_box(batch["markers_2d"] / size, valid, MARGIN)
+  mask = batch["frame_valid"] & (jnp.sum(valid, -1) >= 2) & (box[..., 2] > 0)
+  return box, mask.astype(jnp.float32)
+
+
+def _with_box_loss(loss, terms, box, batch):
+  """(loss, terms, {"box_iou"}): the objective plus the box head's loss (which trains its
+  own parameters only: the head reads stop_gradient features), and the boxes' mean IoU
+  with the truth."""
+  true_box, mask = box_targets(batch)
+  true_box = jnp.where(mask[..., None] > 0, true_box, 1)
+  term = box_loss(box, true_box, mask)
+  iou = jnp.sum(jnp.where(mask > 0, box_iou(box, true_box), 0)) / jnp.maximum(jnp.sum(mask), 1)
+  return loss + term, dict(terms, box=term), {"box_iou": iou}
+
+
 def _loss(network, model, layout, weights, inputs, objective, params, batch_stats, batch, rng,
           train):
   variables = {"params": params, "batch_stats": batch_stats}
-  if train:
-    outputs, updates = network.apply(variables, inputs(batch), train=True,
-                                     mutable=["batch_stats"], rngs={"dropout": rng})
-    batch_stats = updates.get("batch_stats", batch_stats)
-  else:
-    outputs = network.apply(variables, inputs(batch), train=False)
+  outputs, updates = network.apply(
+      variables, inputs(batch), train=train,
+      mutable=["intermediates"] + (["batch_stats"] if train else []),
+      rngs={"dropout": rng} if train else None)
+  batch_stats = updates.get("batch_stats", batch_stats)
   loss, terms, predictions = objective(model, layout, weights, outputs, batch)
-  return loss, (terms, batch_stats, predictions)
+  scores = {}
+  box = updates.get("intermediates", {}).get(BOX)
+  if box is not None:
+    loss, terms, scores = _with_box_loss(loss, terms, box[0], batch)
+  return loss, (terms, batch_stats, predictions, scores)
+
+
+def _metrics(loss, terms, scores):
+  """The step's metrics, averaged across devices."""
+  return jax.lax.pmean({"loss": loss, **{f"loss_{k}": v for k, v in terms.items()}, **scores},
+                       AXIS)
 
 
 def train_step(state: TrainState, batch, *, network, model, layout, weights, optimizer, inputs,
@@ -97,25 +129,24 @@ def train_step(state: TrainState, batch, *, network, model, layout, weights, opt
   # Dropout masks depend on (seed, step, device) only, so resumed runs repeat them.
   rng = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), state.step),
                            jax.lax.axis_index(AXIS))
-  (loss, (terms, batch_stats, _)), grads = grad_fn(state.params, state.batch_stats, batch, rng,
-                                                   True)
+  (loss, (terms, batch_stats, _, scores)), grads = grad_fn(state.params, state.batch_stats,
+                                                           batch, rng, True)
   grads = jax.lax.pmean(grads, AXIS)
   batch_stats = jax.lax.pmean(batch_stats, AXIS)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                         batch_stats=batch_stats, opt_state=opt_state)
-  metrics = jax.lax.pmean({"loss": loss, **{f"loss_{k}": v for k, v in terms.items()}}, AXIS)
-  return state, metrics
+  return state, _metrics(loss, terms, scores)
 
 
 def eval_step(state: TrainState, batch, *, network, model, layout, weights, inputs,
               objective=d3ke_objective):
   """(metrics, *predictions) on this device's share (through ``pmap``): for D3KE
   (metrics, kinematics, pose)."""
-  loss, (terms, _, predictions) = _loss(network, model, layout, weights, inputs, objective,
-                                        state.params, state.batch_stats, batch, None, False)
-  metrics = jax.lax.pmean({"loss": loss, **{f"loss_{k}": v for k, v in terms.items()}}, AXIS)
-  return (metrics,) + tuple(predictions)
+  loss, (terms, _, predictions, scores) = _loss(network, model, layout, weights, inputs,
+                                                objective, state.params, state.batch_stats,
+                                                batch, None, False)
+  return (_metrics(loss, terms, scores),) + tuple(predictions)
 
 
 def pmapped(network, model, layout, weights, optimizer, devices=None, inputs=images_from_batch,

@@ -162,9 +162,9 @@ def predict_sequences(evaluate, state, arrays, clips, window, batch_size):
   batches = ({k: v[rows].reshape((devices, -1) + rows.shape[1:] + v.shape[1:])
               for k, v in arrays.items()}
              for rows in np.split(padded, range(batch_size, len(padded), batch_size)))
-  outputs, loss, seconds = stages.predict_batches(evaluate, state, batches)
-  windows = stages.gather_predictions(outputs, len(index), loss)
-  return dict({k: v if k == "loss" else v[source[:, 0], source[:, 1]]
+  outputs, scores, seconds = stages.predict_batches(evaluate, state, batches)
+  windows = stages.gather_predictions(outputs, len(index), scores)
+  return dict({k: v if k in scores else v[source[:, 0], source[:, 1]]
                for k, v in windows.items()}, seconds=seconds)
 
 

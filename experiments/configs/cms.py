@@ -14,4 +14,5 @@ def markers_only(config):
   """A per-frame D3KE config turned into its multi-step baseline."""
   config.stage = "cms"
   config.loss = {"lambda_marker": 1.0}
+  del config.model["box_head"]  # D3KE's: inference steers crops with it
   return config

@@ -46,6 +46,10 @@ def per_frame(dataset, dataset_config, image_model, batch_size, epochs):
   # start the backbone (read when a run starts, not on resuming); "" starts from scratch.
   config.model.input_normalisation = "imagenet"
   config.model.pretrained = ""
+  # A box head: where the person is in the crop, learnt beside the kinematics from features
+  # it does not train (the paper's objective is unchanged); it lets experiments.infer
+  # steer the crops onto the person.
+  config.model.box_head = True
   config.augmentation = True
   return config
 
