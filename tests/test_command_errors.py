@@ -68,7 +68,11 @@ def test_build_data_unwritable_data_dir(tmp_path, capsys):
      "'gait', 'turning', 'wide')"),
     (["ik", "--model", "no/such.osim"], "no/such.osim: no such OpenSim model file"),
     (["sideways"], "argument benchmark: invalid choice: 'sideways' (choose from 'fk', 'ik', "
-     "'resnext', 'truth', 'infer', 'train')"),
+     "'resnext', 'truth', 'infer', 'steer', 'train')"),
+    (["steer", "--workdir", "no/such/run"], "no/such/run: no such directory; is it the "
+     "workdir of a training run?"),
+    (["steer", "--workdir", "run", "--jitter", "-0.1"],
+     "argument --jitter: '-0.1' is not a number >= 0"),
 ])
 def test_bench_bad_arguments(capsys, argv, message):
   assert _error(bench.main, argv, capsys) == message
