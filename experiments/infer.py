@@ -17,6 +17,8 @@ import os
 import sys
 import time
 
+import numpy as np
+
 from d3ke_jax import cli
 from d3ke_jax.errors import UserError
 from d3ke_jax.infer import boxes as box_sources
@@ -101,8 +103,10 @@ def main(argv=None):
     paths = write_outputs(predictor.model, predictor.layout, prediction, out_dir, name,
                           None if args.no_overlay else video, info.fps or None)
     seconds = time.perf_counter() - start
+    steered = (f", {int(np.count_nonzero(prediction.steered))} crops steered"
+               if predictor.steers else ", crops not steered: the run has no box head")
     print(f"{video}: {len(prediction.time)} frames ({info.width}x{info.height}, "
-          f"{int(prediction.found.sum())} with a person) in {seconds:.1f} s "
+          f"{int(prediction.found.sum())} with a person{steered}) in {seconds:.1f} s "
           f"({len(prediction.time) / seconds:.1f} frames/s) -> {out_dir} ({len(paths)} files)")
 
 
