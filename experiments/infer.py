@@ -22,7 +22,7 @@ import numpy as np
 from d3ke_jax import cli
 from d3ke_jax.errors import UserError
 from d3ke_jax.infer import boxes as box_sources
-from d3ke_jax.infer.outputs import write_outputs
+from d3ke_jax.infer.outputs import output_paths, write_outputs
 from d3ke_jax.infer.pipeline import STAGES, STEER_STEPS, load_predictor, predict_video
 from d3ke_jax.io.video import video_info
 
@@ -35,7 +35,9 @@ def parse(argv):
   parser.add_argument("--workdir", required=True, help="the trained run")
   parser.add_argument("--out", default="infer", help="output folder (default: ./infer)")
   parser.add_argument("--stage", choices=STAGES, help="default: the run's own stage")
-  parser.add_argument("--boxes", help="per-frame person boxes (CSV or JSON), or a folder")
+  parser.add_argument("--boxes", help="per-frame person boxes: a CSV (header frame,x0,y0,x1,y1) "
+                      "or JSON file ([{\"frame\": i, \"box\": [x0, y0, x1, y1]}, ...]) "
+                      "of upright pixels, frames from 0; or a folder of <video name>.csv/.json")
   parser.add_argument("--steer", type=cli.number(int, 0, inclusive=True), default=STEER_STEPS,
                       help="re-crops of a frame on the network's box of the person (runs with "
                       f"a box head; 0: never; default {STEER_STEPS})")
@@ -80,6 +82,17 @@ def locator(video, boxes_path):
   return box_sources.BackgroundTracker(box_sources.background(video), info.width)
 
 
+def check_outputs(out_dir, name, inputs):
+  """Refuses an output folder that is a file, or outputs that would overwrite an input."""
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise UserError(f"{out_dir}: the output folder for {name} is a file (choose another --out)")
+  inputs = {os.path.realpath(p) for p in inputs if p is not None}
+  for path in output_paths(out_dir, name).values():
+    if os.path.realpath(path) in inputs:
+      raise UserError(f"{path}: an input would be overwritten by an output (choose another "
+                      "--out)")
+
+
 def main(argv=None):
   args = parse(argv)
   videos = videos_of(args.video)
@@ -90,16 +103,17 @@ def main(argv=None):
   for video in videos:
     info = video_info(video)
     name = os.path.splitext(os.path.basename(video))[0]
+    out_dir = os.path.join(args.out, name)
+    boxes_path = boxes_file(args.boxes, video, os.path.isdir(args.video))
+    check_outputs(out_dir, name, [video, boxes_path])
     start = time.perf_counter()
-    prediction = predict_video(predictor, video, locator(video, boxes_file(
-        args.boxes, video, os.path.isdir(args.video))), args.batch_size,
-        steer_steps=args.steer)
+    prediction = predict_video(predictor, video, locator(video, boxes_path), args.batch_size,
+                               steer_steps=args.steer)
     if prediction.cut:
       print(f"warning: {prediction.cut}; the frames before it are kept", file=sys.stderr)
     if not prediction.found.any():
       raise UserError(f"{video}: no person found in any of its {len(prediction.time)} frames "
                       "(a static camera is needed without --boxes)")
-    out_dir = os.path.join(args.out, name)
     paths = write_outputs(predictor.model, predictor.layout, prediction, out_dir, name,
                           None if args.no_overlay else video, info.fps or None)
     seconds = time.perf_counter() - start

@@ -213,9 +213,18 @@ def test_boxes_file_and_missing_frames(tmp_path):
   np.testing.assert_allclose(found_boxes[1], render.square_box(np.array([[10, 20], [30, 60]]),
                                                                boxes.MARGIN))
   np.testing.assert_allclose(found_boxes[[0, 2]], found_boxes[[1, 1]])  # nearest found before
-  path.write_text("frame,x0,y0,x1,y1\n1,10,20,abc,60\n")
-  with pytest.raises(Exception, match="boxes.csv: line 2 is not frame,x0,y0,x1,y1 numbers"):
-    boxes.read_boxes(str(path), 5)
+  for row in ("1,10,20,abc,60", "1,10,20,30"):
+    path.write_text(f"frame,x0,y0,x1,y1\n{row}\n")
+    with pytest.raises(Exception, match="boxes.csv: line 2 is not frame,x0,y0,x1,y1 numbers"):
+      boxes.read_boxes(str(path), 5)
+  for text in ("frame,x0,y0,x1,y1\n", "frame,x0,y0,x1,y1\n-1,10,20,30,60\n"):
+    path.write_text(text)
+    with pytest.raises(Exception, match="boxes.csv: no box for any of the video's 5 frames"):
+      boxes.read_boxes(str(path), 5)
+  json_path = tmp_path / "boxes.json"
+  json_path.write_text('[{"frame": 0, "box": [10, 20, 30]}]')
+  with pytest.raises(Exception, match="boxes.json: not a JSON list .* a box is not 4 numbers"):
+    boxes.read_boxes(str(json_path), 5)
 
 
 def test_tracker_keeps_one_identity_and_flags_frames_without_the_person(walk, tmp_path):
@@ -269,6 +278,13 @@ def test_bad_inputs_are_one_line(run_dir, tmp_path, capsys):
                         str(tmp_path / "o")], capsys)
   assert code == 2 and out.err == (f"infer: {still}: no person found in any of its 6 frames (a "
                                    "static camera is needed without --boxes)\n")
+  inside = tmp_path / "o" / "still"  # a boxes file where an output of the run would go
+  inside.mkdir(parents=True, exist_ok=True)
+  (inside / "frames.csv").write_text("frame,x0,y0,x1,y1\n0,1,1,20,30\n")
+  code, out = _command(["--video", str(still), "--workdir", run_dir, "--out",
+                        str(tmp_path / "o"), "--boxes", str(inside / "frames.csv")], capsys)
+  assert code == 2 and out.err == (f"infer: {inside / 'frames.csv'}: an input would be "
+                                   "overwritten by an output (choose another --out)\n")
   code, out = _command(["--video", str(still), "--workdir", str(tmp_path)], capsys)
   assert code == 2 and out.err == (f"infer: {tmp_path / 'config.json'}: not found; is "
                                    f"'{tmp_path}' the workdir of a training run?\n")

@@ -42,6 +42,11 @@ def read_boxes(path, count):
   becomes a square around it with ``MARGIN``; frames the file lacks are not found."""
   path = os.fspath(path)
   rows = _json_rows(path) if path.lower().endswith(".json") else _csv_rows(path)
+  if not count:  # the container does not say how many frames it holds
+    count = max((frame + 1 for frame, _ in rows), default=0)
+  if not any(0 <= frame < count for frame, _ in rows):
+    raise UserError(f"{path}: no box for any of the video's {count} frames (frames count "
+                    "from 0)")
   boxes, found = np.zeros((count, 3)), np.zeros(count, bool)
   for frame, corners in rows:
     if not 0 <= frame < count:
@@ -62,8 +67,10 @@ def _csv_rows(path):
   rows = []
   for number, row in enumerate(table[1:], start=2):
     try:
+      if len(row) < 5:
+        raise ValueError
       rows.append((int(row[0]), tuple(float(v) for v in row[1:5])))
-    except (ValueError, IndexError):
+    except ValueError:
       raise UserError(f"{path}: line {number} is not frame,x0,y0,x1,y1 numbers") from None
   return rows
 
@@ -72,7 +79,10 @@ def _json_rows(path):
   try:
     with open(path) as f:
       entries = json.load(f)
-    return [(int(e["frame"]), tuple(float(v) for v in e["box"][:4])) for e in entries]
+    rows = [(int(e["frame"]), tuple(float(v) for v in e["box"])) for e in entries]
+    if any(len(corners) != 4 for _, corners in rows):
+      raise ValueError("a box is not 4 numbers")
+    return rows
   except (ValueError, KeyError, TypeError, IndexError) as e:
     raise UserError(f"{path}: not a JSON list of {{\"frame\": i, \"box\": [x0, y0, x1, y1]}} "
                     f"({type(e).__name__}: {e})") from None

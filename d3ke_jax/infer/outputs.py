@@ -77,26 +77,34 @@ def scaled_markers(model, coords, scales, chunk=FK_CHUNK):
   return np.concatenate(parts).astype(float)
 
 
+def output_paths(out_dir, name):
+  """{kind: path} of the files ``write_outputs`` writes for the video ``name``."""
+  path = lambda suffix: os.path.join(out_dir, name + suffix)
+  return {"mot": path(".mot"), "trc": path(".trc"), "osim": path("_scaled.osim"),
+          "frames": os.path.join(out_dir, "frames.csv"),
+          "plot": os.path.join(out_dir, "angles.png"), "overlay": path("_overlay.mp4")}
+
+
 def write_outputs(model, layout, prediction, out_dir, name, video=None, fps=None):
   """Writes ``name``.mot, .trc, ``name``_scaled.osim, frames.csv, angles.png and (with the
-  source ``video``) ``name``_overlay.mp4 into ``out_dir``; returns {kind: path}."""
+  source ``video``) ``name``_overlay.mp4 into ``out_dir`` (``output_paths``); returns
+  {kind: path} of those written."""
   os.makedirs(out_dir, exist_ok=True)
-  path = lambda suffix: os.path.join(out_dir, name + suffix)
+  paths = output_paths(out_dir, name)
   coords = full_coordinates(model, layout, prediction)
   rotational = [t == "rotational" for t in model.coordinate_types]
-  paths = {"mot": path(".mot"), "trc": path(".trc")}
   write_mot(paths["mot"], prediction.time, coords, model.coordinate_names, rotational)
   scales = subject_scales(model, layout, prediction)
   write_trc(paths["trc"], MarkerTrajectories(model.marker_names, prediction.time,
                                              scaled_markers(model, coords, scales),
                                              fps or _rate(prediction.time)), units="m")
-  paths["osim"] = write_scaled_osim(model.source, scales, path("_scaled.osim"),
-                                    body_names=list(model.body_names))
-  paths["frames"] = write_frames_csv(os.path.join(out_dir, "frames.csv"), prediction)
-  paths["plot"] = plot_angles(os.path.join(out_dir, "angles.png"), model, coords,
-                              prediction.time, prediction.found)
-  if video is not None:
-    paths["overlay"] = write_overlay(path("_overlay.mp4"), video, model, prediction, fps)
+  write_scaled_osim(model.source, scales, paths["osim"], body_names=list(model.body_names))
+  write_frames_csv(paths["frames"], prediction)
+  plot_angles(paths["plot"], model, coords, prediction.time, prediction.found)
+  if video is None:
+    del paths["overlay"]
+  else:
+    write_overlay(paths["overlay"], video, model, prediction, fps)
   return paths
 
 
