@@ -3,8 +3,10 @@
 Crops are made as in training: a square box around the person resampled to the run's crop
 size (the box's camera is ``render.crop_camera``). The network runs in fixed-size batches
 (the last one padded) split over all local devices (``jax.pmap``, as training does), while
-a background thread decodes and crops the next frames. ``stage="sequence"`` refines the
-per-frame estimates with the stage-2 run's network over windows covering every frame.
+a background thread decodes and crops the next frames. A network with a box head steers
+the crops: a frame whose crop is off the person is cropped again where the network sees
+them and predicted again (``_Steering``). ``stage="sequence"`` refines the per-frame
+estimates with the stage-2 run's network over windows covering every frame.
 """
 
 from typing import Any, Callable, NamedTuple, Optional
