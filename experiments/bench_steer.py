@@ -14,16 +14,14 @@ import tempfile
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from d3ke_jax import cli
 from d3ke_jax.errors import UserError
 from d3ke_jax.data import frames as frames_lib
-from d3ke_jax.data import render, synthetic
+from d3ke_jax.data import synthetic
 from d3ke_jax.infer import boxes, pipeline
 from d3ke_jax.io.video import write_video
-from d3ke_jax.skeleton import forward_kinematics
 from d3ke_jax.train import metrics, runs
 
 SUBJECT = 10_000  # far above every dataset config's subjects: never trained on
@@ -45,28 +43,6 @@ def add_parser(subparsers):
   return parser
 
 
-def walking_subject(frames, movement, colours):
-  """(frames (T, H, W, 3) uint8, true boxes (T, 3), true coordinates (T, C)): a subject
-  crossing the view of a static camera."""
-  model = frames_lib.default_model()
-  subject = synthetic.make_subject(model, SUBJECT)
-  coords = synthetic.movement(model, movement, subject, frames)
-  coords[:, model.coordinate_index("pelvis_tz")] += np.linspace(-1.2, 1.2, frames)
-  out = forward_kinematics(model, coords, scales=subject.scales)
-  camera = render.look_at((6.0, 1.1, 0.0), (0.0, 0.9, 0.0), FOCAL, (WIDTH / 2, HEIGHT / 2))
-  rng = np.random.default_rng(SUBJECT)
-  backdrop = render.background(rng, WIDTH)[:HEIGHT]
-  shapes = render.body_shapes(model)
-  if colours == "clothing":
-    shapes = shapes._replace(colour=render.clothing_colours(model.body_names, rng))
-  draw = jax.jit(jax.vmap(render.render, in_axes=(None, None, 0, None, None, None, None)))
-  images, _ = draw(camera, shapes, out.body_transforms, jnp.asarray(subject.scales),
-                   jnp.asarray(backdrop), jnp.asarray((-0.3, 0.5, 1.0)), 0.35)
-  pixels = np.asarray(render.project(camera, out.markers)[0])
-  truth = np.array([render.square_box(p, frames_lib.MARGIN) for p in pixels])
-  return (np.asarray(images) * 255).astype(np.uint8), truth, coords
-
-
 def jittered(truth, amount, rng):
   """Boxes moved by up to ``amount`` of their side and scaled by up to exp(+-amount)."""
   side = truth[:, 2:] * np.exp(rng.uniform(-amount, amount, (len(truth), 1)))
@@ -84,7 +60,9 @@ def bench_steer(args):
   builder = runs.DATASETS[config.dataset.name]
   colours = next(getattr(c, "colours", "sided") for c in builder.BUILDER_CONFIGS
                  if c.name == config.dataset.config)
-  images, truth, coords = walking_subject(args.frames, args.movement, colours)
+  images, truth, coords, _ = frames_lib.crossing_scene(
+      SUBJECT, args.movement, args.frames, WIDTH, HEIGHT, FOCAL, distance=6.0, travel=1.2,
+      seed=SUBJECT, colours=colours)
   start = jittered(truth, args.jitter, np.random.default_rng(0))
   index = np.array(predictor.layout.coordinates)
   print(f"{args.workdir}: {args.frames} frames of {args.movement} ({WIDTH}x{HEIGHT}, subject "

@@ -13,6 +13,7 @@ import PIL.Image
 import pytest
 
 from d3ke_jax import cli
+from d3ke_jax.data import frames as frames_lib
 from d3ke_jax.data import render, synthetic
 from d3ke_jax.data.frames import default_model
 from d3ke_jax.infer import boxes, outputs, pipeline
@@ -46,25 +47,10 @@ def run_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def walk():
   """A static camera watching a subject walk across it: the frames (uint8), the true boxes
-  (the training margin around the projected markers) and the empty backdrop (uint8)."""
-  model = default_model()
-  subject = synthetic.make_subject(model, 3)
-  coords = synthetic.movement(model, "walking", subject, FRAMES)
-  coords[:, model.coordinate_index("pelvis_tz")] += np.linspace(-1.0, 1.0, FRAMES)
-  out = forward_kinematics(model, coords, scales=subject.scales)
-  camera = render.look_at((4.0, 1.1, 0.0), (0.0, 0.9, 0.0), FOCAL, (WIDTH / 2, HEIGHT / 2))
-  backdrop = render.background(np.random.default_rng(0), WIDTH)[:HEIGHT]
-  draw = jax.jit(jax.vmap(render.render, in_axes=(None, None, 0, None, None, None, None)))
-  images, _ = draw(camera, render.body_shapes(model), out.body_transforms,
-                   jnp.asarray(subject.scales), jnp.asarray(backdrop),
-                   jnp.asarray((-0.3, 0.5, 1.0)), 0.35)
-  pixels = np.asarray(render.project(camera, out.markers)[0])
-  truth = np.array([render.square_box(p, boxes.MARGIN) for p in pixels])
-  return _uint8(images), truth, _uint8(backdrop)
-
-
-def _uint8(image):
-  return (np.asarray(image) * 255).astype(np.uint8)
+  (the inference margin around the projected markers) and the empty backdrop (uint8)."""
+  images, truth, _, backdrop = frames_lib.crossing_scene(3, "walking", FRAMES, WIDTH, HEIGHT,
+                                                         FOCAL, distance=4.0, travel=1.0)
+  return images, truth, backdrop
 
 
 @pytest.fixture(scope="module")

@@ -104,3 +104,30 @@ def _clip(model, shapes, subject, movement, view, clip, coords, out, size, seed)
         "movement": movement, "view": view, "frame_valid": True,
         "coordinate_valid": np.ones(model.num_coordinates, bool),
     }
+
+
+def crossing_scene(subject_index, movement, frames, width, height, focal, distance, travel,
+                   seed=0, colours="sided"):
+  """A static camera, ``distance`` metres in front of the origin, watching a subject do
+  ``movement`` while crossing its view (``travel`` metres either way): (images (T, height,
+  width, 3) uint8, true boxes (T, 3) with ``MARGIN`` around the projected markers,
+  coordinates (T, C), the empty backdrop uint8). The backdrop (and the outfit, for
+  ``colours="clothing"``) come from ``seed``."""
+  model = default_model()
+  subject = synthetic.make_subject(model, subject_index)
+  coords = synthetic.movement(model, movement, subject, frames)
+  coords[:, model.coordinate_index("pelvis_tz")] += np.linspace(-travel, travel, frames)
+  out = forward_kinematics(model, coords, scales=subject.scales)
+  view = render.look_at((distance, 1.1, 0.0), (0.0, 0.9, 0.0), focal, (width / 2, height / 2))
+  rng = np.random.default_rng(seed)
+  backdrop = render.background(rng, width)[:height]
+  shapes = render.body_shapes(model)
+  if colours == "clothing":
+    shapes = shapes._replace(colour=render.clothing_colours(model.body_names, rng))
+  draw = jax.jit(jax.vmap(render.render, in_axes=(None, None, 0, None, None, None, None)))
+  images, _ = draw(view, shapes, out.body_transforms, jnp.asarray(subject.scales),
+                   jnp.asarray(backdrop), jnp.asarray((-0.3, 0.5, 1.0)), 0.35)
+  pixels = np.asarray(render.project(view, out.markers)[0])
+  truth = np.array([render.square_box(p, MARGIN) for p in pixels])
+  uint8 = lambda image: (np.asarray(image) * 255).astype(np.uint8)
+  return uint8(images), truth, coords, uint8(backdrop)
