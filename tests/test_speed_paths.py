@@ -1,6 +1,6 @@
 """The fast paths give the same numbers as the plain ones: the model's device copy, the
 chunked FK gradient (each chunk's forward pass recomputed) against unchunked batches, and
-ResNeXt's grouped convolution (dense on CPU) against XLA's grouped convolution."""
+ResNeXt's grouped convolution (sliced on CPU) against XLA's grouped convolution."""
 
 import gc
 
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from d3ke_jax.nets.resnext import GroupedConv
+from d3ke_jax.nets.resnext import GroupedConv, groups_per_slice
 from d3ke_jax.skeleton import forward_kinematics, load_osim
 from d3ke_jax.skeleton import kinematics
 from conftest import float64
@@ -77,9 +77,15 @@ def test_chunked_gradient_matches_unchunked(model, monkeypatch):
                                np.max(np.abs(expected)))
 
 
-@pytest.mark.parametrize("group_width", [4, 32])  # the dense form, and the grouped one
+def test_groups_per_slice_fill_32_channels_and_divide_the_groups():
+  assert [groups_per_slice(32, width) for width in (4, 8, 16, 32, 64)] == [8, 4, 2, 1, 1]
+  assert groups_per_slice(6, 8) == 3 and groups_per_slice(4, 4) == 4
+
+
+# On CPU: one slice of all groups, two slices of four groups, eight slices of one group.
+@pytest.mark.parametrize("group_width", [4, 8, 32])
 def test_grouped_conv_matches_xla_grouped_convolution(group_width):
-  groups, stride, padding = 4, 2, ((1, 1), (1, 1))
+  groups, stride, padding = 8, 2, ((1, 1), (1, 1))
   rng = np.random.default_rng(group_width)
   x = jnp.asarray(rng.normal(size=(2, 9, 9, groups * group_width)), jnp.float32)
   conv = GroupedConv(groups * 8, (3, 3), stride, padding, groups)

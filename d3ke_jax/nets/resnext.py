@@ -17,19 +17,19 @@ import numpy as np
 # torchvision's BatchNorm: eps 1e-5, running statistics updated with momentum 0.1.
 BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 
-# On XLA:CPU a grouped convolution of 4-channel groups is slower than the dense one with the
-# block-diagonal kernel, though the dense one does groups times the work (ResNeXt-50's
-# first stage at 256 px: 21 vs 14 ms at batch 1, 560 vs 225 ms at batch 16); from 8
-# channels per group on, the grouped one is faster or close (at 16: 3 vs 14 ms, 118 vs
-# 184 ms; at 8, stride 1, batch 16: 198 vs 168 ms). Its gradient is slower at every width
-# (seconds), so on CPU the gradient takes the dense form.
-DENSE_MAX_GROUP_WIDTH = 4
+# XLA:CPU computes a grouped convolution as slowly as a dense one of all its channels (a
+# 3x3 of 32 groups at 28x28x256, batch 16, one thread: 139 ms forward, 410 ms with the
+# gradient; torchvision 8 and 25 ms). Cut into slices of about 32 channels, each a dense
+# convolution with the block-diagonal kernel of the groups in it, the same layer takes 25
+# and 58 ms (at 56x56x128, 167 -> 64 ms; at 7x7x1024, 39 -> 8 ms; wider or narrower slices
+# are slower).
+CPU_SLICE_CHANNELS = 32
 
 
 class GroupedConv(nn.Module):
   """A grouped convolution with ``nn.Conv``'s parameter (``kernel``: (kh, kw, in / groups,
   out), same initialiser), computed in the form that is fastest on the backend: XLA's
-  grouped convolution on accelerators; on CPU, see ``DENSE_MAX_GROUP_WIDTH``."""
+  grouped convolution on accelerators; on CPU, see ``CPU_SLICE_CHANNELS``."""
   features: int
   kernel_size: Tuple[int, int]
   strides: int
@@ -43,7 +43,7 @@ class GroupedConv(nn.Module):
                         tuple(self.kernel_size) + (x.shape[-1] // self.groups, self.features))
     x, kernel = jnp.asarray(x, self.dtype), jnp.asarray(kernel, self.dtype)
     if jax.default_backend() == "cpu":
-      return _cpu_grouped_conv(x, kernel, self.strides, self.padding, self.groups)
+      return sliced_grouped_conv(x, kernel, self.strides, self.padding, self.groups)
     return _conv(x, kernel, self.strides, self.padding, self.groups)
 
 
@@ -61,23 +61,23 @@ def block_diagonal(kernel, groups):
   return (blocks * mask).reshape(kh, kw, groups * width, out)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _cpu_grouped_conv(x, kernel, strides, padding, groups):
-  if kernel.shape[2] <= DENSE_MAX_GROUP_WIDTH:
-    return _conv(x, block_diagonal(kernel, groups), strides, padding, 1)
-  return _conv(x, kernel, strides, padding, groups)
+def groups_per_slice(groups, group_width):
+  """The most groups, dividing ``groups``, whose input channels fit one CPU slice."""
+  fit = max(1, CPU_SLICE_CHANNELS // group_width)
+  return max(d for d in range(1, min(groups, fit) + 1) if groups % d == 0)
 
 
-def _cpu_grouped_conv_forward(x, kernel, strides, padding, groups):
-  return _cpu_grouped_conv(x, kernel, strides, padding, groups), (x, kernel)
-
-
-def _cpu_grouped_conv_backward(strides, padding, groups, residuals, cotangent):
-  dense = lambda x, kernel: _conv(x, block_diagonal(kernel, groups), strides, padding, 1)
-  return jax.vjp(dense, *residuals)[1](cotangent)
-
-
-_cpu_grouped_conv.defvjp(_cpu_grouped_conv_forward, _cpu_grouped_conv_backward)
+def sliced_grouped_conv(x, kernel, strides, padding, groups):
+  """The grouped convolution as dense convolutions of channel slices (``CPU_SLICE_CHANNELS``),
+  each with the block-diagonal kernel of its groups; concatenated, they are the layer. The
+  slices stay separate operations: XLA:CPU would expand one grouped operation over them to
+  a dense convolution of all channels again."""
+  per_slice = groups_per_slice(groups, kernel.shape[2])
+  slices = groups // per_slice
+  return jnp.concatenate([
+      _conv(part, block_diagonal(weights, per_slice), strides, padding, 1)
+      for part, weights in zip(jnp.split(x, slices, axis=-1), jnp.split(kernel, slices, -1))
+  ], axis=-1)
 
 
 class Bottleneck(nn.Module):
