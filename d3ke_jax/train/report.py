@@ -363,7 +363,8 @@ def _format(column, value):
   return str(value).replace("|", "\\|")
 
 
-def _save(figure, path):
+def save_png(figure, path):
+  """Writes a matplotlib figure to ``path`` as PNG, atomically."""
   with atomic_path(path) as tmp:
     figure.savefig(tmp, format="png", dpi=100)
   return path
@@ -379,7 +380,7 @@ def _plot_mae(path, mae):
   axes.set_xlabel("MAE (deg)")
   axes.set_ylabel("coordinate")
   axes.set_title("Mean absolute error per coordinate")
-  return _save(figure, path)
+  return save_png(figure, path)
 
 
 def _plot_angle_over_time(path, evaluation, clip, j, name, fps):
@@ -399,4 +400,4 @@ def _plot_angle_over_time(path, evaluation, clip, j, name, fps):
   axes.set_title(f"{name}: subject {p.subject[first]}, {p.movement[first]}, {p.view[first]} "
                  f"view (clip {clip})")
   axes.legend()
-  return _save(figure, path)
+  return save_png(figure, path)
