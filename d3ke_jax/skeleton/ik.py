@@ -217,6 +217,31 @@ def _cost_of(problem, x, residual):
       problem.coordinate_weights * (x - problem.coordinate_targets)**2, axis=-1)
 
 
+def _evaluate(model, free, base, problem, x):
+  """Frames x (N, F): their markers, marker Jacobian and per-frame cost."""
+  markers, jac = _marker_jacobian(model, free, _full(free, x, base), problem.scales)
+  return markers, jac, _cost_of(problem, x, _weighted_error(problem, markers)[1])
+
+
+def _gauss_newton(problem, x, markers, jac, low, high, active, extra_gradient=0.0):
+  """The gradient (N, F) of the frames' costs at x (plus ``extra_gradient``), which
+  coordinates move (N, F; 0/1: ``active`` and not held at a bound the descent pushes
+  against), and the Gauss-Newton Hessian (N, F, F) of the marker and coordinate costs in
+  the moving coordinates."""
+  sqrt_w, residual = _weighted_error(problem, markers)
+  # (N, F, 3M): one contracted axis makes the products batched matrix products (on
+  # XLA:CPU three times faster than contracting markers and components apart).
+  weighted = (jac * sqrt_w[:, None]).reshape(jac.shape[:2] + (-1,))
+  gradient = jnp.einsum("tfa,ta->tf", weighted, residual.reshape(len(x), -1)) + (
+      problem.coordinate_weights * (x - problem.coordinate_targets)) + extra_gradient
+  blocked = ((x <= low) & (gradient > 0)) | ((x >= high) & (gradient < 0))
+  moves = (active & ~blocked).astype(x.dtype)
+  weighted = weighted * moves[..., None]
+  hessian = jnp.einsum("tfa,tga->tfg", weighted, weighted)
+  hessian = hessian + jax.vmap(jnp.diag)(problem.coordinate_weights * moves)
+  return gradient, moves, hessian
+
+
 def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
   """Levenberg-Marquardt iterations for frames x (N, F).
 
@@ -242,27 +267,15 @@ def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
     # Iteration 0 evaluates the start (a zero step); then the iterations proper.
     in_root_phase = i <= root_iterations
     phase = problem._replace(weights=jnp.where(in_root_phase, root_weights, problem.weights))
-    active = jnp.where(in_root_phase, root_active, True)
-    sqrt_w, residual = _weighted_error(phase, markers)
-    cost = jnp.where(i > 0, _cost_of(phase, x, residual), jnp.inf)
-    # (N, F, 3M): one contracted axis makes the products batched matrix products (on
-    # XLA:CPU three times faster than contracting markers and components apart).
-    weighted = (jac * sqrt_w[:, None]).reshape(jac.shape[:2] + (-1,))
-    gradient = jnp.einsum("tfa,ta->tf", weighted, residual.reshape(len(x), -1)) + (
-        problem.coordinate_weights * (x - problem.coordinate_targets))
-    blocked = ((x <= low) & (gradient > 0)) | ((x >= high) & (gradient < 0))
-    moves = (active & ~blocked).astype(dtype) * (i > 0)  # (N, F)
-    weighted = weighted * moves[..., None]
-    hessian = jnp.einsum("tfa,tga->tfg", weighted, weighted)
-    hessian = hessian + jax.vmap(jnp.diag)(problem.coordinate_weights * moves)
+    cost = jnp.where(i > 0, _cost_of(phase, x, _weighted_error(phase, markers)[1]), jnp.inf)
+    gradient, moves, hessian = _gauss_newton(
+        phase, x, markers, jac, low, high, jnp.where(in_root_phase, root_active, True) & (i > 0))
     # Marquardt scaling, plus a floor that keeps coordinates no marker sees well-posed.
     diag = jnp.diagonal(hessian, axis1=1, axis2=2) + 1e-4
     system = hessian + jax.vmap(jnp.diag)(damping[:, None] * diag + (1.0 - moves))
     dx = -jnp.linalg.solve(system, (gradient * moves)[..., None])[..., 0] * moves
     trial = jnp.clip(x + dx, low, high)
-    trial_markers, trial_jac = _marker_jacobian(model, free, _full(free, trial, base),
-                                                problem.scales)
-    trial_cost = _cost_of(phase, trial, _weighted_error(phase, trial_markers)[1])
+    trial_markers, trial_jac, trial_cost = _evaluate(model, free, base, phase, trial)
     better = trial_cost < cost
     new_cost = jnp.where(better, trial_cost, cost)
     damping = jnp.where(i > 0, jnp.where(better, damping * 0.3, damping * 10), damping)
@@ -518,28 +531,20 @@ def _smooth(model, free, problem, x, base, valid, weight, previous, link, iterat
 
   def step(i, state):
     x, markers, jac, damping, _ = state
-    sqrt_w, residual = _weighted_error(problem, markers)
-    frame_cost = _cost_of(problem, x, residual)
+    frame_cost = _cost_of(problem, x, _weighted_error(problem, markers)[1])
     cost = jnp.where(i > 0, jnp.sum(frame_cost) + prior_cost(x), jnp.inf)
-    weighted = (jac * sqrt_w[:, None]).reshape(jac.shape[:2] + (-1,))
     difference = prior * change(x)
     zero = jnp.zeros_like(x[:1])
-    gradient = (jnp.einsum("tfa,ta->tf", weighted, residual.reshape(len(x), -1))
-                + problem.coordinate_weights * (x - problem.coordinate_targets)
-                + difference - jnp.concatenate([difference[1:], zero]))
-    blocked = ((x <= low) & (gradient > 0)) | ((x >= high) & (gradient < 0))
-    moves = (~blocked).astype(dtype) * (i > 0)
-    weighted = weighted * moves[..., None]
-    hessian = jnp.einsum("tfa,tga->tfg", weighted, weighted)
-    extra = (problem.coordinate_weights + prior + jnp.concatenate([prior[1:], zero])) * moves
+    gradient, moves, hessian = _gauss_newton(
+        problem, x, markers, jac, low, high, i > 0,
+        difference - jnp.concatenate([difference[1:], zero]))
+    extra = (prior + jnp.concatenate([prior[1:], zero])) * moves
     diag = jnp.diagonal(hessian, axis1=1, axis2=2) + extra + 1e-4
     system = hessian + jax.vmap(jnp.diag)(extra + damping * diag + (1.0 - moves))
     coupling = prior * moves * jnp.concatenate([zero, moves[:-1]])
     dx = _block_tridiagonal_solve(system, coupling, -gradient * moves) * moves
     trial = jnp.clip(x + dx, low, high)
-    trial_markers, trial_jac = _marker_jacobian(model, free, _full(free, trial, base),
-                                                problem.scales)
-    trial_frame_cost = _cost_of(problem, trial, _weighted_error(problem, trial_markers)[1])
+    trial_markers, trial_jac, trial_frame_cost = _evaluate(model, free, base, problem, trial)
     better = jnp.sum(trial_frame_cost) + prior_cost(trial) < cost
     progress = jnp.where(better & (i > 0), jnp.abs(trial_frame_cost - frame_cost), 0.0)
     damping = jnp.where(i > 0, jnp.where(better, damping * 0.3, damping * 10), damping)
