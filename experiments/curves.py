@@ -46,7 +46,9 @@ def plot(runs, labels, path):
                           markersize=3, label=label)
         baseline = curves(runs[label], split, key + BASELINE)[1]
         if len(baseline):  # the same metric for predicting the training mean
-          axes.axhline(baseline[-1], color=line.get_color(), linestyle="--", linewidth=1)
+          axes.axhline(baseline[-1], color=line.get_color(), linestyle="--", linewidth=1,
+                       label=f"{label}: predicting the mean")
+          axes.legend(fontsize="small")
     axes.set_xlabel("step")
     axes.set_title(title)
     axes.grid(alpha=0.3)
