@@ -1,6 +1,7 @@
 """The fast paths give the same numbers as the plain ones: the model's device copy, the
 chunked FK gradient (each chunk's forward pass recomputed) against unchunked batches, and
-ResNeXt's grouped convolution (sliced on CPU) against XLA's grouped convolution."""
+ResNeXt's grouped convolution (sliced on CPU) against XLA's grouped convolution, and its
+1x1 convolutions (matrix products) against ``nn.Conv``."""
 
 import gc
 
@@ -10,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from d3ke_jax.nets.resnext import GroupedConv, groups_per_slice
+from d3ke_jax.nets.resnext import GroupedConv, PointwiseConv, groups_per_slice
 from d3ke_jax.skeleton import forward_kinematics, load_osim
 from d3ke_jax.skeleton import kinematics
 from conftest import float64
@@ -103,4 +104,24 @@ def test_grouped_conv_matches_xla_grouped_convolution(group_width):
   expected = (reference.apply(variables, x),) + loss(reference.apply)(x, kernel)
   # Sums of the same products in another order (measured: <= 3e-7 relative).
   for a, b in zip(got, expected):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * np.max(np.abs(b)))
+
+
+@pytest.mark.parametrize("stride, size", [(1, 8), (2, 8), (2, 7)])
+def test_pointwise_conv_matches_nn_conv(stride, size):
+  rng = np.random.default_rng(size)
+  x = jnp.asarray(rng.normal(size=(2, size, size, 24)), jnp.float32)
+  conv = PointwiseConv(40, strides=stride)
+  variables = conv.init(jax.random.PRNGKey(0), x)
+  reference = nn.Conv(40, (1, 1), strides=stride, use_bias=False)
+  kernel = variables["params"]["kernel"]
+  np.testing.assert_array_equal(kernel, reference.init(jax.random.PRNGKey(0), x)["params"][
+      "kernel"])  # the same parameter and initialiser
+  out = conv.apply(variables, x)
+  w = jnp.asarray(rng.normal(size=out.shape), jnp.float32)
+  loss = lambda apply: jax.grad(lambda x, k: jnp.sum(apply({"params": {"kernel": k}}, x) * w),
+                                argnums=(0, 1))
+  got = (out,) + loss(conv.apply)(x, kernel)
+  expected = (reference.apply(variables, x),) + loss(reference.apply)(x, kernel)
+  for a, b in zip(got, expected):  # sums of the same products in another order
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * np.max(np.abs(b)))
