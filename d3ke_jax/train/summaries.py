@@ -59,13 +59,6 @@ class Writer:
       board.close()
 
 
-def read_metrics(workdir):
-  """The rows of a run's ``metrics.jsonl`` (dicts with ``step``, ``split`` and scalars), in
-  the order written; lines a killed run left unfinished are skipped."""
-  with open(os.path.join(workdir, METRICS)) as f:
-    return [row for row in map(_row, f) if row is not None]
-
-
 def _row(line):
   """A ``metrics.jsonl`` row, or None for a line a killed run left unfinished."""
   try:
