@@ -78,12 +78,12 @@ def test_chunked_gradient_matches_unchunked(model, monkeypatch):
                                np.max(np.abs(expected)))
 
 
-def test_groups_per_slice_fill_32_channels_and_divide_the_groups():
-  assert [groups_per_slice(32, width) for width in (4, 8, 16, 32, 64)] == [8, 4, 2, 1, 1]
-  assert groups_per_slice(6, 8) == 3 and groups_per_slice(4, 4) == 4
+def test_groups_per_slice_fill_16_channels_and_divide_the_groups():
+  assert [groups_per_slice(32, width) for width in (2, 4, 8, 16, 32)] == [8, 4, 2, 1, 1]
+  assert groups_per_slice(6, 2) == 6 and groups_per_slice(6, 4) == 3  # 12 of 16 channels
 
 
-# On CPU: one slice of all groups, two slices of four groups, eight slices of one group.
+# On CPU: two slices of four groups, four slices of two groups, eight slices of one group.
 @pytest.mark.parametrize("group_width", [4, 8, 32])
 def test_grouped_conv_matches_xla_grouped_convolution(group_width):
   groups, stride, padding = 8, 2, ((1, 1), (1, 1))

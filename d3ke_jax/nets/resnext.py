@@ -18,12 +18,12 @@ import numpy as np
 BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 
 # XLA:CPU computes a grouped convolution as slowly as a dense one of all its channels (a
-# 3x3 of 32 groups at 28x28x256, batch 16, one thread: 139 ms forward, 410 ms with the
-# gradient; torchvision 8 and 25 ms). Cut into slices of about 32 channels, each a dense
-# convolution with the block-diagonal kernel of the groups in it, the same layer takes 25
-# and 58 ms (at 56x56x128, 167 -> 64 ms; at 7x7x1024, 39 -> 8 ms; wider or narrower slices
-# are slower).
-CPU_SLICE_CHANNELS = 32
+# 3x3 of 32 groups at 32x32x256, batch 16, 2 threads: XLA's grouped form several times
+# slower than oneDNN). Cut into slices of 16 channels (or one group, if wider), each a
+# dense convolution with the block-diagonal kernel of the groups in it, the layer runs 20
+# ms forward and 40 ms with the gradient (32-channel slices: 30 and 54 ms; 8-channel
+# slices are slower again).
+CPU_SLICE_CHANNELS = 16
 
 
 class GroupedConv(nn.Module):
