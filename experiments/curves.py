@@ -19,7 +19,8 @@ from matplotlib.figure import Figure
 
 from d3ke_jax import cli
 from d3ke_jax.errors import UserError
-from d3ke_jax.train import report, summaries
+from d3ke_jax.io.atomic import save_png
+from d3ke_jax.train import summaries
 
 # (split, key, axis label): the panels, in order, each drawn when any run logs it
 PANELS = (("train", "loss", "training loss"),
@@ -106,7 +107,7 @@ def plot(runs, path):
     axes.grid(alpha=0.3)
     if i == 0 or any(line.get_linestyle() == "--" for line in axes.get_lines()):
       axes.legend(fontsize="small")
-  return report.save_png(figure, path)
+  return save_png(figure, path)
 
 
 def main(argv=None):

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.spatial.transform
 from matplotlib.figure import Figure
 
-from d3ke_jax.io.atomic import atomic_path, atomic_write
+from d3ke_jax.io.atomic import atomic_write, save_png
 from d3ke_jax.io.mot import write_mot
 from d3ke_jax.io.trc import MarkerTrajectories, write_trc
 from d3ke_jax.io.video import FrameReader, write_video
@@ -138,9 +138,7 @@ def plot_angles(path, model, coords, time, found):
     axis.set_ylabel("deg")
     axis.legend(loc="upper right", fontsize="small")
   figure.axes[-1].set_xlabel("time (s)")
-  with atomic_path(path) as tmp:
-    figure.savefig(tmp, format="png", dpi=80)
-  return path
+  return save_png(figure, path, dpi=80)
 
 
 def skeleton_in_box(joints, box, margin=0.15):

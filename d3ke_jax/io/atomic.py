@@ -35,3 +35,10 @@ def atomic_write(path, mode="w"):
   """Opens a temporary file that replaces ``path`` only if the block finishes."""
   with atomic_path(path) as tmp, open(tmp, mode) as f:
     yield f
+
+
+def save_png(figure, path, dpi=100):
+  """Writes a matplotlib figure to ``path`` as PNG, atomically; returns ``path``."""
+  with atomic_path(path) as tmp:
+    figure.savefig(tmp, format="png", dpi=dpi)
+  return path

@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from d3ke_jax.errors import UserError
-from d3ke_jax.io.atomic import atomic_path, atomic_write
+from d3ke_jax.io.atomic import atomic_write, save_png
 from d3ke_jax.train import metrics
 
 # Table 6's groups and the field naming their items (a joint is a column of the coordinates)
@@ -361,13 +361,6 @@ def _format(column, value):
   if isinstance(value, float):
     return f"{value:.{3 if column.startswith(('rho', 'RMSE_body')) else 2}f}"
   return str(value).replace("|", "\\|")
-
-
-def save_png(figure, path):
-  """Writes a matplotlib figure to ``path`` as PNG, atomically."""
-  with atomic_path(path) as tmp:
-    figure.savefig(tmp, format="png", dpi=100)
-  return path
 
 
 def _plot_mae(path, mae):
