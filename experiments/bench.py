@@ -1,9 +1,10 @@
-"""Benchmarks: ``python -m experiments.bench fk [--batches 1 64 1024 4096] [--models ...]``,
-``ik``, ``resnext [--batches 1 16] [--sizes 224 256]``; ``truth``, ``infer``, ``steer`` and
-``train`` in their own modules (``experiments/bench_*.py``).
+"""Benchmarks: ``python -m experiments.bench ik``, ``resnext [--batches 1 16] [--sizes 224
+256]``; ``fk``, ``truth``, ``infer``, ``steer`` and ``train`` in their own modules
+(``experiments/bench_*.py``).
 
-Prints a table of throughput (median of repeated runs after warm-up) with the device and
-batch size, beside OpenSim's own implementation measured in the same run.
+Each prints a table of throughput (median of repeated runs after warm-up) with the device
+and batch size, beside a reference implementation (OpenSim's, torchvision's) measured in the
+same run where one is installed.
 """
 
 import os
@@ -19,11 +20,11 @@ import numpy as np
 
 from d3ke_jax import cli
 from d3ke_jax.nets.resnext import ResNeXt, load_torchvision_state_dict
-from d3ke_jax.skeleton import default_model_path, forward_kinematics, load_osim
+from d3ke_jax.skeleton import default_model_path, load_osim
 from d3ke_jax.io import MarkerTrajectories, read_mot, write_trc
 from d3ke_jax.skeleton.ik import (free_coordinates, inseparable_coordinates,
                                   unobserved_coordinates)
-from d3ke_jax.skeleton.sampling import marker_trial, random_poses
+from d3ke_jax.skeleton.sampling import marker_trial
 from d3ke_jax.skeleton.scaling import write_scaled_osim
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,56 +42,6 @@ def median_seconds(fn, repeats, min_seconds=0.2):
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - t)
   return statistics.median(times)
-
-
-def opensim_poses_per_second(path, poses):
-  """OpenSim 4 through its Python API: set coordinates, realize positions, read markers."""
-  import opensim  # pylint: disable=g-import-not-at-top
-  opensim.Logger.setLevelString("error")
-  model = opensim.Model(path)
-  state = model.initSystem()
-  coordinates = [model.getCoordinateSet().get(i) for i in range(model.getNumCoordinates())]
-  markers = [model.getMarkerSet().get(i) for i in range(model.getMarkerSet().getSize())]
-
-  def run():
-    for q in poses:
-      for c, v in zip(coordinates, q):
-        c.setValue(state, float(v), False)
-      model.realizePosition(state)
-      for m in markers:
-        m.getLocationInGround(state)
-
-  return len(poses) / median_seconds(run, repeats=3)
-
-
-def bench_fk(args):
-  models = args.models or [default_model_path()] + (
-      [REFERENCE_MODEL] if os.path.exists(REFERENCE_MODEL) else [])
-  dtype = jnp.float64 if args.float64 else jnp.float32
-  if args.float64:
-    jax.config.update("jax_enable_x64", True)
-  device = jax.devices()[0]
-  print(f"forward kinematics, {device.platform.upper()} ({device.device_kind}, "
-        f"{jax.device_count()} device(s)), {jnp.dtype(dtype).name}; poses/s, median of "
-        f">= {args.repeats} runs after warm-up; gradient: forward and backward pass of the "
-        f"markers' sum of squares with respect to the coordinates\n")
-  header = f"| {'model':<22} | {'batch':>6} | {'forward':>12} | {'gradient':>12} | " \
-           f"{'gradient time / forward':>23} | {'OpenSim':>9} | {'fwd / OpenSim':>13} |"
-  print(header)
-  print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-  for path in models:
-    model = load_osim(path)
-    name = os.path.splitext(os.path.basename(path))[0]
-    opensim_rate = opensim_poses_per_second(
-        path, random_poses(model, args.opensim_poses, np.random.default_rng(0)))
-    forward = jax.jit(lambda q: forward_kinematics(model, q).markers)
-    backward = jax.jit(jax.grad(lambda q: jnp.sum(forward_kinematics(model, q).markers ** 2)))
-    for batch in args.batches:
-      q = jnp.asarray(random_poses(model, batch, np.random.default_rng(1)), dtype)
-      fwd = batch / median_seconds(lambda: forward(q), args.repeats)
-      bwd = batch / median_seconds(lambda: backward(q), args.repeats)
-      print(f"| {name:<22} | {batch:>6} | {fwd:>12,.0f} | {bwd:>12,.0f} | {fwd / bwd:>22.1f}x | "
-            f"{opensim_rate:>9,.0f} | {fwd / opensim_rate:>12.1f}x |", flush=True)
 
 
 def bench_resnext(args):
@@ -304,14 +255,10 @@ def main(argv=None):
   count = cli.number(int, 0)
   parser = cli.ArgumentParser(prog="python -m experiments.bench", description=__doc__)
   sub = parser.add_subparsers(dest="benchmark", required=True)
-  fk = sub.add_parser("fk", help="forward kinematics vs OpenSim")
-  fk.add_argument("--models", nargs="*", help="OpenSim model files (default: the project's "
-                  "model and ../shared/reference's full-body model where present)")
-  fk.add_argument("--batches", nargs="+", type=count, default=[1, 64, 1024, 4096])
-  fk.add_argument("--repeats", type=count, default=10)
-  fk.add_argument("--opensim-poses", type=count, default=200)
-  fk.add_argument("--float64", action="store_true")
-  fk.set_defaults(run=bench_fk)
+  # Benchmarks kept in their own modules (they import helpers from this one).
+  # pylint: disable-next=g-import-not-at-top
+  from experiments import bench_fk, bench_infer, bench_steer, bench_train, bench_truth
+  bench_fk.add_parser(sub)
   ik = sub.add_parser("ik", help="inverse kinematics vs OpenSim's InverseKinematicsTool")
   ik.add_argument("--model", help="OpenSim model (default: ../shared/reference's full-body "
                   "model where present, else the project's)")
@@ -327,9 +274,6 @@ def main(argv=None):
   resnext.add_argument("--sizes", nargs="+", type=count, default=[224, 256])
   resnext.add_argument("--repeats", type=count, default=3)
   resnext.set_defaults(run=bench_resnext, model=None)
-  # Benchmarks kept in their own modules (they import helpers from this one).
-  # pylint: disable-next=g-import-not-at-top
-  from experiments import bench_infer, bench_steer, bench_train, bench_truth
   bench_truth.add_parser(sub)
   bench_infer.add_parser(sub)
   bench_steer.add_parser(sub)
