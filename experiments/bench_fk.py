@@ -19,6 +19,7 @@ from d3ke_jax import cli
 from d3ke_jax.skeleton import default_model_path, forward_kinematics, load_osim
 from d3ke_jax.skeleton.kinematics import axis_values, on_device, resolve_coordinates
 from d3ke_jax.skeleton.model import GROUND
+from d3ke_jax.skeleton.rotations import axis_angle_to_matrix
 from d3ke_jax.skeleton.sampling import random_poses
 from experiments.bench import REFERENCE_MODEL, median_seconds
 
@@ -54,7 +55,7 @@ def _pose_markers(model, q):
   axes = jnp.asarray(model.axes, dtype)  # (J, 6, 3)
   spin = jnp.eye(3, dtype=dtype)
   for i in range(3):
-    spin = spin @ _rotation_about(axes[:, i], values[i])
+    spin = spin @ axis_angle_to_matrix(axes[:, i], values[i])
   parent_rotation = jnp.asarray(model.parent_rotation, dtype)
   rotation = parent_rotation @ spin @ jnp.swapaxes(
       jnp.asarray(model.child_rotation, dtype), -1, -2)
@@ -73,14 +74,6 @@ def _pose_markers(model, q):
   on_body = world[np.array(model.marker_body)]
   offsets = jnp.asarray(model.marker_offsets, dtype)
   return jnp.einsum("mkl,ml->mk", on_body[:, :3, :3], offsets) + on_body[:, :3, 3]
-
-
-def _rotation_about(axis, angle):
-  """(J, 3, 3) rotations by ``angle`` (J,) about unit ``axis`` (J, 3) (Rodrigues)."""
-  cross = jnp.cross(axis[:, None, :], -jnp.eye(3, dtype=axis.dtype))  # [a]x, row by row
-  c, s = jnp.cos(angle)[:, None, None], jnp.sin(angle)[:, None, None]
-  return c * jnp.eye(3, dtype=axis.dtype) + s * cross + (1 - c) * (
-      axis[:, :, None] * axis[:, None, :])
 
 
 def _homogeneous(rotation, position):

@@ -180,29 +180,25 @@ def test_float32_close_to_float64():
     np.testing.assert_allclose(getattr(out32, field), getattr(out64, field), rtol=0, atol=1e-6)
 
 
-def _count_primitives(jaxpr, name):
-  """Equations of primitive ``name`` (any when None) in ``jaxpr`` and the jaxprs inside it."""
-  count = 0
+def _equations(jaxpr):
+  """The equations of ``jaxpr`` and of the jaxprs inside it."""
   for eqn in jaxpr.eqns:
-    count += name is None or eqn.primitive.name == name
+    yield eqn
     for param in eqn.params.values():
       inner = getattr(param, "jaxpr", param)
       if hasattr(inner, "eqns"):
-        count += _count_primitives(inner, name)
-  return count
+        yield from _equations(inner)
+
+
+def _count_primitives(jaxpr, name):
+  """Equations of primitive ``name`` (any when None) in ``jaxpr`` and the jaxprs inside it."""
+  return sum(name is None or eqn.primitive.name == name for eqn in _equations(jaxpr))
 
 
 def _scan_unrolls(jaxpr):
   """For each scan in ``jaxpr`` and the jaxprs inside it: whether it is fully unrolled."""
-  found = []
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == "scan":
-      found.append(eqn.params["unroll"] >= eqn.params["length"] > 1)
-    for param in eqn.params.values():
-      inner = getattr(param, "jaxpr", param)
-      if hasattr(inner, "eqns"):
-        found += _scan_unrolls(inner)
-  return found
+  return [eqn.params["unroll"] >= eqn.params["length"] > 1 for eqn in _equations(jaxpr)
+          if eqn.primitive.name == "scan"]
 
 
 def _fk_jaxpr(model):
