@@ -5,12 +5,15 @@ For each config: the D3KE train step as the trainer runs it (pmapped: ResNeXt, k
 head, skeletal layer, loss, optimizer); the same step with a plain L2 of the head's outputs
 in place of the skeletal layer and loss (the layer's overhead is the ratio of their times);
 and the input pipeline (read, JPEG decoding and augmentation of the frames into the batches
-the step takes), with one worker thread and with one per CPU core. They run interleaved,
+the step takes) on one worker thread, on one thread per usable CPU core and on as many
+processes (``pipeline.Workers``); "pipeline / step" compares the step with the kind of
+workers the config trains with (``input_processes``). They run interleaved,
 ``--steps`` times each after a first call (compilation, timed apart), and the medians are
 shown. The frames are rendered as the synthetic dataset renders them, at the config's crop
 size (no dataset needs to be built).
 """
 
+import contextlib
 import importlib.util
 import itertools
 import math
@@ -84,25 +87,30 @@ def bench_train(args):
     config.batch_size = args.batch_size or default or config.batch_size
     trainer.check_config(config)
   device = jax.devices()[0]
+  cores = pipeline.usable_cpus()
   print(f"D3KE training speed, float32 unless the config says otherwise, "
         f"{device.platform.upper()} ({device.device_kind}, {jax.local_device_count()} "
-        f"device(s), {os.cpu_count()} CPU cores); examples/s, median of {args.steps} calls "
+        f"device(s), {cores} usable CPU cores of {os.cpu_count()}); examples/s, median of "
+        f"{args.steps} calls "
         f"of each, interleaved, after a first call (compilation, its seconds apart); "
         f"load average {os.getloadavg()[0]:.2f} at the start\n")
   header = ("| config | crop | batch | D3KE step | without layer + loss | layer overhead | "
-            f"input pipeline: 1 worker / {os.cpu_count()} | pipeline / step | "
+            f"input pipeline: 1 thread / {cores} / {cores} processes | pipeline / step | "
             "first call (s): step / without |")
   print(header)
   print("|---|---|---|---|---|---|---|---|---|", flush=True)
   for name, config in configs.items():
     size = image_size(config)
     batch = config.batch_size
-    first, seconds = interleaved_seconds(train_calls(config, size), args.steps)
+    with contextlib.ExitStack() as stack:
+      first, seconds = interleaved_seconds(train_calls(config, size, stack), args.steps)
     rates = [batch / s for s in seconds]
+    trained_with = rates[4] if config.get("input_processes") else rates[3]
     shown = f"{batch}" + ("" if batch == own_batch[name] else f" (config: {own_batch[name]})")
     print(f"| {name} | {size} | {shown} | {_figures(rates[0])} | {_figures(rates[1])} | "
-          f"{seconds[0] / seconds[1] - 1:.0%} | {_figures(rates[2])} / {_figures(rates[3])} | "
-          f"{_figures(rates[3] / rates[0])}x | {first[0]:.0f} / {first[1]:.0f} |", flush=True)
+          f"{seconds[0] / seconds[1] - 1:.0%} | "
+          f"{' / '.join(_figures(rate) for rate in rates[2:])} | "
+          f"{_figures(trained_with / rates[0])}x | {first[0]:.0f} / {first[1]:.0f} |", flush=True)
   print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
 
 
@@ -141,9 +149,10 @@ def rendered_records(count, size):
   return [dict(example, image=encode_jpeg(example["image"])) for example in examples]
 
 
-def train_calls(config, size):
-  """(D3KE step, step without layer and loss, next pipeline batch with one worker, with the
-  default workers): calls that return once their work is done."""
+def train_calls(config, size, stack):
+  """(D3KE step, step without layer and loss, next pipeline batch on one thread, on the
+  default threads, on as many processes): calls that return once their work is done; the
+  pools close with ``stack`` (a ``contextlib.ExitStack``)."""
   model = stages.load_model(config)
   layout = per_frame.layout_for(config, model)
   network = per_frame.build_network(config, model, layout)
@@ -154,10 +163,11 @@ def train_calls(config, size):
           jax.random.PRNGKey(config.seed))
   records = rendered_records(config.batch_size, size)
   augmentation = pipeline.Augmentation() if config.augmentation else None
-  pipelines = [itertools.chain.from_iterable(
-      pipeline.frame_batches(records, config.batch_size, devices, seed=config.seed, epoch=epoch,
-                             augmentation=augmentation, workers=workers)
-      for epoch in itertools.count()) for workers in (1, None)]
+  pools = [stack.enter_context(pipeline.Workers(records, count, processes))
+           for count, processes in ((1, False), (None, False), (None, True))]
+  pipelines = [(pipeline.batch_of(records, range(len(records)), devices, augmentation,
+                                  config.seed, epoch, pool) for epoch in itertools.count())
+               for pool in pools]
   batch = next(pipelines[0])
   calls = []
   for objective in (steps.d3ke_objective, head_l2_objective):

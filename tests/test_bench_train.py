@@ -19,7 +19,7 @@ def get_config():
   return config
 """
 COLUMNS = ["config", "crop", "batch", "D3KE step", "without layer + loss", "layer overhead",
-           "input pipeline: 1 worker / 2", "pipeline / step", "first call (s): step / without"]
+           "input pipeline: 1 thread / 2 / 2 processes", "pipeline / step", "first call (s): step / without"]
 
 
 def _run(argv, capsys):
@@ -58,27 +58,33 @@ class _Clock:
 
 def test_the_table_shows_the_rates_and_ratios_of_the_calls(tmp_path, capsys, monkeypatch):
   """Interleaved calls of known durations (a fake clock) give known rates and ratios."""
-  monkeypatch.setattr("os.cpu_count", lambda: 2)  # the column names the default workers
+  monkeypatch.setattr(bench_train.pipeline, "usable_cpus", lambda: 2)  # named in the columns
   clock = _Clock()
   monkeypatch.setattr(bench_train, "time", clock)
-  seconds = [(12.0, 0.5), (7.0, 0.4), (1.0, 0.1), (1.0, 0.05)]  # step, without, pipelines
+  # step, without, pipeline on 1 thread, on 2 threads, on 2 processes
+  seconds = [(12.0, 0.5), (7.0, 0.4), (1.0, 0.1), (1.0, 0.05), (1.0, 0.04)]
   monkeypatch.setattr(bench_train, "train_calls",
-                      lambda config, size: [clock.call(*pair) for pair in seconds])
-  path = tmp_path / "tiny.py"
+                      lambda config, size, stack: [clock.call(*pair) for pair in seconds])
+  path, processes = tmp_path / "tiny.py", tmp_path / "tiny_processes.py"
   path.write_text(TINY)
-  code, out, err = _run(["--config", str(path), "synthetic_tiny", "--steps", "2"], capsys)
+  processes.write_text(TINY.replace("return config", "config.input_processes = True\n"
+                                                     "  return config"))
+  code, out, err = _run(["--config", str(path), str(processes), "synthetic_tiny", "--steps",
+                         "2"], capsys)
   assert code == 0, err
   rows = _table(out)
   assert "median of 2 calls" in out and "CPU" in out
-  # batch 4 in 0.5 s, 0.4 s, 0.1 s, 0.05 s; the micro dataset's crop; the tiny config's batch.
-  assert rows[1] == [str(path), "32", "4", "8.00", "10.0", "25%", "40.0 / 80.0", "10.0x",
-                     "12 / 7"]
-  assert rows[2][:4] == ["synthetic_tiny", "64", "32", "64.0"]
-  assert len(rows) == 3
+  # batch 4 in 0.5 s, 0.4 s, 0.1 s, 0.05 s, 0.04 s; the micro dataset's crop; the tiny
+  # config's batch. Pipeline / step: with the workers the config trains with.
+  assert rows[1] == [str(path), "32", "4", "8.00", "10.0", "25%", "40.0 / 80.0 / 100",
+                     "10.0x", "12 / 7"]
+  assert rows[2][6:8] == ["40.0 / 80.0 / 100", "12.5x"]
+  assert rows[3][:4] == ["synthetic_tiny", "64", "32", "64.0"]
+  assert len(rows) == 4
 
 
 def test_the_command_measures_a_tiny_config(tmp_path, capsys, monkeypatch):
-  monkeypatch.setattr("os.cpu_count", lambda: 2)
+  monkeypatch.setattr(bench_train.pipeline, "usable_cpus", lambda: 2)
   path = tmp_path / "tiny.py"
   path.write_text(TINY)
   code, out, err = _run(["--config", str(path), "--steps", "1", "--batch_size", "2"], capsys)
@@ -87,8 +93,8 @@ def test_the_command_measures_a_tiny_config(tmp_path, capsys, monkeypatch):
   assert row[:3] == [str(path), "32", "2 (config: 4)"]
   number = lambda text: float(text.replace(",", ""))
   step, plain = number(row[3]), number(row[4])
-  one, parallel = map(number, row[6].split(" / "))
-  assert min(step, plain, one, parallel) > 0
+  one, parallel, processes = map(number, row[6].split(" / "))
+  assert min(step, plain, one, parallel, processes) > 0
   # The ratios are those of the rates shown (rounded there).
   assert float(row[5].rstrip("%")) == pytest.approx(100 * (plain / step - 1), abs=1.5)
   assert float(row[7].rstrip("x")) == pytest.approx(parallel / step, rel=0.05, abs=0.05)

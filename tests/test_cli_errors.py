@@ -95,6 +95,9 @@ def _train(argv):
                                                  "number > 0"),
     (["--config.optimizer.weight_decay=nan"], "optimizer.weight_decay=nan: must be a number >= 0"),
     (["--config.seed=-1"], "seed=-1: must be an integer >= 0"),
+    (["--config.input_workers=-1"], "input_workers=-1: must be an integer >= 0"),
+    (["--config.input_processes=maybe"], "flag --config.input_processes=maybe: ('Non-boolean "
+                                         "argument to boolean flag', 'maybe')"),
     (["--config.loss.lambda_joint=0", "--config.loss.lambda_marker=0",
       "--config.loss.lambda_body=0", "--config.loss.lambda_angle=0"],
      "loss: every weight is 0, nothing to train"),

@@ -143,8 +143,8 @@ def test_a_run_keeps_its_config(straight, data_dir, capsys):
   assert (code, err) == (2, [
       f"cmd: {straight}/config.json: the run in this workdir has another config: "
       "model.groups=4 there, 2 now; seed=0 there, 1 now; only epochs, max_steps, "
-      "log_every_steps, checkpoint_every_steps, dataset.data_dir, dataset.manual_dir may "
-      "change when resuming "
+      "log_every_steps, checkpoint_every_steps, dataset.data_dir, dataset.manual_dir, "
+      "input_workers, input_processes may change when resuming "
       "(start a new run in another --workdir)"])
   code, err = _command(train.main, _argv(data_dir, straight, log_every_steps=0), capsys)
   assert (code, err) == (2, ["cmd: log_every_steps=0: must be an integer >= 1"])

@@ -4,17 +4,21 @@ Per-frame examples with train-time augmentation, and fixed-length windows of con
 frames (labels and per-frame estimates held in memory) that never cross clip boundaries;
 shuffled deterministically from (seed, epoch), sharded by process, batched as (devices,
 per_device_batch, ...) for a pmapped step, and prefetched on a background thread. Frames are
-read, decoded and augmented by a pool of threads (Pillow and NumPy release the GIL); each
-frame's augmentation depends only on (seed, epoch, index), so batches do not depend on the
-number of workers.
+read, decoded and augmented by a pool of ``Workers``: threads (Pillow and NumPy release the
+GIL) or processes; each frame's augmentation depends only on (seed, epoch, index), so
+batches do not depend on the number or the kind of workers.
 """
 
 import concurrent.futures
 import dataclasses
 import functools
+import math
+import multiprocessing
 import os
 import queue
+import signal
 import threading
+import time
 
 import numpy as np
 import PIL.Image
@@ -156,20 +160,101 @@ def _order(count, seed, epoch, shuffle, process_index, process_count):
   return order[process_index::process_count]
 
 
+def usable_cpus():
+  """CPU cores this process may run on: its affinity mask, capped by a cgroup v2 CPU quota
+  (a container's share of a larger host)."""
+  count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  try:
+    with open("/sys/fs/cgroup/cpu.max") as f:
+      quota, period = f.read().split()
+    if quota != "max":
+      count = min(count, max(1, math.ceil(int(quota) / int(period))))
+  except (OSError, ValueError):
+    pass
+  return count or 1
+
+
+class Workers:
+  """Reads, decodes and augments the records of ``source`` on ``count`` threads (default:
+  one per usable CPU core), or as many processes where ``processes``.
+
+  Processes share nothing with the trainer's interpreter (no GIL, no library locks): for
+  many-core hosts where threads stop scaling. Each holds its own copy of ``source`` (which
+  must pickle, as TFDS data sources do); they start in a few seconds (each imports the
+  parent's main module), ignore Ctrl-C, which the trainer handles, and exit if the parent
+  dies. Use as a context manager; closing waits for them.
+  """
+
+  def __init__(self, source, count=None, processes=False):
+    self.source, self.count = source, count or usable_cpus()
+    if processes:
+      self._pool = concurrent.futures.ProcessPoolExecutor(
+          self.count, mp_context=multiprocessing.get_context("spawn"),  # JAX is not fork-safe
+          initializer=_start_worker, initargs=(source, os.getpid()))
+    else:
+      self._pool = concurrent.futures.ThreadPoolExecutor(self.count)
+    self._processes = processes
+
+  def examples(self, indices, augmentation=None, seed=0, epoch=0):
+    """The records ``indices``, decoded and augmented, in order. An error in a worker is
+    raised here."""
+    example = (functools.partial(_worker_example, augmentation, seed, epoch) if self._processes
+               else functools.partial(_example, self.source, augmentation, seed, epoch))
+    chunk = max(1, len(indices) // (4 * self.count)) if self._processes else 1
+    return list(self._pool.map(example, [int(i) for i in indices], chunksize=chunk))
+
+  def close(self):
+    self._pool.shutdown(cancel_futures=True)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+_worker_source = None  # a process worker's copy of its pool's source
+
+
+def _start_worker(source, parent):
+  global _worker_source
+  _worker_source = source
+  signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
+  threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent):
+  """Ends this worker once ``parent`` is gone (killed, so that it could not close the pool)."""
+  while os.getppid() == parent:
+    time.sleep(1)
+  os._exit(1)  # pylint: disable=protected-access
+
+
+def _worker_example(augmentation, seed, epoch, index):
+  return _example(_worker_source, augmentation, seed, epoch, index)
+
+
+def _example(source, augmentation, seed, epoch, index):
+  example = decode(source[index])
+  if augmentation is not None:
+    example = augment(example, np.random.default_rng([seed, epoch, index]), augmentation)
+  return example
+
+
 def frame_batches(source, batch_size, devices=1, seed=0, epoch=0, shuffle=True,
                   augmentation: Augmentation = None, process_index=0, process_count=1,
-                  drop_remainder=True, start_batch=0, workers=None):
+                  drop_remainder=True, start_batch=0, workers=None, processes=False):
   """Yields batches of frames as dicts of arrays shaped (devices, batch_size // devices, ...).
 
   ``batch_size`` is this process's share; the order depends only on (seed, epoch), and
   ``start_batch`` skips the first batches of the epoch (resuming) without reading them.
   Without ``drop_remainder`` the last batch is filled up by repeating its last frame.
-  ``workers`` threads (default: one per CPU core) read, decode and augment the frames.
+  ``Workers(source, workers, processes)`` read, decode and augment the frames.
   """
   if batch_size % devices:
     raise ValueError(f"batch size {batch_size} is not divisible by {devices} devices")
   order = _order(len(source), seed, epoch, shuffle, process_index, process_count)
-  with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count()) as pool:
+  with Workers(source, workers, processes) as pool:
     for first in range(start_batch * batch_size, len(order), batch_size):
       chunk = order[first:first + batch_size]
       if len(chunk) < batch_size:
@@ -180,19 +265,14 @@ def frame_batches(source, batch_size, devices=1, seed=0, epoch=0, shuffle=True,
 
 
 def batch_of(source, indices, devices=1, augmentation: Augmentation = None, seed=0, epoch=0,
-             pool=None):
+             workers: Workers = None):
   """The records ``indices`` of ``source`` as one batch (devices, per_device, ...), read,
-  decoded and augmented on ``pool`` (a ``concurrent.futures`` executor) if given. An error
-  in a worker is raised here."""
-  example = functools.partial(_example, source, augmentation, seed, epoch)
-  return _stack(list((pool.map if pool else map)(example, indices)), devices)
-
-
-def _example(source, augmentation, seed, epoch, index):
-  example = decode(source[int(index)])
-  if augmentation is not None:
-    example = augment(example, np.random.default_rng([seed, epoch, int(index)]), augmentation)
-  return example
+  decoded and augmented on ``workers`` (a pool over ``source``) if given, else here."""
+  if workers is None:
+    examples = [_example(source, augmentation, seed, epoch, int(i)) for i in indices]
+  else:
+    examples = workers.examples(indices, augmentation, seed, epoch)
+  return _stack(examples, devices)
 
 
 def labels(source, keys):

@@ -71,7 +71,9 @@ def make_stage(config, workdir):
     return pipeline.frame_batches(train, batch_size, devices, seed=config.seed,
                                   epoch=epoch, augmentation=augmentation,
                                   process_index=jax.process_index(),
-                                  process_count=jax.process_count(), start_batch=start_batch)
+                                  process_count=jax.process_count(), start_batch=start_batch,
+                                  workers=config.input_workers,
+                                  processes=config.input_processes)
 
   def validate(evaluate, state):
     predicted = predict_frames(evaluate, state, validation, batch_size)

@@ -67,7 +67,8 @@ def frame_rate(config):
 
 
 RESUMABLE = ("epochs", "max_steps", "log_every_steps", "checkpoint_every_steps",
-             "dataset.data_dir", "dataset.manual_dir")  # config keys that may change when a run is resumed
+             "dataset.data_dir", "dataset.manual_dir", "input_workers",
+             "input_processes")  # config keys that may change when a run is resumed
 
 
 def save_config(workdir, config):

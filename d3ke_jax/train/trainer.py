@@ -60,6 +60,11 @@ def check_config(config):
     _check_number(config, f"loss.{key}", 0)
   if not any(config.loss.values()):
     raise ConfigError("loss: every weight is 0, nothing to train")
+  if config.stage in ("per_frame", "cms"):  # trained on images
+    runs.require(config, "input_workers", "input_processes")
+    _check_number(config, "input_workers", 0, integer=True)
+    if not isinstance(config.input_processes, bool):
+      raise ConfigError(f"input_processes={config.input_processes!r}: must be True or False")
   if config.stage == "sequence":
     runs.require(config, "window", "window_stride")
     _check_number(config, "window", 1, integer=True)
