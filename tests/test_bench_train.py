@@ -19,7 +19,8 @@ def get_config():
   return config
 """
 COLUMNS = ["config", "crop", "batch", "D3KE step", "without layer + loss", "layer overhead",
-           "input pipeline: 1 thread / 2 / 2 processes", "pipeline / step", "first call (s): step / without"]
+           "input pipeline: 1 thread / 2 / 2 processes", "pipeline / step",
+           "first call (s): step / without"]
 
 
 def _run(argv, capsys):

@@ -54,7 +54,7 @@ def per_frame(dataset, dataset_config, image_model, batch_size, epochs):
   # Training frames are read, decoded and augmented by ``input_workers`` threads (0: one per
   # usable CPU core), or as many processes where ``input_processes``: they share no GIL with
   # the trainer, for many-core hosts where threads stop scaling; they start once per epoch,
-  # in a second or two. The batches are the same either way; both may change on resuming.
+  # in a few seconds. The batches are the same either way; both may change on resuming.
   config.input_workers = 0
   config.input_processes = False
   return config
