@@ -5,8 +5,9 @@ and 3x3 algebra is written out per component (a rotation is 9 arrays, a position
 the per-joint work for all joints fuses into a few large elementwise loops. The tree is
 composed root-to-leaf by one ``jax.lax.scan`` over a level schedule: each step places a
 fixed number of joints whose parents are already placed (on accelerators the scan is
-unrolled, see ``_unroll``). Gradients go through the same code (component tuples are split
-and joined whole, so their transposes stay cheap).
+unrolled, see ``_unroll``; rows are picked from all components at once, see ``_take``).
+Gradients go through the same code (component tuples are split and joined whole, so their
+transposes stay cheap).
 """
 
 import functools
@@ -167,6 +168,16 @@ def _unstack(array):
   """The rows of ``array`` as a tuple. One ``split``, whose gradient is one concatenation
   (indexing row by row would pad every row's gradient to the whole array)."""
   return tuple(row[0] for row in jnp.split(array, array.shape[0]))
+
+
+def _take(components, index):
+  """Rows ``index`` of every component. On accelerators one gather of the stacked
+  components: its gradient is one scatter, a kernel of its own there, where a gather per
+  component costs one scatter each (the gradient compiled for an H200 falls from 230
+  kernels to 24-36). XLA:CPU runs the gathers per component about 15 % faster."""
+  if _on_cpu():
+    return tuple(c[index] for c in components)
+  return _unstack(jnp.stack(components)[:, index])
 
 
 def _columns(array, dtype):
@@ -371,12 +382,13 @@ def _body_frames(model, q, s, root_rotation):
     ground = align + tuple(-x for x in _mv(align, root[9:]))
   # Per step: the local frames of its joints (pass-through slots: identity) and the slots
   # of the previous step they attach to.
-  xs = (tuple(jnp.concatenate([c, jnp.full((1, n), v, dtype)])[joint]
-              for c, v in zip(local, identity)), jnp.asarray(source))  # 12 x (S, W, n)
+  xs = (_take(tuple(jnp.concatenate([c, jnp.full((1, n), v, dtype)])
+                    for c, v in zip(local, identity)), joint),  # 12 x (S, W, n)
+        jnp.asarray(source))
 
   def place(previous, step):
     local_frames, sources = step
-    world = _compose(tuple(c[sources] for c in previous), local_frames)
+    world = _compose(_take(previous, sources), local_frames)
     return world, world
 
   carry = tuple(jnp.broadcast_to(c, (joint.shape[1], n)) for c in ground)
@@ -384,7 +396,7 @@ def _body_frames(model, q, s, root_rotation):
   body_rows = np.zeros(model.num_bodies, int)
   for j, b in enumerate(model.joint_child_body):
     body_rows[b] = flat[j]
-  return tuple(c.reshape(joint.size, n)[body_rows] for c in frames)
+  return _take(tuple(c.reshape(joint.size, n) for c in frames), body_rows)
 
 
 def _points(model, frames, s):
@@ -396,6 +408,6 @@ def _points(model, frames, s):
                                       jnp.asarray(model.marker_offsets, dtype)]), dtype)
   if s is not None:
     offsets = _mul(offsets, _unstack(s[:, body]))
-  on_body = tuple(c[body] for c in frames)
+  on_body = _take(frames, body)
   points = jnp.stack(_add(_mv(on_body[:9], offsets), on_body[9:]))
   return points[:, :model.num_joints], points[:, model.num_joints:]
