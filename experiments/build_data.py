@@ -42,7 +42,7 @@ def main(argv=None):
   movi = parser.add_argument_group("movi")
   movi.add_argument("--manual_dir", help="the MoVi, AMASS and SMPL+H downloads (required)")
   movi.add_argument("--workers", type=cli.number(int, 1), help="subjects built in parallel "
-                    "processes (default: half the CPUs)")
+                    "processes (default: half the usable CPU cores)")
   movi.add_argument("--cameras", help="a JSON calibration overriding the PG1/PG2 defaults")
   movi.add_argument("--beam_options", help="build with Apache Beam, e.g. "
                     "'--runner=DirectRunner' or Dataflow/Flink/Spark runner options")
