@@ -15,7 +15,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from d3ke_jax.errors import Interrupted, UserError, did_you_mean
+from d3ke_jax.errors import Interrupted, Stopped, UserError, did_you_mean
 
 USAGE = 2
 INTERRUPTED = 130
@@ -29,7 +29,8 @@ def run(main, argv=None, prog=None):
   """Runs ``main(argv)`` and exits with its return value (None: 0). A ``UserError``, or a
   missing, existing or forbidden file (``FILE_ERRORS``), prints ``prog: message`` on
   stderr and exits 2; Ctrl-C prints ``prog: interrupted`` (or the ``Interrupted``
-  message) and exits 130. ``prog`` defaults to the module run with ``python -m``.
+  message) and exits 130; a run ``Stopped`` on a signal prints its message and exits with
+  its status. ``prog`` defaults to the module run with ``python -m``.
   Compiled programs are kept between runs (``enable_compilation_cache``)."""
   prog = prog or _prog()
   enable_compilation_cache()
@@ -42,6 +43,8 @@ def run(main, argv=None, prog=None):
   except KeyboardInterrupt as e:
     _fail(prog, str(e) if isinstance(e, Interrupted) and str(e) else "interrupted",
           INTERRUPTED)
+  except Stopped as e:
+    _fail(prog, str(e), e.status)
   sys.exit(code or 0)
 
 

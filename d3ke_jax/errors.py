@@ -18,3 +18,12 @@ def did_you_mean(name, choices):
   if close:
     return f" (did you mean {close[0]!r}?)"
   return f" (choose from {', '.join(sorted(map(str, choices)))})"
+
+
+class Stopped(Exception):
+  """A run stopped on a signal once its work was saved: the message says how to carry on,
+  ``status`` is the command's exit status (130 for Ctrl-C, 143 for SIGTERM)."""
+
+  def __init__(self, message, status):
+    super().__init__(message)
+    self.status = status

@@ -1,19 +1,22 @@
 """``python -m experiments.bench train [--config NAME|PATH ...] [--batch_size N] [--steps K]``:
 training speed of per-frame configs, in examples/s.
 
-For each config: the D3KE train step as the trainer runs it (pmapped: ResNeXt, kinematic
-head, skeletal layer, loss, optimizer); the same step with a plain L2 of the head's outputs
-in place of the skeletal layer and loss (the layer's overhead is the ratio of their times);
-and the input pipeline (read, JPEG decoding and augmentation of the frames into the batches
-the step takes) on one worker thread, on one thread per usable CPU core and on as many
-processes (``pipeline.Workers``); "pipeline / step" compares the step with the kind of
-workers the config trains with (``input_processes``). They run interleaved,
-``--steps`` times each after a first call (compilation, timed apart), and the medians are
-shown. The frames are rendered as the synthetic dataset renders them, at the config's crop
-size (no dataset needs to be built).
+For each config: the D3KE train step as the trainer runs it (a pmapped step over every
+device: augmentation on the device, ResNeXt, kinematic head, skeletal layer, loss,
+optimizer); the same step with a plain L2 of the head's outputs in place of the skeletal
+layer and loss (the layer's overhead is the ratio of their times); and the host's input
+pipeline (grain reading and decoding the JPEG frames into the batches the step takes) on
+one thread (the examples/s one CPU core feeds), on one thread per usable CPU core and on as
+many worker processes; "pipeline / step" compares the step with the kind of workers the
+config trains with (``input_processes``). The two steps run interleaved, ``--steps`` times
+each after a first call (compilation, timed apart), and the medians are shown; each
+pipeline, once started and its read-ahead drained, delivers ``PIPELINE_BATCHES`` batches
+back to back, ``--steps`` times. The frames are rendered as the synthetic dataset renders
+them, at the config's crop size (no dataset needs to be built).
 """
 
 import contextlib
+import functools
 import importlib.util
 import itertools
 import math
@@ -24,8 +27,8 @@ import time
 import jax
 import jax.numpy as jnp
 
-from d3ke_jax import cli
-from d3ke_jax.data import frames, pipeline
+from d3ke_jax import cli, devices
+from d3ke_jax.data import augment, frames, loader
 from d3ke_jax.data.d3ke_synthetic import encode_jpeg
 from d3ke_jax.data.registry import DATASETS
 from d3ke_jax.data.synthetic import MOVEMENTS
@@ -39,6 +42,7 @@ CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 # 256 px runs at batch 8: at 32, on a busy 2-core CPU, a step took 2.5 minutes and 11 GB and
 # its compilation 22 minutes; examples/s hardly depend on the batch size there.
 DEFAULT_CONFIGS = {"synthetic_tiny": None, "synthetic": 8}
+PIPELINE_BATCHES = 10  # batches a pipeline delivers per timed run
 
 
 def add_parser(subparsers):
@@ -87,23 +91,24 @@ def bench_train(args):
     config.batch_size = args.batch_size or default or config.batch_size
     trainer.check_config(config)
   device = jax.devices()[0]
-  cores = pipeline.usable_cpus()
+  cores = loader.usable_cpus()
   print(f"D3KE training speed, float32 unless the config says otherwise, "
         f"{device.platform.upper()} ({device.device_kind}, {jax.local_device_count()} "
         f"device(s), {cores} usable CPU cores of {os.cpu_count()}); examples/s, median of "
-        f"{args.steps} calls "
-        f"of each, interleaved, after a first call (compilation, its seconds apart); "
+        f"{args.steps} runs of each: steps interleaved after a first call (compilation, its "
+        f"seconds apart), pipelines {PIPELINE_BATCHES} batches at a time; "
         f"load average {os.getloadavg()[0]:.2f} at the start\n")
   header = ("| config | crop | batch | D3KE step | without layer + loss | layer overhead | "
-            f"input pipeline: 1 thread / {cores} / {cores} processes | pipeline / step | "
+            f"host pipeline: 1 core / {cores} threads / {cores} processes | pipeline / step | "
             "first call (s): step / without |")
   print(header)
   print("|---|---|---|---|---|---|---|---|---|", flush=True)
   for name, config in configs.items():
     size = image_size(config)
     batch = config.batch_size
-    with contextlib.ExitStack() as stack:
-      first, seconds = interleaved_seconds(train_calls(config, size, stack), args.steps)
+    first, seconds = interleaved_seconds(train_calls(config, size), args.steps)
+    seconds += [pipeline_seconds(config, size, workers, processes, args.steps)
+                for workers, processes in ((1, False), (cores, False), (cores, True))]
     rates = [batch / s for s in seconds]
     trained_with = rates[4] if config.get("input_processes") else rates[3]
     shown = f"{batch}" + ("" if batch == own_batch[name] else f" (config: {own_batch[name]})")
@@ -149,32 +154,54 @@ def rendered_records(count, size):
   return [dict(example, image=encode_jpeg(example["image"])) for example in examples]
 
 
-def train_calls(config, size, stack):
-  """(D3KE step, step without layer and loss, next pipeline batch on one thread, on the
-  default threads, on as many processes): calls that return once their work is done; the
-  pools close with ``stack`` (a ``contextlib.ExitStack``)."""
+def train_calls(config, size):
+  """(D3KE step, step without layer and loss): calls that return once their work is done."""
   model = stages.load_model(config)
   layout = per_frame.layout_for(config, model)
   network = per_frame.build_network(config, model, layout)
-  devices = jax.local_device_count()
+  mesh = devices.make_mesh()
   optimizer, _ = trainer.make_optimizer(config.optimizer, 1000, config.epochs)
-  state = jax.jit(lambda rng: steps.replicate(steps.create_state(
-      network, optimizer, jnp.zeros((1, size, size, 3)), rng), devices))(
-          jax.random.PRNGKey(config.seed))
-  records = rendered_records(config.batch_size, size)
-  augmentation = pipeline.Augmentation() if config.augmentation else None
-  pools = [stack.enter_context(pipeline.Workers(records, count, processes))
-           for count, processes in ((1, False), (None, False), (None, True))]
-  pipelines = [(pipeline.batch_of(records, range(len(records)), devices, augmentation,
-                                  config.seed, epoch, pool) for epoch in itertools.count())
-               for pool in pools]
-  batch = next(pipelines[0])
+  with contextlib.closing(_stream(config, size, 1, False)) as batches:
+    batch = devices.put_rows(next(batches)[0], mesh)
+  prepare = (functools.partial(augment.augment_batch, seed=config.seed,
+                               config=augment.Augmentation()) if config.augmentation else None)
   calls = []
   for objective in (steps.d3ke_objective, head_l2_objective):
-    train, _ = steps.pmapped(network, model, layout, runs.loss_weights(config), optimizer,
-                             seed=config.seed, objective=objective)
-    calls.append(lambda train=train: jax.block_until_ready(train(state, batch)))
-  return calls + [lambda batches=batches: next(batches) for batches in pipelines]
+    train, _ = steps.compile_steps(network, model, layout, runs.loss_weights(config), optimizer,
+                                   mesh, seed=config.seed, objective=objective,
+                                   prepare=prepare)
+    state = [steps.init_state(network, optimizer, jnp.zeros((1, size, size, 3)), config.seed,
+                              mesh)]
+
+    def call(train=train, state=state):  # the state is donated: each call takes the last
+      state[0], _ = jax.block_until_ready(train(state[0], batch))
+    calls.append(call)
+  return calls
+
+
+def _stream(config, size, workers, processes):
+  """Batches of rendered frames as training reads them (this process's rows)."""
+  records = rendered_records(config.batch_size, size)
+  mesh = devices.make_mesh()
+  order = loader.TrainOrder(len(records), config.batch_size,
+                            devices.process_rows(mesh, config.batch_size), seed=config.seed)
+  return loader.TrainStream(loader.ReadFrame(records), order, 100_000, workers,
+                            processes).batches(0)
+
+
+def pipeline_seconds(config, size, workers, processes, repeats):
+  """Median seconds per batch of the host pipeline on ``workers`` threads (or processes)
+  over ``repeats`` runs of ``PIPELINE_BATCHES`` batches, after its start-up and read-ahead."""
+  with contextlib.closing(_stream(config, size, workers, processes)) as batches:
+    for _ in range(2 * workers + 1):  # start-up, then what it read ahead meanwhile
+      next(batches)
+    times = []
+    for _ in range(repeats):
+      start = time.perf_counter()
+      for _ in range(PIPELINE_BATCHES):
+        next(batches)
+      times.append((time.perf_counter() - start) / PIPELINE_BATCHES)
+  return statistics.median(times)
 
 
 def interleaved_seconds(calls, repeats):

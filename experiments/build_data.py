@@ -18,7 +18,7 @@ import PIL.ImageDraw
 import tensorflow_datasets as tfds
 
 from d3ke_jax import cli
-from d3ke_jax.data import movi_files, pipeline
+from d3ke_jax.data import movi_files, records
 from d3ke_jax.data.registry import DATASETS
 from d3ke_jax.errors import UserError, did_you_mean
 from d3ke_jax.io.atomic import atomic_path
@@ -96,12 +96,12 @@ def prepare(args):
 def write_preview(source, path, rows=2, columns=6):
   """A grid of frames, the middle one of clips spread over the split, with the stored 2D
   markers drawn on them."""
-  clips = pipeline.labels(source, ("clip",))["clip"]
+  clips = records.labels(source, ("clip",))["clip"]
   _, starts, counts = np.unique(clips, return_index=True, return_counts=True)
   picks = np.linspace(0, len(starts) - 1, rows * columns).round().astype(int)
   tiles = []
   for k in picks:
-    record = pipeline.decode(source[int(starts[k] + counts[k] // 2)])
+    record = records.decode(source[int(starts[k] + counts[k] // 2)])
     image = PIL.Image.fromarray(record["image"]).resize((128, 128))
     draw = PIL.ImageDraw.Draw(image)
     zoom = 128 / record["image"].shape[0]

@@ -2,15 +2,25 @@
 rotation about its optical axis) and zooms about it (a focal-length change), so the
 augmented 2D labels are the projections of the augmented 3D labels with the augmented
 intrinsics, and the pixels move with them even where the principal point is far from the
-crop centre (people near the edge of a MoVi frame)."""
+crop centre (people near the edge of a MoVi frame). The augmentation runs on the device
+(JAX, float32), as in the train step."""
 
+import jax
 import numpy as np
 import pytest
 
-from d3ke_jax.data import frames, pipeline
+from d3ke_jax.data import augment, frames
 
-FULL = pipeline.Augmentation(scale=0.15, rotation_degrees=30.0, translation=0.05, colour=0.0,
-                             occluders=0)
+FULL = augment.Augmentation(scale=0.15, rotation_degrees=30.0, translation=0.05, colour=0.0,
+                            occluders=0)
+
+
+def augmented(example, seed, config=FULL):
+  """``augment.augment`` of a NumPy example (its image and 3D labels), as NumPy."""
+  fields = {k: np.asarray(example[k], np.uint8 if k == "image" else np.float32)
+            for k in ("image", "intrinsics", "pelvis_rotation", "joints", "markers")}
+  out = jax.jit(augment.augment, static_argnums=2)(fields, jax.random.PRNGKey(seed), config)
+  return jax.tree.map(np.asarray, out)
 
 
 def _project(points, intrinsics):
@@ -27,7 +37,7 @@ def _assert_labels_consistent(example, atol):
 def test_augmented_2d_labels_are_projections_of_the_augmented_3d_labels():
   for t, example in enumerate(frames.generate([0], ["walking"], 2, 32)):
     _assert_labels_consistent(example, atol=2e-3)  # as stored (float32 pixels)
-    out = pipeline.augment(example, np.random.default_rng(t), FULL)
+    out = augmented(example, t)
     _assert_labels_consistent(out, atol=2e-3)
     # A rotation about the optical axis: depths and distances kept, pelvis rotated alike.
     np.testing.assert_allclose(out["markers"][:, 2], example["markers"][:, 2], atol=1e-5)
@@ -60,12 +70,11 @@ def test_pixels_follow_the_labels_about_an_off_centre_principal_point(seed):
   example = {"image": _dots(size, pixels), "intrinsics": intrinsics, "joints": points,
              "markers": points, "joints_2d": pixels, "markers_2d": pixels,
              "pelvis_rotation": np.eye(3)}
-  out = pipeline.augment(example, np.random.default_rng(seed), FULL)
+  out = augmented(example, seed)
   _assert_labels_consistent(out, atol=1e-3)
   for label in out["markers_2d"]:
     if np.all((label > 6) & (label < size - 6)):  # dots the warp kept whole
       np.testing.assert_allclose(_centroid(out["image"], label), label, atol=0.25)
   # Rotation and zoom alone keep the principal point where it is.
-  still = pipeline.augment(example, np.random.default_rng(seed),
-                           pipeline.Augmentation(0.15, 30.0, 0.0, 0.0, 0))
+  still = augmented(example, seed, augment.Augmentation(0.15, 30.0, 0.0, 0.0, 0))
   np.testing.assert_allclose(still["intrinsics"][:2, 2], intrinsics[:2, 2], atol=1e-5)

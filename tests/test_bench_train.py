@@ -1,6 +1,6 @@
 """``python -m experiments.bench train``: its table (rates and ratios of timed calls; a real
 run on a tiny config: ~30 s on an idle 2-core CPU, compiling two train steps and the
-renderer), and bad arguments as one line with exit status 2."""
+renderer, starting worker processes), and bad arguments as one line with exit status 2."""
 
 import itertools
 
@@ -19,7 +19,7 @@ def get_config():
   return config
 """
 COLUMNS = ["config", "crop", "batch", "D3KE step", "without layer + loss", "layer overhead",
-           "input pipeline: 1 thread / 2 / 2 processes", "pipeline / step",
+           "host pipeline: 1 core / 2 threads / 2 processes", "pipeline / step",
            "first call (s): step / without"]
 
 
@@ -59,13 +59,17 @@ class _Clock:
 
 def test_the_table_shows_the_rates_and_ratios_of_the_calls(tmp_path, capsys, monkeypatch):
   """Interleaved calls of known durations (a fake clock) give known rates and ratios."""
-  monkeypatch.setattr(bench_train.pipeline, "usable_cpus", lambda: 2)  # named in the columns
+  monkeypatch.setattr(bench_train.loader, "usable_cpus", lambda: 2)  # named in the columns
   clock = _Clock()
   monkeypatch.setattr(bench_train, "time", clock)
-  # step, without, pipeline on 1 thread, on 2 threads, on 2 processes
-  seconds = [(12.0, 0.5), (7.0, 0.4), (1.0, 0.1), (1.0, 0.05), (1.0, 0.04)]
+  seconds = [(12.0, 0.5), (7.0, 0.4)]  # step, without
   monkeypatch.setattr(bench_train, "train_calls",
-                      lambda config, size, stack: [clock.call(*pair) for pair in seconds])
+                      lambda config, size: [clock.call(*pair) for pair in seconds])
+  # A batch from the pipeline on 1 thread, on 2 threads, on 2 processes.
+  pipelines = {(1, False): 0.1, (2, False): 0.05, (2, True): 0.04}
+  monkeypatch.setattr(bench_train, "pipeline_seconds",
+                      lambda config, size, workers, processes, repeats: pipelines[
+                          workers, processes])
   path, processes = tmp_path / "tiny.py", tmp_path / "tiny_processes.py"
   path.write_text(TINY)
   processes.write_text(TINY.replace("return config", "config.input_processes = True\n"
@@ -74,7 +78,7 @@ def test_the_table_shows_the_rates_and_ratios_of_the_calls(tmp_path, capsys, mon
                          "2"], capsys)
   assert code == 0, err
   rows = _table(out)
-  assert "median of 2 calls" in out and "CPU" in out
+  assert "median of 2 runs" in out and "CPU" in out
   # batch 4 in 0.5 s, 0.4 s, 0.1 s, 0.05 s, 0.04 s; the micro dataset's crop; the tiny
   # config's batch. Pipeline / step: with the workers the config trains with.
   assert rows[1] == [str(path), "32", "4", "8.00", "10.0", "25%", "40.0 / 80.0 / 100",
@@ -85,7 +89,7 @@ def test_the_table_shows_the_rates_and_ratios_of_the_calls(tmp_path, capsys, mon
 
 
 def test_the_command_measures_a_tiny_config(tmp_path, capsys, monkeypatch):
-  monkeypatch.setattr(bench_train.pipeline, "usable_cpus", lambda: 2)
+  monkeypatch.setattr(bench_train.loader, "usable_cpus", lambda: 2)
   path = tmp_path / "tiny.py"
   path.write_text(TINY)
   code, out, err = _run(["--config", str(path), "--steps", "1", "--batch_size", "2"], capsys)

@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pytest
 
-from d3ke_jax import cli
-from d3ke_jax.data import pipeline
+from d3ke_jax import cli, devices
+from d3ke_jax.data.records import labels
 from d3ke_jax.skeleton import load_osim
-from d3ke_jax.train import cms, per_frame, runs, trainer
+from d3ke_jax.train import checkpoints, cms, per_frame, runs, trainer
 from d3ke_jax.train import stage as stages
 from experiments import evaluate, train
 from experiments.configs import cms_tiny
@@ -52,7 +52,7 @@ def test_training_keeps_the_checkpoint_of_lowest_marker_error(trained):
   # Marker loss alone: the loss is the marker term (lambda_marker = 1).
   assert all(row["loss"] == pytest.approx(row["loss_marker"]) for row in rows
              if row["split"] == "train")
-  latest, best = runs.checkpoint_managers(str(trained))
+  latest, best = checkpoints.managers(str(trained))
   assert best.all_steps() == [2] and latest.all_steps() == [2]
 
 
@@ -82,7 +82,7 @@ def test_evaluate_reports_the_table_after_scaling_and_ik(trained, capsys, monkey
   fitted = predicted["markers"] - root(predicted)
   assert np.linalg.norm(fitted - network_markers, axis=-1).mean() < 0.01
   # The report's MPBLPE is that of the fitted markers.
-  truth = pipeline.labels(runs.load_dataset(runs.load_config(str(trained)), ("test",))["test"],
+  truth = labels(runs.load_dataset(runs.load_config(str(trained)), ("test",))["test"],
                           per_frame.LABELS)
   error = np.linalg.norm(fitted - (truth["markers"] - root(truth)), axis=-1)
   assert float(summary["MPBLPE_mm"]) == pytest.approx(
@@ -97,7 +97,7 @@ def test_scaling_and_ik_recover_true_kinematics_from_true_markers(data_dir):
   model = load_osim()
   layout = per_frame.layout_for(config, model)
   source = runs.load_dataset(config, splits=("test",))["test"]
-  truth = pipeline.labels(source, per_frame.LABELS)
+  truth = labels(source, per_frame.LABELS)
   root = truth["joints"][:, model.root_joint, None]
   predicted, seconds = cms.markers_to_kinematics(model, layout, truth["markers"] - root,
                                                  truth["clip"], truth["frame"],
@@ -118,4 +118,4 @@ def test_the_stage_trains_markers_alone(data_dir):
   config.loss.lambda_joint = 1.0
   with pytest.raises(runs.ConfigError, match=r"loss.lambda_joint=1.0: the cms stage trains "
                      r"markers alone \(only loss.lambda_marker\)"):
-    trainer.STAGES["cms"](config, "unused")
+    trainer.STAGES["cms"](config, "unused", devices.make_mesh())

@@ -12,7 +12,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from d3ke_jax import cli
+from d3ke_jax import cli, devices
 from d3ke_jax.data import frames as frames_lib
 from d3ke_jax.data import render, synthetic
 from d3ke_jax.data.frames import default_model
@@ -23,7 +23,7 @@ from d3ke_jax.io.video import FrameReader, write_video
 from d3ke_jax.nets import heads
 from d3ke_jax.nets.d3ke import Pose
 from d3ke_jax.skeleton import forward_kinematics
-from d3ke_jax.train import per_frame, runs, trainer
+from d3ke_jax.train import checkpoints, per_frame, runs, trainer
 from d3ke_jax.train import stage as stages
 from d3ke_jax.train import step as steps
 from experiments import infer
@@ -160,9 +160,11 @@ def test_angles_equal_the_evaluate_prediction_on_the_same_crops(inferred, scene,
                     "frame_valid": True,
                     "coordinate_valid": np.ones(model.num_coordinates, bool)})
   network = per_frame.build_network(config, model, layout)
-  _, evaluate = steps.pmapped(network, model, layout, runs.loss_weights(config), None)
-  state = steps.replicate(runs.restore_state(run_dir), jax.local_device_count())
-  expected = per_frame.predict_frames(evaluate, state, records, 8)
+  mesh = devices.make_mesh()
+  _, evaluate = steps.compile_steps(network, model, layout, runs.loss_weights(config), None,
+                                    mesh)
+  state = checkpoints.restore_state(run_dir, mesh=mesh)
+  expected = per_frame.predict_frames(evaluate, state, records, 8, mesh)
   motion = read_mot(os.path.join(inferred, "walk.mot"),
                     rotational_names=[n for n, t in zip(model.coordinate_names,
                                                         model.coordinate_types)

@@ -16,7 +16,7 @@ import tensorflow_datasets as tfds
 import movi_fakes
 from d3ke_jax import cli
 from d3ke_jax.body import smplh
-from d3ke_jax.data import cameras, movi, movi_files, movi_subject, pipeline
+from d3ke_jax.data import cameras, movi, movi_files, movi_subject, records
 from d3ke_jax.train import evaluation
 from experiments import build_data
 
@@ -88,7 +88,7 @@ def built(manual_dir, tmp_path_factory):
 
 def _records(builder, split):
   source = builder.as_data_source()[split]
-  return [pipeline.decode(source[i]) for i in range(len(source))]
+  return [records.decode(source[i]) for i in range(len(source))]
 
 
 def test_splits_follow_the_subject_lists_and_skipped_inputs_are_reported(built):

@@ -6,7 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from d3ke_jax.data import frames, pipeline, render, synthetic
+from d3ke_jax.data import augment, frames, loader, render, synthetic
+from d3ke_jax.data.records import decode, labels as read_labels
+from d3ke_jax.data.windows import covering_windows, window_starts
+from test_augmentation_geometry import augmented
 from d3ke_jax.data.d3ke_synthetic import D3keSynthetic, SyntheticConfig, split_subjects
 from d3ke_jax.skeleton import forward_kinematics, load_osim
 
@@ -106,7 +109,7 @@ def test_splits_never_share_subjects():
 def test_records_are_self_consistent(source):
   sources, _ = source
   model = _model()
-  record = pipeline.decode(sources["train"][3])
+  record = decode(sources["train"][3])
   assert record["image"].shape == (48, 48, 3)
   low, high = np.asarray(model.coordinate_ranges).T
   assert np.all((record["coordinates"] >= low - 1e-6) & (record["coordinates"] <= high + 1e-6))
@@ -136,36 +139,21 @@ def test_splits_and_windows_respect_subjects_and_clips(source):
   subjects = {name: {sources[name][i]["subject"] for i in range(len(sources[name]))}
               for name in ("train", "validation", "test")}
   assert not (subjects["train"] & subjects["test"] or subjects["train"] & subjects["validation"])
-  labels = pipeline.labels(sources["train"], ("clip", "frame", "coordinates"))
+  labels = read_labels(sources["train"], ("clip", "frame", "coordinates"))
   clips = labels["clip"]
-  starts = pipeline.window_starts(clips, window=4, stride=1)
+  starts = window_starts(clips, window=4, stride=1)
   assert all(clips[s] == clips[s + 3] for s in starts)
   assert len(starts) == len(set(clips)) * 3  # 6-frame clips hold 3 windows of 4
-  batch = next(pipeline.array_window_batches(labels, starts, 4, batch_size=4, devices=2))
-  assert batch["coordinates"].shape[:3] == (2, 2, 4)
+  order = loader.TrainOrder(len(starts), 4, (0, 4))
+  stream = loader.TrainStream(loader.ReadWindow(labels, starts, 4), order, 1)
+  batch, _ = next(stream.batches(0))
+  assert batch["coordinates"].shape[:2] == (4, 4)
   np.testing.assert_array_equal(np.diff(batch["frame"], axis=-1), 1)
   assert np.all(batch["clip"] == batch["clip"][..., :1])
   # Windows covering whole clips (prediction): every frame once, from a window of its clip.
-  index, source = pipeline.covering_windows(clips, 4)
+  index, source = covering_windows(clips, 4)
   np.testing.assert_array_equal(index[source[:, 0], source[:, 1]], np.arange(len(clips)))
   assert np.all(clips[index] == clips[index[:, :1]])
-
-
-def test_frame_batches_are_deterministic_and_sharded(source):
-  sources, _ = source
-  train = sources["train"]
-  first = next(pipeline.frame_batches(train, 4, devices=2, seed=3))
-  again = next(pipeline.frame_batches(train, 4, devices=2, seed=3))
-  other = next(pipeline.frame_batches(train, 4, devices=2, seed=4))
-  assert first["image"].shape == (2, 2, 48, 48, 3)
-  np.testing.assert_array_equal(first["image"], again["image"])
-  assert not np.array_equal(first["frame"] * 1000 + first["clip"], other["frame"] * 1000 + other["clip"])
-  shards = [np.concatenate([b["clip"].reshape(-1) * 100 + b["frame"].reshape(-1) for b in
-                            pipeline.frame_batches(train, 2, seed=0, process_index=p,
-                                                   process_count=2, drop_remainder=False)])
-            for p in (0, 1)]
-  assert not set(shards[0]) & set(shards[1])
-  assert len(shards[0]) + len(shards[1]) == len(train)
 
 
 def _rigid_motion(world, camera):
@@ -186,7 +174,7 @@ def test_augmented_image_is_what_the_augmented_camera_sees(source, seed):
   point shows."""
   sources, _ = source
   model = _model()
-  record = pipeline.decode(sources["train"][2])
+  record = decode(sources["train"][2])
   out = forward_kinematics(model, record["coordinates"], scales=record["scales"])
   world = np.asarray(out.markers, np.float64)
   size = 128
@@ -203,14 +191,14 @@ def test_augmented_image_is_what_the_augmented_camera_sees(source, seed):
   crop = render.crop_camera(recorded, (-1.0, -1.0, 68.0), size)  # the body left of centre
   assert np.all(np.abs(crop.intrinsics[:2, 2] - size / 2) > 15)
   example = dict(record, image=view(crop), intrinsics=crop.intrinsics.astype(np.float32))
-  augmented = pipeline.augment(example, np.random.default_rng(seed),
-                               pipeline.Augmentation(0.15, 30.0, 0.05, colour=0.0, occluders=0))
-  rotation, translation = _rigid_motion(world, augmented["markers"].astype(float))
+  moved = augmented(example, seed, augment.Augmentation(0.15, 30.0, 0.05, colour=0.0,
+                                                        occluders=0))
+  rotation, translation = _rigid_motion(world, moved["markers"].astype(float))
   # The 3D labels are the world's markers seen by a camera (measured residual: 2.4e-7 m).
-  np.testing.assert_allclose(world @ rotation.T + translation, augmented["markers"], atol=1e-6)
-  expected = view(render.Camera(augmented["intrinsics"].astype(float), rotation, translation))
-  difference = np.abs(augmented["image"].astype(int) - expected).max(-1)
-  drawn = (augmented["image"].max(-1) > 10) | (expected.max(-1) > 10)
+  np.testing.assert_allclose(world @ rotation.T + translation, moved["markers"], atol=1e-6)
+  expected = view(render.Camera(moved["intrinsics"].astype(float), rotation, translation))
+  difference = np.abs(moved["image"].astype(int) - expected).max(-1)
+  drawn = (moved["image"].max(-1) > 10) | (expected.max(-1) > 10)
   # Measured (3 records x 6 seeds): <= 9.7 % of the drawn pixels differ by more than 60
   # (outlines, resampled bilinearly), mean difference <= 1.3. Rotating and zooming about the
   # image centre instead: >= 55 % and >= 5.2; not augmenting: >= 73 % and >= 6.4.

@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 
 import jax
 import numpy as np
@@ -12,7 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from d3ke_jax import cli
-from d3ke_jax.train import ablation, evaluation, runs, trainer
+from d3ke_jax.train import ablation, checkpoints, evaluation, runs, trainer
 from d3ke_jax.train import stage as stages
 from experiments import evaluate, train
 from experiments.configs import synthetic_tiny, transformer
@@ -50,9 +51,8 @@ def _command(main, argv, capsys):
 
 
 def _params(workdir):
-  manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"))
-  restored = manager.restore(manager.latest_step())
-  return manager.latest_step(), restored["params"]
+  state = checkpoints.restore_state(workdir, "latest")
+  return int(state.step), jax.tree.map(np.asarray, state.params)
 
 
 def _train_steps(workdir):
@@ -73,18 +73,28 @@ def straight(tmp_path_factory, data_dir):
   return workdir
 
 
-def _interrupted_after(make_stage, steps):
-  """``make_stage`` whose batches stop with Ctrl-C (KeyboardInterrupt) after ``steps``."""
-  def make(config, workdir):
-    stage = make_stage(config, workdir)
+class _Interrupting:
+  """A stage's data whose batch for step ``step`` + 1 comes with a Ctrl-C: the signal
+  (``signal``), or an immediate KeyboardInterrupt (a second Ctrl-C)."""
 
-    def batches(epoch, start_batch):
-      for step, batch in enumerate(stage.batches(epoch, start_batch),
-                                   epoch * stage.steps_per_epoch + start_batch):
-        if step == steps:
+  def __init__(self, data, step, signal_=True):
+    self.data, self.step, self.signal = data, step, signal_
+
+  def batches(self, step, saved=None):
+    for batch in self.data.batches(step, saved):
+      if step == self.step:
+        if not self.signal:
           raise KeyboardInterrupt
-        yield batch
-    return stage._replace(batches=batches)
+        os.kill(os.getpid(), signal.SIGINT)
+      step += 1
+      yield batch
+
+
+def _interrupted_at(make_stage, step, signal_=True):
+  """``make_stage`` whose data interrupts the run at ``step`` (``_Interrupting``)."""
+  def make(config, workdir, mesh):
+    stage = make_stage(config, workdir, mesh)
+    return stage._replace(data=_Interrupting(stage.data, step, signal_))
   return make
 
 
@@ -96,9 +106,11 @@ def _damage(path, size=100):
 def test_interrupted_run_resumes_to_the_same_result(straight, tmp_path, data_dir, monkeypatch,
                                                     capsys):
   workdir = tmp_path / "interrupted"
+  # A second Ctrl-C (or one before training): pending writes finish, the last checkpoint is
+  # where the run resumes.
   with monkeypatch.context() as patch:
     patch.setitem(trainer.STAGES, "per_frame",
-                  _interrupted_after(trainer.STAGES["per_frame"], 7))
+                  _interrupted_at(trainer.STAGES["per_frame"], 7, signal_=False))
     code, err = _command(train.main, _argv(data_dir, workdir, max_steps=8), capsys)
   assert code == 130 and err[-1] == ("cmd: interrupted at step 7; run the same command to "
                                      "resume from step 6"), err
@@ -126,14 +138,37 @@ def test_interrupted_run_resumes_to_the_same_result(straight, tmp_path, data_dir
   best = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "best"))
   assert best.all_steps() == [min(validation, key=lambda l: l["mae_angle"])["step"]]
   # No readable checkpoint at all (truncated metadata): one line, for training and evaluation.
-  for step in runs.checkpoint_managers(workdir)[0].all_steps():
-    _damage(workdir / "checkpoints" / str(step) / "default" / "_METADATA")
+  for step in checkpoints.managers(workdir)[0].all_steps():
+    _damage(workdir / "checkpoints" / str(step) / "state" / "_METADATA")
   code, err = _command(train.main, _argv(data_dir, workdir, max_steps=8), capsys)
   assert code == 2 and len(err) == 1 and err[0].startswith(
       f"cmd: {workdir}/checkpoints: no readable checkpoint (step 8: JSONDecodeError: "), err
   code, err = _command(evaluate.main, ["--workdir", str(workdir), "--checkpoint", "latest",
                                        "--split", "validation"], capsys)
   assert code == 2 and len(err) == 1 and "no readable checkpoint (step 8" in err[0], err
+
+
+def test_ctrl_c_stops_after_a_step_with_a_checkpoint_of_it(straight, tmp_path, data_dir,
+                                                          monkeypatch, capsys):
+  workdir = tmp_path / "signalled"
+  with monkeypatch.context() as patch:  # SIGINT while the batch for step 5 is read
+    patch.setitem(trainer.STAGES, "per_frame", _interrupted_at(trainer.STAGES["per_frame"], 4))
+    code, err = _command(train.main, _argv(data_dir, workdir, max_steps=8), capsys)
+  latest, best = checkpoints.managers(workdir)
+  saved = latest.latest_step()
+  latest.close()
+  best.close()
+  # Batches are read ahead of the step that trains on them: the step trained when the signal
+  # came is one of the few before step 5.
+  assert code == 130 and 2 <= saved <= 5 and err[-1] == (
+      f"cmd: interrupted at step {saved}: checkpoint saved; run the same command to resume"), err
+  assert _train_steps(workdir) == list(range(1, saved + 1))
+  code, _ = _command(train.main, _argv(data_dir, workdir, max_steps=8), capsys)
+  assert code == 0
+  (step_a, params_a), (step_b, params_b) = _params(straight), _params(workdir)
+  assert step_a == step_b == 8
+  for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_a_run_keeps_its_config(straight, data_dir, capsys):

@@ -105,7 +105,7 @@ def example_features(model):
   array = lambda *shape: tfds.features.Tensor(shape=shape, dtype=np.float32)
   return {
       # JPEG bytes encoded with Pillow (TFDS's Image feature would need TensorFlow);
-      # ``d3ke_jax.data.pipeline`` decodes them.
+      # ``d3ke_jax.data.records`` decodes them.
       "image": tfds.features.Tensor(shape=(), dtype=np.object_),
       "coordinates": array(c), "scales": array(b, 3), "pelvis_rotation": array(3, 3),
       "joints": array(j, 3), "markers": array(m, 3), "joints_2d": array(j, 2),

@@ -28,7 +28,7 @@ import tqdm
 from d3ke_jax.data import cameras as camera_lib
 from d3ke_jax.data import movi_files, movi_subject
 from d3ke_jax.data.d3ke_synthetic import D3keSynthetic, example_features
-from d3ke_jax.data.pipeline import usable_cpus
+from d3ke_jax.data.loader import usable_cpus
 from d3ke_jax.errors import UserError
 from d3ke_jax.io.atomic import atomic_path
 
@@ -53,7 +53,7 @@ class Movi(tfds.core.GeneratorBasedBuilder):
 
   def __init__(self, *, workers=None, cameras_path=None, report=None, **kwargs):
     """``workers``: subject processes on this machine (default: half the usable CPU cores,
-    ``pipeline.usable_cpus``);
+    ``loader.usable_cpus``);
     ``cameras_path``: a calibration file overriding the original's PG1/PG2 values;
     ``report``: called with one line per skipped input (default: logging.warning)."""
     super().__init__(**kwargs)

@@ -2,8 +2,8 @@
 
 Crops are made as in training: a square box around the person resampled to the run's crop
 size (the box's camera is ``render.crop_camera``). The network runs in fixed-size batches
-(the last one padded) split over all local devices (``jax.pmap``, as training does), while
-a background thread decodes and crops the next frames. A network with a box head steers
+(the last one padded) split over this process's devices (``devices.data_parallel``, as
+training does), while a background thread decodes and crops the next frames. A network with a box head steers
 the crops: a frame whose crop is off the person is cropped again where the network sees
 them and predicted again (``_Steering``). ``stage="sequence"`` refines the per-frame
 estimates with the stage-2 run's network over windows covering every frame.
@@ -16,14 +16,16 @@ import jax.numpy as jnp
 import numpy as np
 import PIL.Image
 
-from d3ke_jax.data.pipeline import covering_windows, prefetch
+from d3ke_jax import devices
+from d3ke_jax.background import ahead
+from d3ke_jax.data.windows import refine_windows
 from d3ke_jax.errors import UserError
 from d3ke_jax.infer.boxes import FOUND, GATE, HELD, SIZE_RATIO, iou
 from d3ke_jax.io.video import FrameReader
 from d3ke_jax.nets.d3ke import BOX, skeletal_layer
-from d3ke_jax.train import per_frame, runs, temporal
+from d3ke_jax.train import checkpoints, per_frame, runs, temporal
 from d3ke_jax.train import stage as stages
-from d3ke_jax.train.step import images_from_batch, replicate
+from d3ke_jax.train.step import images_from_batch
 
 STAGES = ("per_frame", "sequence")
 STEER_STEPS = 2  # default re-crops of a frame on the network's box of the person in it
@@ -45,30 +47,30 @@ class Predictor(NamedTuple):
   windows: Optional[Callable] = None
 
 
-def data_parallel(apply, variables):
-  """``apply(variables, inputs)`` jitted and split over all local devices: the batch
-  (leading axis, a multiple of the device count) is shaped (devices, per_device, ...)."""
-  devices = jax.local_device_count()
-  # Placed on the devices once (an identity pmap), so calls do not copy them again.
-  replicated = jax.pmap(lambda tree: tree)(replicate(variables, devices))
-  run = jax.pmap(apply)
-
-  def call(inputs):
-    shaped = jax.tree.map(lambda x: x.reshape((devices, -1) + x.shape[1:]), inputs)
-    return jax.tree.map(lambda x: np.asarray(x).reshape((-1,) + x.shape[2:]),
-                        run(replicated, shaped))
-  return call
+def data_parallel(apply, variables, mesh):
+  """``apply(variables, inputs)`` split over the devices of ``mesh``: a call takes a batch
+  (leading axis, a multiple of the device count) and gives NumPy arrays."""
+  replicated = devices.put_replicated(variables, mesh)  # placed once, not at every call
+  run = devices.data_parallel(apply, mesh, (devices.REPLICATED, devices.SPLIT), devices.SPLIT)
+  return lambda inputs: devices.to_host(run(replicated, devices.put_rows(inputs, mesh)))
 
 
-def frame_predictor(network, variables, model, layout, size):
+def local_mesh():
+  """The devices of this process: inference runs where its video is."""
+  return devices.make_mesh(jax.local_devices())
+
+
+def frame_predictor(network, variables, model, layout, size, mesh=None):
   """A per-frame ``Predictor`` of a Flax network and its variables."""
+  mesh = mesh or local_mesh()
+
   def apply(variables, images):
     kinematics, state = network.apply(variables, images_from_batch({"image": images}),
                                       train=False, mutable=["intermediates"])
     boxes = state.get("intermediates", {}).get(BOX, (jnp.full((len(images), 3), jnp.nan),))[0]
     return kinematics, skeletal_layer(model, layout, kinematics), boxes
-  return Predictor(model=model, layout=layout, size=size, devices=jax.local_device_count(),
-                   frames=data_parallel(apply, variables),
+  return Predictor(model=model, layout=layout, size=size, devices=mesh.devices.size,
+                   frames=data_parallel(apply, variables, mesh),
                    steers=bool(getattr(network, "box_head", False)))
 
 
@@ -90,9 +92,10 @@ def load_predictor(workdir, stage=None, dtype=None, checkpoint="best"):
     first.model.dtype = dtype
   model = stages.load_model(first)
   layout = per_frame.layout_for(first, model)
-  state = runs.restore_state(first_dir, "best" if two_stages else checkpoint)
+  mesh = local_mesh()
+  state = checkpoints.restore_state(first_dir, "best" if two_stages else checkpoint, mesh)
   predictor = frame_predictor(per_frame.build_network(first, model, layout), _variables(state),
-                              model, layout, _crop_size(first))
+                              model, layout, _crop_size(first), mesh)
   if stage == "per_frame":
     return predictor
   sequence = temporal.build_network(config, model, layout)
@@ -102,7 +105,7 @@ def load_predictor(workdir, stage=None, dtype=None, checkpoint="best"):
     return refined, skeletal_layer(model, layout, refined)
 
   return predictor._replace(window=int(config.window), windows=data_parallel(
-      refine, _variables(runs.restore_state(workdir, checkpoint))))
+      refine, _variables(checkpoints.restore_state(workdir, checkpoint, mesh)), mesh))
 
 
 def _variables(state):
@@ -253,7 +256,7 @@ def predict_video(predictor: Predictor, path, locate, batch_size=64, chunk=64,
   batch_size = -(-batch_size // predictor.devices) * predictor.devices
   reader = FrameReader(path, chunk)
   times, sources, boxes, moves, outputs = [], [], [], [], []
-  for batch in prefetch(_batches(reader, locate, predictor.size, batch_size, steer is not None,
+  for batch in ahead(_batches(reader, locate, predictor.size, batch_size, steer is not None,
                                  times.append)):
     count = len(batch.boxes)
     if steer is None:
@@ -278,13 +281,10 @@ def predict_video(predictor: Predictor, path, locate, batch_size=64, chunk=64,
 
 def _sequence(predictor, kinematics, batch_size):
   """The sequence network over windows covering every frame (one clip)."""
-  count = len(kinematics.coords)
-  index, source = covering_windows(np.zeros(count, int), predictor.window)
-  outputs = []
-  for first in range(0, len(index), batch_size):
-    rows = index[first:first + batch_size]
-    padded = np.concatenate([rows, np.repeat(rows[-1:], batch_size - len(rows), 0)])
-    windows = jax.tree.map(lambda x: jnp.asarray(x[padded], jnp.float32), kinematics)
-    outputs.append(jax.tree.map(lambda x, n=len(rows): x[:n], predictor.windows(windows)))
-  refined = jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
-  return jax.tree.map(lambda x: x[source[:, 0], source[:, 1]], refined)
+  def refine(windows):
+    outputs = [predictor.windows(jax.tree.map(lambda x, r=rows: jnp.asarray(x[r], jnp.float32),
+                                              windows))
+               for rows in devices.padded_rows(len(windows.coords), batch_size)]
+    return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
+  return refine_windows(refine, kinematics, np.zeros(len(kinematics.coords), int),
+                        predictor.window)

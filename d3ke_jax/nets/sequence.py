@@ -6,17 +6,23 @@
 - ``LiftingTransformer``: transformer encoder (hidden 256, 8 heads, feed-forward as a
   512-channel convolution) over the window.
 Each returns a residual update of its input, so an untrained network starts as identity.
+Dropout draws one mask per example (``dropout.Dropout``); ``axis_name`` names the device
+axis of the train step, over which TCN's BatchNorm also averages its statistics.
 """
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
+
+from d3ke_jax.nets.dropout import Dropout, attention
 
 
 class BiLSTM(nn.Module):
   hidden: int = 128
   layers: int = 3
   dropout: float = 0.1
+  axis_name: Any = None
 
   @nn.compact
   def __call__(self, x, train=False):
@@ -25,14 +31,13 @@ class BiLSTM(nn.Module):
       h = nn.Bidirectional(nn.RNN(nn.OptimizedLSTMCell(self.hidden), name=f"forward_{i}"),
                            nn.RNN(nn.OptimizedLSTMCell(self.hidden), name=f"backward_{i}"),
                            name=f"lstm_{i}")(h)
-      h = nn.Dropout(self.dropout, deterministic=not train)(h)
+      h = Dropout(self.dropout, self.axis_name)(h, deterministic=not train)
     return x + nn.Dense(x.shape[-1], kernel_init=nn.initializers.zeros, name="out")(h)
 
 
 class TCN(nn.Module):
   """Receptive field ``1 + 2 * sum(dilations)`` frames (243 by default); ``causal`` looks
-  only backwards (the field then ends at the current frame). ``axis_name``: the pmap axis
-  over which training-mode BatchNorm averages its statistics (as the ResNeXt's)."""
+  only backwards (the field then ends at the current frame)."""
   channels: int = 256
   dilations: Sequence[int] = (1, 3, 9, 27, 81)
   dropout: float = 0.25
@@ -47,7 +52,7 @@ class TCN(nn.Module):
 
     norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9,
                                      axis_name=self.axis_name if train else None, name=name)
-    drop = nn.Dropout(self.dropout, deterministic=not train)
+    drop = functools.partial(Dropout(self.dropout, self.axis_name), deterministic=not train)
     h = drop(nn.relu(norm("expand_bn")(conv(x, self.dilations[0], "expand"))))
     for i, dilation in enumerate(self.dilations[1:]):
       y = drop(nn.relu(norm(f"bn_{i}")(conv(h, dilation, f"conv_{i}"))))
@@ -67,6 +72,7 @@ class LiftingTransformer(nn.Module):
   layers: int = 4
   dropout: float = 0.1
   max_frames: int = 243
+  axis_name: Any = None
 
   @nn.compact
   def __call__(self, x, train=False):
@@ -75,11 +81,13 @@ class LiftingTransformer(nn.Module):
     h = nn.Dense(self.hidden, name="embed")(x)
     position = self.param("position", nn.initializers.normal(0.02), (self.max_frames, self.hidden))
     h = h + position[:x.shape[-2]]
-    drop = nn.Dropout(self.dropout, deterministic=not train)
+    drop = functools.partial(Dropout(self.dropout, self.axis_name), deterministic=not train)
     for i in range(self.layers):
       y = nn.LayerNorm(name=f"norm_attention_{i}")(h)
-      y = nn.MultiHeadDotProductAttention(self.heads, dropout_rate=self.dropout,
-                                          deterministic=not train, name=f"attention_{i}")(y)
+      y = nn.MultiHeadDotProductAttention(
+          self.heads, dropout_rate=self.dropout, deterministic=not train,
+          attention_fn=functools.partial(attention, axis_name=self.axis_name),
+          name=f"attention_{i}")(y)
       h = h + drop(y)
       y = nn.LayerNorm(name=f"norm_ff_{i}")(h)
       y = nn.Conv(self.feed_forward, (1,), name=f"ff_in_{i}")(y)

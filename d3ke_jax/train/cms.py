@@ -18,7 +18,7 @@ import time
 import jax.numpy as jnp
 import numpy as np
 
-from d3ke_jax.data import pipeline
+from d3ke_jax.data.records import labels
 from d3ke_jax.nets import heads
 from d3ke_jax.nets.d3ke import PerFrameMarkers
 from d3ke_jax.skeleton import ik, scaling
@@ -57,20 +57,19 @@ def check_loss(config):
     raise runs.ConfigError(f"loss.lambda_marker={config.loss.lambda_marker!r}: must be > 0")
 
 
-def make_stage(config, workdir):
+def make_stage(config, workdir, mesh):
   """The per-frame stage (data, batches, layout) with the marker network and objective,
   validated on the MPBLPE of the network's markers."""
   check_loss(config)
-  stage = per_frame.make_stage(config, workdir)
+  stage = per_frame.make_stage(config, workdir, mesh)
   model = stage.model
   validation = runs.load_dataset(config, splits=("validation",))["validation"]
-  truth = pipeline.labels(validation, VALIDATION_LABELS)
+  truth = labels(validation, VALIDATION_LABELS)
   valid = truth["frame_valid"]
-  batch_size = stages.process_batch_size(config.batch_size)
 
   def validate(evaluate, state):
-    outputs, scores, _ = per_frame.network_outputs(evaluate, state, validation, batch_size)
-    (markers,) = stages.flatten_devices(outputs, len(validation))
+    (markers,), scores, _ = per_frame.network_outputs(evaluate, state, validation,
+                                                      config.batch_size, mesh)
     root = truth["joints"][valid, model.root_joint]
     result = {"loss": scores["loss"],
               "mpblpe": metrics.mpblpe(markers[valid], truth["markers"][valid],
@@ -82,16 +81,15 @@ def make_stage(config, workdir):
                         validate=validate, selection="mpblpe")
 
 
-def predict(config, state, source, model, layout, clip, frame, desc=None):
+def predict(config, state, source, model, layout, clip, frame, mesh, desc=None):
   """Predictions for every record of ``source`` (frames ``frame`` of clips ``clip``), as
   ``per_frame.predict_frames`` returns them: the network's markers, then per clip scaling
   and IK; ``seconds`` is the network's plus scaling and IK's, each at its steady rate."""
   network = build_network(config, model)
-  _, evaluate = steps.pmapped(network, model, layout, runs.loss_weights(config), None,
-                              objective=marker_objective)
-  outputs, scores, network_seconds = per_frame.network_outputs(evaluate, state, source,
-                                                               config.batch_size, desc)
-  (markers,) = stages.flatten_devices(outputs, len(source))
+  _, evaluate = steps.compile_steps(network, model, layout, runs.loss_weights(config), None,
+                                    mesh, objective=marker_objective)
+  (markers,), scores, network_seconds = per_frame.network_outputs(evaluate, state, source,
+                                                                  config.batch_size, mesh, desc)
   kinematics, ik_seconds = markers_to_kinematics(model, layout, markers, clip, frame,
                                                  runs.frame_rate(config))
   return dict(kinematics, **scores, seconds=network_seconds + ik_seconds)

@@ -2,11 +2,11 @@
 
 import os
 
-import jax
 import numpy as np
 
-from d3ke_jax.data import pipeline
-from d3ke_jax.train import cms, metrics, per_frame, report, runs, temporal
+from d3ke_jax import devices
+from d3ke_jax.data.records import labels
+from d3ke_jax.train import checkpoints, cms, metrics, per_frame, report, runs, temporal
 from d3ke_jax.train import stage as stages
 from d3ke_jax.train import step as steps
 
@@ -20,26 +20,28 @@ def predict_split(workdir, split, checkpoint="best"):
   model = stages.load_model(first)
   layout = per_frame.layout_for(first, model)
   source = runs.load_dataset(first, splits=(split,))[split]
-  truth = pipeline.labels(source, per_frame.LABELS)
-  state = steps.replicate(runs.restore_state(workdir, checkpoint), jax.local_device_count())
+  truth = labels(source, per_frame.LABELS)
+  mesh = devices.make_mesh()
+  state = checkpoints.restore_state(workdir, checkpoint, mesh)
   if config.stage == "sequence":
     outputs = temporal.per_frame_outputs(workdir, config.per_frame_workdir, first,
-                                         {split: source}, model)[split]
+                                         {split: source}, model, mesh)[split]
     network = temporal.build_network(config, model, layout)
-    _, evaluate = steps.pmapped(network, model, layout, runs.loss_weights(config), None,
-                                inputs=steps.kinematics_from_batch)
+    _, evaluate = steps.compile_steps(network, model, layout, runs.loss_weights(config), None,
+                                      mesh, inputs=steps.kinematics_from_batch)
     predicted = temporal.predict_sequences(evaluate, state,
                                            temporal.window_arrays(outputs, truth),
-                                           truth["clip"], config.window, config.batch_size)
+                                           truth["clip"], config.window, config.batch_size, mesh)
     # Stage 1's time, measured when its predictions were cached (NaN in older caches).
     predicted["seconds"] += float(outputs.get("seconds", np.nan))
   elif config.stage == "cms":
     predicted = cms.predict(config, state, source, model, layout, truth["clip"], truth["frame"],
-                            desc=f"predict {split}")
+                            mesh, desc=f"predict {split}")
   else:
     network = per_frame.build_network(config, model, layout)
-    _, evaluate = steps.pmapped(network, model, layout, runs.loss_weights(config), None)
-    predicted = per_frame.predict_frames(evaluate, state, source, config.batch_size,
+    _, evaluate = steps.compile_steps(network, model, layout, runs.loss_weights(config), None,
+                                      mesh)
+    predicted = per_frame.predict_frames(evaluate, state, source, config.batch_size, mesh,
                                          desc=f"predict {split}")
   return model, layout, predicted, truth, runs.frame_rate(first)
 

@@ -1,20 +1,22 @@
-"""A training run: its config (saved in the workdir), its dataset and its checkpoints."""
+"""A training run: its config (saved in the workdir) and its dataset."""
 
 import json
 import os
 import sys
 
+import jax
 import ml_collections
-import orbax.checkpoint as ocp
 import tensorflow_datasets as tfds
 
-from d3ke_jax.data import movi_files, pipeline
+from d3ke_jax import devices
+from d3ke_jax.data import movi_files
+from d3ke_jax.data.records import Records
 from d3ke_jax.data.registry import DATASETS
 from d3ke_jax.errors import UserError
 from d3ke_jax.io.atomic import atomic_write
-from d3ke_jax.train.step import TrainState
 
 CONFIG_FILE = "config.json"
+BUILD_TIMEOUT = 48 * 3600  # seconds processes wait while process 0 builds a dataset
 
 
 class ConfigError(UserError, ValueError):
@@ -32,8 +34,9 @@ def require(config, *keys):
 
 
 def load_dataset(config, splits=("train", "validation")):
-  """{split: ``pipeline.Records``} of ``config.dataset``, built on first use: the synthetic
-  dataset is generated; MoVi is built from the downloads in ``dataset.manual_dir``."""
+  """{split: ``records.Records``} of ``config.dataset``, built on first use: the synthetic
+  dataset is generated; MoVi is built from the downloads in ``dataset.manual_dir``. In a
+  job of several processes, process 0 builds it while the others wait."""
   require(config, "dataset.name", "dataset.config", "dataset.data_dir")
   name = config.dataset.name
   if name not in DATASETS:
@@ -50,10 +53,15 @@ def load_dataset(config, splits=("train", "validation")):
       raise ConfigError(f"dataset.manual_dir: required to build {name} "
                         f"({config.dataset.config}), which is not in {builder.data_dir} yet")
     movi_files.check_manual_dir(manual_dir)
-  builder.download_and_prepare(  # a no-op once built
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  if jax.process_index() == 0:
+    builder.download_and_prepare(  # a no-op once built
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  devices.sync_processes(f"dataset {name}/{config.dataset.config}", BUILD_TIMEOUT)
+  if jax.process_index() != 0:  # see what process 0 built
+    builder = builder_class(config=config.dataset.config, data_dir=config.dataset.data_dir,
+                            file_format="array_record")
   sources = builder.as_data_source()
-  return {split: pipeline.Records(sources[split]) for split in splits}
+  return {split: Records(sources[split]) for split in splits}
 
 
 def loss_weights(config):
@@ -128,86 +136,3 @@ def _flatten(tree, prefix=""):
     else:
       flat[prefix + key] = list(value) if isinstance(value, tuple) else value
   return flat
-
-
-def checkpoint_managers(workdir, train=False):
-  """(latest, best): orbax managers of the periodic checkpoints and of the one with the
-  lowest validation metric (MAE_angle; MPBLPE for the multi-step baseline). For training
-  (``train``) they create their directories and remove the temporary directories of saves
-  cut short (never a committed checkpoint)."""
-  root = os.path.abspath(workdir)
-  options = dict(create=train, cleanup_tmp_directories=train)
-  latest = ocp.CheckpointManager(os.path.join(root, "checkpoints"), options=(
-      ocp.CheckpointManagerOptions(max_to_keep=2, **options)))
-  # A best checkpoint's metrics hold one value: its stage's ``selection`` (lower is better).
-  best = ocp.CheckpointManager(os.path.join(root, "best"), options=ocp.CheckpointManagerOptions(
-      max_to_keep=1, best_mode="min", best_fn=lambda m: next(iter(m.values())), **options))
-  return latest, best
-
-
-def has_checkpoint(workdir):
-  """Whether ``workdir`` holds a periodic checkpoint (readable or not): a run to resume."""
-  directory = os.path.join(workdir, "checkpoints")
-  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
-
-
-def restore_newest(manager, args, set_aside=False):
-  """(step, restored) of the newest readable checkpoint of ``manager`` (None: it has none);
-  ``args()`` gives the restore arguments. Unreadable ones (a truncated or damaged file) are
-  skipped with one line on stderr; with ``set_aside`` they are renamed ``STEP.unreadable``
-  (kept, not deleted) so that training can save that step again. No readable checkpoint
-  is a ``UserError``."""
-  steps = sorted(manager.all_steps(), reverse=True)
-  unreadable = []
-  for step in steps:
-    try:
-      restored = manager.restore(step, args=args())
-    except Exception as e:  # pylint: disable=broad-except  # any damage, any error type
-      unreadable.append((step, e))
-      continue
-    if unreadable:
-      aside = ""
-      if set_aside:
-        for bad, _ in unreadable:
-          _set_aside(os.path.join(manager.directory, str(bad)))
-        manager.reload()
-        aside = "; set aside as *.unreadable"
-      print(f"{manager.directory}: checkpoint step(s) {', '.join(str(s) for s, _ in unreadable)}"
-            f" unreadable ({_summary(unreadable[0][1])}){aside}; using step {step}",
-            file=sys.stderr)
-    return step, restored
-  if unreadable:
-    raise UserError(f"{manager.directory}: no readable checkpoint (step {unreadable[0][0]}: "
-                    f"{_summary(unreadable[0][1])})")
-  return None, None
-
-
-def _summary(error):
-  lines = str(error).strip().splitlines()
-  return f"{type(error).__name__}: {lines[0][:120] if lines else ''}"
-
-
-def _set_aside(path):
-  target, n = f"{path}.unreadable", 1
-  while os.path.exists(target):
-    n += 1
-    target = f"{path}.unreadable{n}"
-  os.rename(path, target)
-
-
-def restore_state(workdir, which="best"):
-  """The trained ``TrainState`` (no optimizer state) of a run: its ``best`` checkpoint, or
-  the ``latest`` (also used when no validation has run yet)."""
-  if which not in ("best", "latest"):
-    raise ConfigError(f"checkpoint {which!r}: choose 'best' or 'latest'")
-  latest, best = checkpoint_managers(workdir)
-  try:
-    manager = best if which == "best" and best.all_steps() else latest
-    step, restored = restore_newest(manager, ocp.args.StandardRestore)
-  finally:
-    latest.close()
-    best.close()
-  if step is None:
-    raise UserError(f"{workdir}: no checkpoint to restore (has it trained a step?)")
-  return TrainState(step=restored["step"], params=restored["params"],
-                    batch_stats=restored.get("batch_stats", {}), opt_state=None)

@@ -2,11 +2,13 @@
 both stages' validation."""
 
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import numpy as np
 
+from d3ke_jax import devices
+from d3ke_jax.data import loader
 from d3ke_jax.skeleton import OsimError, load_osim
 from d3ke_jax.skeleton.subset import expand_scales
 from d3ke_jax.train import metrics, runs
@@ -25,9 +27,10 @@ class Stage(NamedTuple):
   sample_input: Any  # initialises the network
   inputs: Callable  # batch -> network input
   steps_per_epoch: int
-  batches: Callable  # (epoch, start_batch) -> iterator of pmap-shaped batches
-  validate: Callable  # (evaluate, replicated state) -> (metrics dict, images (N, H, W, 3))
-  objective: Callable = d3ke_objective  # see ``step.pmapped``
+  data: loader.TrainStream  # this process's training batches
+  validate: Callable  # (evaluate, state) -> (metrics dict, images (N, H, W, 3))
+  objective: Callable = d3ke_objective  # see ``step.compile_steps``
+  prepare: Optional[Callable] = None  # batch -> batch in the train step (augmentation)
   selection: str = "mae_angle"  # the validation metric (lower is better) ``best/`` keeps
 
 
@@ -56,32 +59,48 @@ def load_model(config):
   return model
 
 
-def process_batch_size(batch_size):
-  """This process's share of the global ``batch_size``, checked against the devices."""
+def check_batch_size(batch_size, mesh):
+  """Raises ``ConfigError`` unless the global ``batch_size`` splits over ``mesh``."""
   if batch_size < 1:
     raise ConfigError(f"batch_size={batch_size}: must be at least 1")
-  share, remainder = divmod(batch_size, jax.process_count())
-  if remainder or share % jax.local_device_count():
-    raise ConfigError(f"batch_size={batch_size} is not divisible by the {jax.device_count()} "
-                      f"devices ({jax.process_count()} processes x {jax.local_device_count()})")
-  return share
+  count = mesh.devices.size
+  if batch_size % count:
+    raise ConfigError(f"batch_size={batch_size} is not divisible by the {count} devices "
+                      f"({jax.process_count()} processes x {jax.local_device_count()})")
 
 
-def predict_batches(evaluate, state, batches):
-  """(predictions, scores, seconds) of ``evaluate`` on every batch: ``predictions`` a list
-  (one per batch) of its NumPy prediction tuples, ``scores`` the batches' mean loss (and
-  ``box_iou`` for a network with a box head), ``seconds`` the time the calls take at their
-  steady rate (``steady_seconds``)."""
-  outputs, results, seconds = [], [], []
-  for batch in batches:
+def eval_batch_size(batch_size, mesh):
+  """The largest multiple of the device count up to ``batch_size`` (at least one row each)."""
+  count = mesh.devices.size
+  return max(count, batch_size // count * count)
+
+
+def predict_batches(evaluate, state, batches, count):
+  """(predictions, scores, seconds) of ``evaluate`` on ``batches`` (global batches, as
+  ``devices.prefetch`` gives them) covering ``count`` rows in order (the last one padded):
+  ``predictions`` its NumPy prediction tuple over the ``count`` rows (gathered from every
+  process), ``scores`` the batches' mean loss (and ``box_iou`` for a network with a box
+  head), ``seconds`` the time the calls take at their steady rate (``steady_seconds``)."""
+  outputs, results, seconds, items = [], [], [], []
+  for batch, _ in batches:
     start = time.perf_counter()
-    result, *predictions = evaluate(state, batch)
-    outputs.append(jax.tree.map(np.asarray, tuple(predictions)))  # waits for the device
+    result, predictions = devices.to_host(evaluate(state, batch))  # waits for the devices
     seconds.append(time.perf_counter() - start)
+    outputs.append(predictions)
     results.append(result)
-  items = [np.prod(jax.tree.leaves(output)[0].shape[:2]) for output in outputs]
-  scores = {k: float(np.mean([r[k][0] for r in results])) for k in SCORES if k in results[0]}
-  return outputs, scores, steady_seconds(items, seconds)
+    items.append(len(jax.tree.leaves(predictions)[0]))
+  scores = {k: float(np.mean([r[k] for r in results])) for k in SCORES if k in results[0]}
+  predicted = jax.tree.map(lambda *parts: np.concatenate(parts)[:count], *outputs)
+  return predicted, scores, steady_seconds(items, seconds)
+
+
+def split_batches(read, count, batch_size, mesh):
+  """Global batches (``devices.prefetch``'s pairs) of ``read`` at every position of a split
+  of ``count`` records, in order, each process reading its rows."""
+  order = loader.SplitOrder(count, batch_size, devices.process_rows(mesh, batch_size))
+  stream = loader.batches(read, order, order.local_batch, 0, len(order),
+                          workers=loader.usable_cpus())
+  return devices.prefetch(((rows, None) for rows in stream), mesh)
 
 
 def steady_seconds(items, seconds):
@@ -93,17 +112,10 @@ def steady_seconds(items, seconds):
   return float(items.sum() * seconds[1:].sum() / items[1:].sum())
 
 
-def flatten_devices(outputs, count):
-  """Per-batch pmap outputs (trees of (devices, per-device batch, ...) arrays) -> one tree of
-  arrays over the first ``count`` items."""
-  flat = lambda *parts: np.concatenate([p.reshape((-1,) + p.shape[2:]) for p in parts])[:count]
-  return jax.tree.map(flat, *outputs)
-
-
-def gather_predictions(outputs, count, scores):
-  """Per-batch (kinematics, pose) pmap outputs -> arrays over the first ``count`` items,
-  with the ``scores`` of ``predict_batches``."""
-  kinematics, pose = flatten_devices(outputs, count)
+def prediction_arrays(predicted, scores):
+  """``predict_batches``' (kinematics, pose) -> the dict of arrays stages report, with its
+  ``scores``."""
+  kinematics, pose = predicted
   return {"coords": kinematics.coords, "scales": kinematics.scales,
           "rotation": kinematics.rotation, "joints": pose.joints, "markers": pose.markers,
           **scores}

@@ -1,11 +1,14 @@
-"""The D3KE train and eval steps, written once and pmapped over local devices.
+"""The D3KE train and eval steps, written once and run on every device: a pmapped step
+(``devices.data_parallel``) over global batches and a replicated state.
 
-One step serves every stage: ``inputs`` picks the network's input from a batch (images for
-the per-frame networks, per-frame kinematics for the sequence network) and ``objective``
-turns the network's output into the loss and the predictions (D3KE: the skeletal layer and
+One step serves every stage: ``prepare`` turns a stored batch into a training batch on the
+device (augmentation), ``inputs`` picks the network's input (images for the per-frame
+networks, per-frame kinematics for the sequence network) and ``objective`` turns the
+network's output into the loss and the predictions (D3KE: the skeletal layer and
 ``d3ke_loss``; the multi-step baseline: a marker loss). Gradients, losses and BatchNorm
-statistics are averaged across devices (axis ``batch``), so N devices with a
-global batch of B give the same update as one device with B.
+statistics are averaged across devices (``devices.AXIS``), and augmentation and dropout
+draw one key per example, so N devices with a global batch of B give the same update as
+one device with B.
 """
 
 import functools
@@ -16,13 +19,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from d3ke_jax import devices
 from d3ke_jax.data.frames import MARGIN
 from d3ke_jax.nets.d3ke import BOX, skeletal_layer
 from d3ke_jax.nets.heads import Kinematics, box_iou, person_box
 from d3ke_jax.train.losses import Targets, box_loss, d3ke_loss
-
-AXIS = "batch"
-
 
 @flax.struct.dataclass
 class TrainState:
@@ -32,11 +33,26 @@ class TrainState:
   opt_state: Any
 
 
-def create_state(network, optimizer, images, rng):
-  variables = network.init(rng, images)
+def create_state(network, optimizer, sample_input, rng):
+  variables = network.init(rng, sample_input)
   return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
                     batch_stats=variables.get("batch_stats", {}),
                     opt_state=optimizer.init(variables["params"]))
+
+
+def init_state(network, optimizer, sample_input, seed, mesh):
+  """``create_state`` from ``seed``, replicated on ``mesh`` (every process makes the same)."""
+  create = functools.partial(create_state, network, optimizer, sample_input)
+  return jax.jit(create, out_shardings=devices.replicated(mesh))(jax.random.PRNGKey(seed))
+
+
+def abstract_state(network, optimizer, sample_input, mesh):
+  """The shapes, dtypes and (replicated) shardings of ``init_state``'s state, to restore a
+  checkpoint into."""
+  create = functools.partial(create_state, network, optimizer, sample_input)
+  shapes = jax.eval_shape(create, jax.random.PRNGKey(0))
+  sharding = devices.replicated(mesh)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
 
 
 def targets_from_batch(batch, layout):
@@ -118,21 +134,23 @@ def _loss(network, model, layout, weights, inputs, objective, params, batch_stat
 def _metrics(loss, terms, scores):
   """The step's metrics, averaged across devices."""
   return jax.lax.pmean({"loss": loss, **{f"loss_{k}": v for k, v in terms.items()}, **scores},
-                       AXIS)
+                       devices.AXIS)
 
 
 def train_step(state: TrainState, batch, *, network, model, layout, weights, optimizer, inputs,
-               seed, objective=d3ke_objective):
-  """One optimizer step on this device's share of the batch (call through ``pmap``)."""
+               seed, objective=d3ke_objective, prepare=None):
+  """One optimizer step on this device's rows of the batch (run by ``compile_steps``)."""
+  if prepare is not None:
+    batch = prepare(batch)
   grad_fn = jax.value_and_grad(functools.partial(_loss, network, model, layout, weights, inputs,
                                                  objective), has_aux=True)
-  # Dropout masks depend on (seed, step, device) only, so resumed runs repeat them.
-  rng = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), state.step),
-                           jax.lax.axis_index(AXIS))
+  # The step's dropout key, the same on every device (``nets.dropout`` draws per example):
+  # masks depend on (seed, step, row) only, so resumed runs repeat them.
+  rng = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
   (loss, (terms, batch_stats, _, scores)), grads = grad_fn(state.params, state.batch_stats,
                                                            batch, rng, True)
-  grads = jax.lax.pmean(grads, AXIS)
-  batch_stats = jax.lax.pmean(batch_stats, AXIS)
+  grads = jax.lax.pmean(grads, devices.AXIS)
+  batch_stats = jax.lax.pmean(batch_stats, devices.AXIS)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                         batch_stats=batch_stats, opt_state=opt_state)
@@ -141,30 +159,27 @@ def train_step(state: TrainState, batch, *, network, model, layout, weights, opt
 
 def eval_step(state: TrainState, batch, *, network, model, layout, weights, inputs,
               objective=d3ke_objective):
-  """(metrics, *predictions) on this device's share (through ``pmap``): for D3KE
-  (metrics, kinematics, pose)."""
+  """(metrics, predictions) on this device's rows (run by ``compile_steps``): for D3KE the
+  predictions are (kinematics, pose)."""
   loss, (terms, _, predictions, scores) = _loss(network, model, layout, weights, inputs,
                                                 objective, state.params, state.batch_stats,
                                                 batch, None, False)
-  return (_metrics(loss, terms, scores),) + tuple(predictions)
+  return _metrics(loss, terms, scores), tuple(predictions)
 
 
-def pmapped(network, model, layout, weights, optimizer, devices=None, inputs=images_from_batch,
-            seed=0, objective=d3ke_objective):
-  """(train_step, eval_step) pmapped over ``devices`` (default: all local devices); the
-  state is replicated on them and batches are shaped (devices, per_device_batch, ...)."""
+def compile_steps(network, model, layout, weights, optimizer, mesh, inputs=images_from_batch,
+                  seed=0, objective=d3ke_objective, prepare=None):
+  """(train, evaluate) on ``mesh``: ``train(state, batch) -> (state, metrics)`` (the state
+  donated) and ``evaluate(state, batch) -> (metrics, predictions)``, for a state replicated
+  on the mesh and global batches split over it; metrics are replicated, predictions split
+  as the batch."""
   static = dict(network=network, model=model, layout=layout, weights=weights, inputs=inputs,
                 objective=objective)
-  train = jax.pmap(functools.partial(train_step, optimizer=optimizer, seed=seed, **static),
-                   axis_name=AXIS, devices=devices)
-  evaluate = jax.pmap(functools.partial(eval_step, **static), axis_name=AXIS, devices=devices)
+  train = devices.data_parallel(
+      functools.partial(train_step, optimizer=optimizer, seed=seed, prepare=prepare, **static),
+      mesh, (devices.REPLICATED, devices.SPLIT), (devices.REPLICATED, devices.REPLICATED),
+      donate_argnums=0)
+  evaluate = devices.data_parallel(functools.partial(eval_step, **static), mesh,
+                                   (devices.REPLICATED, devices.SPLIT),
+                                   (devices.REPLICATED, devices.SPLIT))
   return train, evaluate
-
-
-def replicate(tree, count):
-  """Stacks ``count`` copies of every leaf: the replicated layout pmap expects."""
-  return jax.tree.map(lambda x: jnp.broadcast_to(x, (count,) + jnp.shape(x)), tree)
-
-
-def unreplicate(tree):
-  return jax.tree.map(lambda x: x[0], tree)

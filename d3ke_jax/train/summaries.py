@@ -90,18 +90,16 @@ def draw_skeleton(image, joints_2d, pairs, colour, width=1):
   return np.asarray(canvas)
 
 
-def skeleton_overlays(model, batch, pose, count=4, scale=2):
-  """The first ``count`` frames of a batch (magnified ``scale`` times) with the true (magenta)
-  and predicted (green) skeletons: the predicted root-relative pose placed at the true root."""
+def skeleton_overlays(model, frames, joints, scale=2):
+  """``frames`` (``image`` (N, H, W, 3) uint8, true ``joints`` (N, J, 3) and ``intrinsics``),
+  magnified ``scale`` times, with the true (magenta) and predicted (green) skeletons: the
+  predicted root-relative ``joints`` (N, J, 3) placed at the true root."""
   pairs = bones(model)
   root = model.root_joint
-  images = np.asarray(batch["image"]).reshape((-1,) + batch["image"].shape[-3:])[:count]
-  true = np.asarray(batch["joints"]).reshape((-1,) + batch["joints"].shape[-2:])[:count]
-  intrinsics = np.asarray(batch["intrinsics"]).reshape(-1, 3, 3)[:count]
-  predicted = np.asarray(pose.joints).reshape((-1,) + pose.joints.shape[-2:])[:count]
-  predicted = predicted - predicted[:, root:root + 1] + true[:, root:root + 1]
+  true = np.asarray(frames["joints"])
+  predicted = np.asarray(joints) - np.asarray(joints)[:, root:root + 1] + true[:, root:root + 1]
   out = []
-  for image, t, p, k in zip(images, true, predicted, intrinsics):
+  for image, t, p, k in zip(frames["image"], true, predicted, frames["intrinsics"]):
     big = np.asarray(PIL.Image.fromarray(image).resize((image.shape[1] * scale,
                                                         image.shape[0] * scale)))
     big = draw_skeleton(big, project(t, k) * scale, pairs, TRUE)

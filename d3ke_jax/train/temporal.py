@@ -9,17 +9,21 @@ frames' ground truth are the sequence network's batches.
 import glob
 import hashlib
 import os
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from d3ke_jax.data import pipeline
+from d3ke_jax import devices
+from d3ke_jax.data import loader
+from d3ke_jax.data.records import labels
+from d3ke_jax.data.windows import refine_windows, window_starts
 from d3ke_jax.io.atomic import atomic_path
 from d3ke_jax.nets import heads
 from d3ke_jax.nets.d3ke import TemporalD3KE
 from d3ke_jax.nets.sequence import SEQUENCE_NETWORKS
-from d3ke_jax.train import per_frame, runs
+from d3ke_jax.train import checkpoints, per_frame, runs
 from d3ke_jax.train import stage as stages
 from d3ke_jax.train import step as steps
 
@@ -35,8 +39,7 @@ def build_network(config, model, layout):
   options = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model.options.items()}
   if config.model.network == "transformer":
     options["max_frames"] = config.window  # one learned position per frame of the window
-  if config.model.network == "tcn":
-    options["axis_name"] = steps.AXIS  # BatchNorm statistics over all devices
+  options["axis_name"] = devices.AXIS  # per-example dropout, BatchNorm over all devices
   return TemporalD3KE(heads.bounds_for(model, layout), network=config.model.network,
                       options=tuple(sorted(options.items())))
 
@@ -54,12 +57,12 @@ def per_frame_run(config):
   return first
 
 
-def per_frame_outputs(workdir, per_frame_workdir, first, sources, model):
+def per_frame_outputs(workdir, per_frame_workdir, first, sources, model, mesh):
   """{split: stage-1 predictions} for every frame of each source, cached in
-  ``<workdir>/per_frame/`` under ``checkpoint_key`` (stale entries are removed); ``first``
-  is the stage-1 run's config (``per_frame_run``)."""
+  ``<workdir>/per_frame/`` under ``checkpoint_key`` (stale entries are removed; process 0
+  writes); ``first`` is the stage-1 run's config (``per_frame_run``)."""
   layout = per_frame.layout_for(first, model)
-  state = runs.restore_state(per_frame_workdir, "best")
+  state = checkpoints.restore_state(per_frame_workdir, "best", mesh)
   key = checkpoint_key(per_frame_workdir, first, state)
   directory = os.path.join(workdir, "per_frame")
   outputs, evaluate = {}, None
@@ -68,17 +71,20 @@ def per_frame_outputs(workdir, per_frame_workdir, first, sources, model):
     if not os.path.exists(path):
       if evaluate is None:
         network = per_frame.build_network(first, model, layout)
-        _, evaluate = steps.pmapped(network, model, layout, runs.loss_weights(first), None)
-        state = steps.replicate(state, jax.local_device_count())
-      predicted = per_frame.predict_frames(evaluate, state, source, first.batch_size,
-                                           desc=f"per-frame {split}")
-      with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **predicted)
-      for stale in glob.glob(os.path.join(glob.escape(directory), f"{split}_step*.npz")):
-        if stale != path:
-          os.remove(stale)
-    with np.load(path) as stored:
-      outputs[split] = {k: stored[k] for k in stored.files}
+        _, evaluate = steps.compile_steps(network, model, layout, runs.loss_weights(first),
+                                          None, mesh)
+      outputs[split] = per_frame.predict_frames(evaluate, state, source, first.batch_size,
+                                                mesh, desc=f"per-frame {split}")
+      if jax.process_index() == 0:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+          np.savez(f, **outputs[split])
+        for stale in glob.glob(os.path.join(glob.escape(directory), f"{split}_step*.npz")):
+          if stale != path:
+            os.remove(stale)
+    else:
+      with np.load(path) as stored:
+        outputs[split] = {k: stored[k] for k in stored.files}
+  devices.sync_processes("per-frame outputs cached")
   return outputs
 
 
@@ -87,7 +93,7 @@ def checkpoint_key(per_frame_workdir, first, state):
   checkpoint's variables, so a retrained stage-1 run is never served stale predictions."""
   digest = hashlib.sha256(os.path.abspath(per_frame_workdir).encode())
   digest.update(first.to_json_best_effort(sort_keys=True).encode())
-  for leaf in jax.tree.leaves((state.params, state.batch_stats)):
+  for leaf in jax.tree.leaves(devices.to_host((state.params, state.batch_stats))):
     digest.update(np.ascontiguousarray(leaf).tobytes())
   return f"step{int(state.step)}_{digest.hexdigest()[:16]}"
 
@@ -99,7 +105,7 @@ def window_arrays(predicted, truth):
   return arrays
 
 
-def make_stage(config, workdir):
+def make_stage(config, workdir, mesh):
   """The sequence ``Stage``: shuffled windows of per-frame outputs; validation on whole
   clips against the per-frame network's own predictions. The skeletal model is the
   stage-1 run's."""
@@ -108,16 +114,16 @@ def make_stage(config, workdir):
   model = stages.load_model(first)
   layout = per_frame.layout_for(first, model)
   sources = runs.load_dataset(first)
-  outputs = per_frame_outputs(workdir, config.per_frame_workdir, first, sources, model)
-  truth = {split: pipeline.labels(source, per_frame.LABELS) for split, source in sources.items()}
-  starts = pipeline.window_starts(truth["train"]["clip"], config.window, config.window_stride)
+  outputs = per_frame_outputs(workdir, config.per_frame_workdir, first, sources, model, mesh)
+  truth = {split: labels(source, per_frame.LABELS) for split, source in sources.items()}
+  starts = window_starts(truth["train"]["clip"], config.window, config.window_stride)
   if not len(starts):
     longest = np.max(np.unique(truth["train"]["clip"], return_counts=True)[1])
     raise runs.ConfigError(f"window={config.window}: longer than every training clip of "
                            f"{first.dataset.name}/{first.dataset.config} (longest: {longest} "
                            f"frames); use --config.window={longest} or less")
   network = build_network(config, model, layout)
-  batch_size = stages.process_batch_size(config.batch_size)
+  stages.check_batch_size(config.batch_size, mesh)
   train_arrays = window_arrays(outputs["train"], truth["train"])
   validation = window_arrays(outputs["validation"], truth["validation"])
   rate = runs.frame_rate(first)
@@ -128,15 +134,14 @@ def make_stage(config, workdir):
                                                  truth["validation"], layout),
       "mv_angle_per_frame": angle_velocity(outputs["validation"]["coords"], clips, rate)}
 
-  def batches(epoch, start_batch):
-    return pipeline.array_window_batches(train_arrays, starts, config.window, batch_size,
-                                         jax.local_device_count(), seed=config.seed, epoch=epoch,
-                                         process_index=jax.process_index(),
-                                         process_count=jax.process_count(),
-                                         start_batch=start_batch)
+  order = loader.TrainOrder(len(starts), config.batch_size,
+                            devices.process_rows(mesh, config.batch_size), seed=config.seed)
+  data = loader.TrainStream(loader.ReadWindow(train_arrays, starts, config.window), order,
+                            order.steps_per_epoch * config.epochs)
 
   def validate(evaluate, state):
-    predicted = predict_sequences(evaluate, state, validation, clips, config.window, batch_size)
+    predicted = predict_sequences(evaluate, state, validation, clips, config.window,
+                                  config.batch_size, mesh)
     result = stages.frame_metrics(model, layout, predicted, truth["validation"])
     result["mv_angle"] = angle_velocity(predicted["coords"], clips, rate)
     return {**result, **per_frame_baseline}, np.zeros((0, 1, 1, 3), np.uint8)
@@ -146,26 +151,30 @@ def make_stage(config, workdir):
                                       (1, config.window) + np.shape(x))
   sample = heads.Kinematics(window(bounds.coordinate_centre), window(bounds.scale_centre),
                             window(np.eye(3)))
-  per_epoch = len(starts) // jax.process_count() // batch_size
   return stages.Stage(network=network, model=model, layout=layout, sample_input=sample,
-                      inputs=steps.kinematics_from_batch, steps_per_epoch=per_epoch,
-                      batches=batches, validate=validate)
+                      inputs=steps.kinematics_from_batch, steps_per_epoch=order.steps_per_epoch,
+                      data=data, validate=validate)
 
 
-def predict_sequences(evaluate, state, arrays, clips, window, batch_size):
-  """Refined predictions for every frame of every clip (see ``pipeline.covering_windows``),
-  as ``per_frame.predict_frames`` returns them (``seconds``: the sequence network's)."""
-  devices = jax.local_device_count()
-  batch_size = max(devices, batch_size // devices * devices)
-  index, source = pipeline.covering_windows(clips, window)
-  padded = np.concatenate([index, np.repeat(index[-1:], -len(index) % batch_size, 0)])
-  batches = ({k: v[rows].reshape((devices, -1) + rows.shape[1:] + v.shape[1:])
-              for k, v in arrays.items()}
-             for rows in np.split(padded, range(batch_size, len(padded), batch_size)))
-  outputs, scores, seconds = stages.predict_batches(evaluate, state, batches)
-  windows = stages.gather_predictions(outputs, len(index), scores)
-  return dict({k: v if k in scores else v[source[:, 0], source[:, 1]]
-               for k, v in windows.items()}, seconds=seconds)
+def predict_sequences(evaluate, state, arrays, clips, window, batch_size, mesh):
+  """Refined predictions for every frame of every clip (``windows.refine_windows``), as
+  ``per_frame.predict_frames`` returns them (``seconds``: the sequence network's)."""
+  batch_size = stages.eval_batch_size(batch_size, mesh)
+  results, seconds = [], []
+
+  def run(batch):
+    start = time.perf_counter()
+    metrics, predictions = devices.to_host(evaluate(state, batch))
+    seconds.append(time.perf_counter() - start)
+    results.append(metrics)
+    return predictions
+
+  refined = refine_windows(lambda windows: devices.map_batches(run, windows, batch_size, mesh),
+                           arrays, clips, window)
+  scores = {k: float(np.mean([r[k] for r in results])) for k in stages.SCORES if k in results[0]}
+  items = [batch_size] * len(seconds)
+  return dict(stages.prediction_arrays(refined, scores),
+              seconds=stages.steady_seconds(items, seconds))
 
 
 def angle_velocity(coords, clips, rate):

@@ -2,25 +2,26 @@
 
 ``config.stage`` picks what is trained: ``per_frame`` (stage 1, images -> kinematics) or
 ``sequence`` (stage 2, windows of stage-1 outputs -> refined kinematics). The loop is the
-same: a pmapped step over all local devices, validation once an epoch, orbax checkpoints
-(``checkpoints/``: the latest; ``best/``: the lowest validation MAE_angle), metrics in
-``metrics.jsonl`` and TensorBoard (``tensorboard/``), and a progress bar. Data order,
-augmentation, dropout and initialisation depend only on the config's seed, so a run
-killed at any point and started again continues exactly where it stopped.
+same: a pmapped step over every device of every process, validation once an epoch, orbax
+checkpoints (``checkpoints/``: the latest; ``best/``: the lowest validation MAE_angle),
+metrics in ``metrics.jsonl`` and TensorBoard (``tensorboard/``), and a progress bar. Data
+order, augmentation, dropout and initialisation depend only on the config's seed, so a run
+killed at any point and started again continues exactly where it stopped; SIGTERM or
+Ctrl-C saves a checkpoint first (``stopping``).
 """
 
+import contextlib
 import math
 import os
 
 import jax
 import optax
-import orbax.checkpoint as ocp
 import tqdm
 
-from d3ke_jax.data import pipeline
-from d3ke_jax.errors import Interrupted, UserError
-from d3ke_jax.train import cms, per_frame, pretrained, runs, summaries, temporal
-from d3ke_jax.train import stage as stages
+from d3ke_jax import devices
+from d3ke_jax.errors import Interrupted, Stopped, UserError
+from d3ke_jax.train import (checkpoints, cms, per_frame, pretrained, runs, stopping, summaries,
+                            temporal)
 from d3ke_jax.train import step as steps
 from d3ke_jax.train.losses import PAPER_WEIGHTS
 from d3ke_jax.train.runs import ConfigError
@@ -69,7 +70,7 @@ def check_config(config):
     runs.require(config, "window", "window_stride")
     _check_number(config, "window", 1, integer=True)
     _check_number(config, "window_stride", 1, integer=True)
-  stages.process_batch_size(config.batch_size)
+  _check_number(config, "batch_size", 1, integer=True)
 
 
 def _check_number(config, key, low, integer=False, strict=False, also=""):
@@ -105,70 +106,81 @@ def train_and_evaluate(config, workdir):
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise UserError(f"{workdir}: not a directory (the workdir must be one)")
   runs.check_same_run(workdir, config)
-  stage = STAGES[config.stage](config, workdir)
+  mesh = devices.make_mesh()
+  stage = STAGES[config.stage](config, workdir, mesh)
   if stage.steps_per_epoch < 1:
     raise ConfigError(f"batch_size={config.batch_size}: larger than the training set")
   backbone = None
   path = config.get("model", {}).get("pretrained")
-  if path and not runs.has_checkpoint(workdir):  # read when a run starts, never on resuming
+  if path and not checkpoints.has_checkpoint(workdir):  # read when a run starts, not resuming
     backbone = pretrained.load_backbone(path, stage.network, stage.sample_input)
-  os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
     runs.save_config(workdir, config)
-  return fit(config, workdir, stage, backbone)
+  devices.sync_processes("workdir made")
+  return fit(config, workdir, stage, mesh, backbone)
 
 
-def fit(config, workdir, stage: stages.Stage, backbone=None):
-  """The training loop. A run that starts (no checkpoint to resume from) takes its
-  backbone's variables from ``backbone`` when given (``pretrained.load_backbone``). Ctrl-C
-  lets pending checkpoint writes finish and raises ``Interrupted`` saying where to resume
-  from."""
+def fit(config, workdir, stage, mesh, backbone=None):
+  """The training loop on ``mesh``. A run that starts (no checkpoint to resume from) takes
+  its backbone's variables from ``backbone`` when given (``pretrained.load_backbone``).
+  SIGTERM or Ctrl-C saves a checkpoint at a step every process reaches and raises
+  ``Stopped`` saying how to resume; a second Ctrl-C lets pending checkpoint writes finish
+  and raises ``Interrupted``."""
   per_epoch = stage.steps_per_epoch
   total = per_epoch * config.epochs
+  stop = total if config.max_steps < 0 else min(total, config.max_steps)
   optimizer, schedule = make_optimizer(config.optimizer, per_epoch, config.epochs)
-  state = steps.create_state(stage.network, optimizer, stage.sample_input,
-                             jax.random.PRNGKey(config.seed))
-  latest, best = runs.checkpoint_managers(workdir, train=True)
+  latest, best = checkpoints.managers(workdir, train=True)
   step, writer = 0, None
   try:
-    restored, resumed = runs.restore_newest(latest, lambda: ocp.args.StandardRestore(state),
-                                            set_aside=jax.process_index() == 0)
-    if restored is not None:
-      state = resumed
+    abstract = steps.abstract_state(stage.network, optimizer, stage.sample_input, mesh)
+    restored, state = checkpoints.restore_newest(latest, abstract,
+                                                 set_aside=jax.process_index() == 0)
+    if restored is None:
+      state = steps.init_state(stage.network, optimizer, stage.sample_input, config.seed, mesh)
+      if backbone is not None:
+        state = pretrained.with_backbone(state, devices.put_replicated(backbone, mesh))
+      data_state = None
+    else:
       print(f"resumed from step {restored} in {workdir}")
-    elif backbone is not None:
-      state = pretrained.with_backbone(state, backbone)
-    train, evaluate = steps.pmapped(stage.network, stage.model, stage.layout,
-                                    runs.loss_weights(config), optimizer, inputs=stage.inputs,
-                                    seed=config.seed, objective=stage.objective)
-    state = steps.replicate(state, jax.local_device_count())
-    step = int(state.step[0])
+      data_state = checkpoints.restore_data(latest, restored)
+    step = restored or 0
+    train, evaluate = steps.compile_steps(stage.network, stage.model, stage.layout,
+                                          runs.loss_weights(config), optimizer, mesh,
+                                          inputs=stage.inputs, seed=config.seed,
+                                          objective=stage.objective, prepare=stage.prepare)
     writer = summaries.Writer(workdir, enabled=jax.process_index() == 0, step=step)
-    stop = total if config.max_steps < 0 else min(total, config.max_steps)
     result = None
-    with tqdm.tqdm(total=stop, initial=step, unit="step", desc=config.stage) as bar:
-      while step < stop:
-        epoch, skip = divmod(step, per_epoch)
-        for batch in pipeline.prefetch(stage.batches(epoch, skip)):
-          state, train_metrics = train(state, batch)
-          step += 1
-          bar.update(1)
-          if step % config.log_every_steps == 0 or step == stop:
-            values = {k: float(v[0]) for k, v in train_metrics.items()}
-            values["learning_rate"] = float(schedule(step))
-            bar.set_postfix(loss=f"{values['loss']:.4f}")
-            writer.scalars(step, "train", values)
-          if step % config.checkpoint_every_steps == 0 or step == stop:
-            latest.save(step, args=ocp.args.StandardSave(steps.unreplicate(state)))
-          if step % per_epoch == 0 or step == stop:
-            result, images = stage.validate(evaluate, state)
-            writer.scalars(step, "validation", result)
-            writer.images(step, "validation", "skeleton", images)
-            best.save(step, args=ocp.args.StandardSave(steps.unreplicate(state)),
-                      metrics={stage.selection: result[stage.selection]})
-            bar.write(describe(step, result))
-          if step >= stop:
-            break
+    batches = stage.data.batches(step, data_state) if step < stop else iter(())
+    with stopping.StopRequests() as requests, tqdm.tqdm(
+        total=stop, initial=step, unit="step", desc=config.stage,
+        disable=jax.process_index() != 0) as bar, contextlib.closing(
+            devices.prefetch(batches, mesh)) as on_device:
+      for batch, data_state in on_device:
+        state, train_metrics = train(state, batch)
+        step += 1
+        bar.update(1)
+        stopping_now = requests.reached(step)
+        if step % config.log_every_steps == 0 or step == stop:
+          values = {k: float(v) for k, v in devices.to_host(train_metrics).items()}
+          values["learning_rate"] = float(schedule(step))
+          bar.set_postfix(loss=f"{values['loss']:.4f}")
+          writer.scalars(step, "train", values)
+        if step % config.checkpoint_every_steps == 0 or step == stop or stopping_now:
+          checkpoints.save(latest, step, state, data_state)
+        if stopping_now:
+          latest.wait_until_finished()
+          raise Stopped(f"{requests.reason()} at step {step}: checkpoint saved; run the same "
+                        "command to resume", requests.status)
+        if step % per_epoch == 0 or step == stop:
+          result, images = stage.validate(evaluate, state)
+          writer.scalars(step, "validation", result)
+          writer.images(step, "validation", "skeleton", images)
+          checkpoints.save(best, step, state, metrics={stage.selection: result[stage.selection]})
+          bar.write(describe(step, result))
+        if step >= stop:
+          break
     if result is None:  # nothing left to train: report the finished run
       result, _ = stage.validate(evaluate, state)
     return result
