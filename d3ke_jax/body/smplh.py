@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from d3ke_jax.errors import UserError
-from d3ke_jax.skeleton.kinematics import level_schedule
+from d3ke_jax.skeleton.kinematics import compose_tree, level_schedule
 from d3ke_jax.skeleton.rotations import rotvec_to_matrix
 
 NUM_BETAS = 16
@@ -228,34 +228,17 @@ def _posed(parents, shaped, posedirs, weights, rest_joints, poses, trans, joint_
 
 def _world_transforms(parents, rot, rest_joints):
   """World rotations (T, J, 3, 3) and positions (T, J, 3) of the joints, composed root to leaf
-  by a ``lax.scan`` over the tree's levels (each step places a fixed number of joints)."""
+  as the skeletal model's bodies are (``kinematics.compose_tree``)."""
   frames, num_joints = rot.shape[:2]
   parent_pos = jnp.concatenate([jnp.zeros((1, 3), rest_joints.dtype),
                                 rest_joints[np.array(parents[1:])]])
-  local_pos = jnp.broadcast_to(rest_joints - parent_pos, (frames, num_joints, 3))
-  joint, source, flat = level_schedule(_levels(parents), parents, tuple(range(num_joints)))
-  width = joint.shape[1]
-  eye = jnp.broadcast_to(jnp.eye(3, dtype=rot.dtype), (frames, 1, 3, 3))
-  local_rot = jnp.concatenate([rot, eye], axis=1)  # index num_joints: pass-through
-  local_pos = jnp.concatenate([local_pos, jnp.zeros((frames, 1, 3), rot.dtype)], axis=1)
-  xs = (jnp.moveaxis(local_rot[:, joint], 1, 0), jnp.moveaxis(local_pos[:, joint], 1, 0),
-        jnp.asarray(source))
-
-  def place(previous, step):
-    prev_rot, prev_pos = previous
-    step_rot, step_pos, sources = step
-    parent_rot, parent_pos = prev_rot[:, sources], prev_pos[:, sources]
-    world_rot = jnp.sum(parent_rot[..., :, :, None] * step_rot[..., None, :, :], axis=-2)
-    world_pos = jnp.sum(parent_rot * step_pos[..., None, :], axis=-1) + parent_pos
-    return (world_rot, world_pos), (world_rot, world_pos)
-
-  ground = (jnp.broadcast_to(jnp.eye(3, dtype=rot.dtype), (frames, width, 3, 3)),
-            jnp.zeros((frames, width, 3), rot.dtype))
-  _, (world_rot, world_pos) = jax.lax.scan(place, ground, xs)  # (S, T, W, ...)
-  flat = np.array(flat)
-  world_rot = jnp.moveaxis(world_rot, 0, 1).reshape(frames, -1, 3, 3)[:, flat]
-  world_pos = jnp.moveaxis(world_pos, 0, 1).reshape(frames, -1, 3)[:, flat]
-  return world_rot, world_pos
+  local_pos = (rest_joints - parent_pos).astype(rot.dtype)  # (J, 3), the same in every frame
+  # As components, batch last: 9 rotation then 3 position entries, each (J, T).
+  local = jnp.concatenate([rot.reshape(frames, num_joints, 9).T,
+                           jnp.broadcast_to(local_pos.T[:, :, None], (3, num_joints, frames))])
+  schedule = level_schedule(_levels(parents), parents, tuple(range(num_joints)))
+  world = jnp.stack(compose_tree(tuple(local), schedule)).T  # (T, J, 12)
+  return world[..., :9].reshape(frames, num_joints, 3, 3), world[..., 9:]
 
 
 @functools.lru_cache(maxsize=8)
