@@ -412,3 +412,14 @@ def fake_movi_tree(root, subjects=(1, 2), movements=2, frames=48, seed=0):
         "shape": write_fake_shape(os.path.join(folder, "shape.npz"), betas, gender),
         "v3d": write_fake_v3d(v3d, sid, gender, flags30)}
   return tree
+
+
+class PicklePayload:
+  """Pickles as a call that creates the file ``marker``: what a hostile data file would run
+  when unpickled (tests check that the marker never appears)."""
+
+  def __init__(self, marker):
+    self.marker = marker
+
+  def __reduce__(self):
+    return (open, (self.marker, "w"))
