@@ -21,11 +21,10 @@ import numpy as np
 import scipy.io
 from scipy.spatial.transform import Rotation
 
-from d3ke_jax.body.smplh import NUM_BETAS, NUM_JOINTS
+from d3ke_jax.body.smplh import NUM_BETAS, NUM_JOINTS, NUM_VERTICES
 from d3ke_jax.body.virtual_markers import JOINT_MARKERS, STATIC_ROTATION, VERTEX_MARKERS
 from d3ke_jax.skeleton import forward_kinematics, load_osim
 
-NUM_VERTICES = 6890
 SMPLH_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19,
                  20, 22, 23, 20, 25, 26, 20, 28, 29, 20, 31, 32, 20, 34, 35,
                  21, 37, 38, 21, 40, 41, 21, 43, 44, 21, 46, 47, 21, 49, 50)
