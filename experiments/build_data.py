@@ -41,8 +41,9 @@ def main(argv=None):
   parser.add_argument("--preview", help="also write a PNG grid of frames from the train split")
   movi = parser.add_argument_group("movi")
   movi.add_argument("--manual_dir", help="the MoVi, AMASS and SMPL+H downloads (required)")
-  movi.add_argument("--workers", type=cli.number(int, 1), help="subjects built in parallel "
-                    "processes (default: half the usable CPU cores)")
+  movi.add_argument("--workers", type=cli.number(int, 1, inclusive=True),
+                    help="subjects built in parallel processes (default: half the usable CPU "
+                    "cores)")
   movi.add_argument("--cameras", help="a JSON calibration overriding the PG1/PG2 defaults")
   movi.add_argument("--beam_options", help="build with Apache Beam, e.g. "
                     "'--runner=DirectRunner' or Dataflow/Flink/Spark runner options")

@@ -21,11 +21,10 @@ import numpy as np
 import scipy.io
 from scipy.spatial.transform import Rotation
 
-from d3ke_jax.body.smplh import NUM_BETAS, NUM_JOINTS
+from d3ke_jax.body.smplh import NUM_BETAS, NUM_JOINTS, NUM_VERTICES
 from d3ke_jax.body.virtual_markers import JOINT_MARKERS, STATIC_ROTATION, VERTEX_MARKERS
 from d3ke_jax.skeleton import forward_kinematics, load_osim
 
-NUM_VERTICES = 6890
 SMPLH_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19,
                  20, 22, 23, 20, 25, 26, 20, 28, 29, 20, 31, 32, 20, 34, 35,
                  21, 37, 38, 21, 40, 41, 21, 43, 44, 21, 46, 47, 21, 49, 50)
@@ -412,3 +411,14 @@ def fake_movi_tree(root, subjects=(1, 2), movements=2, frames=48, seed=0):
         "shape": write_fake_shape(os.path.join(folder, "shape.npz"), betas, gender),
         "v3d": write_fake_v3d(v3d, sid, gender, flags30)}
   return tree
+
+
+class PicklePayload:
+  """Pickles as a call that creates the file ``marker``: what a hostile data file would run
+  when unpickled (tests check that the marker never appears)."""
+
+  def __init__(self, marker):
+    self.marker = marker
+
+  def __reduce__(self):
+    return (open, (self.marker, "w"))

@@ -42,6 +42,7 @@ def test_build_data_with_a_file_as_data_dir_is_one_line_exit_2(tmp_path):
     (["synthetic", "--data_dir", "{tmp}/file/tfds"],
      "{tmp}/file/tfds: not a directory ({tmp}/file is a file) (--data_dir)"),
     (["synthetic", "--preview", "{tmp}"], "{tmp}: a directory, not a PNG file name (--preview)"),
+    (["movi", "--workers", "0"], "argument --workers: '0' is not an integer >= 1"),
 ])
 def test_build_data_bad_arguments(tmp_path, capsys, argv, message):
   (tmp_path / "file").write_text("")

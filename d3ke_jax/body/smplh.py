@@ -17,12 +17,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from d3ke_jax.errors import UserError
-from d3ke_jax.skeleton.kinematics import level_schedule
+from d3ke_jax.io.npz import numbers, read_npz
+from d3ke_jax.skeleton.kinematics import compose_tree, level_schedule
 from d3ke_jax.skeleton.rotations import rotvec_to_matrix
 
 NUM_BETAS = 16
 NUM_JOINTS = 52  # 22 body joints and 15 per hand
+NUM_VERTICES = 6890
 NUM_POSES = 3 * NUM_JOINTS
+NUM_POSE_BLENDS = 9 * (NUM_JOINTS - 1)  # (R - I) of every joint but the root
+KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
 GENDERS = ("female", "male", "neutral")
 # The original's subject mass: 78.11652702058652 kg for 0.07745817923272397 m^3 of zero-pose
 # mesh (SMPLHModel.py:L149-159), about 1008.5 kg/m^3.
@@ -56,73 +60,39 @@ def load_smplh(path, gender=None):
   weights, kintree_table, f); extra keys are ignored, shapedirs keep their first 16 columns.
 
   ``gender`` defaults to the name of the file's folder (``smplh/<gender>/model.npz``).
-  Raises ``UserError`` naming the file and the key for a missing file, key or wrong shape.
+  Raises ``UserError`` naming the file and the key for a missing or damaged file, a missing
+  key, a wrong shape or values that are not finite numbers. Nothing is unpickled: a
+  regressor stored as a pickled sparse matrix is refused (``io.npz``).
   """
   path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise UserError(f"{path}: no such SMPL+H model file")
-  try:
-    npz = np.load(path, allow_pickle=False)
-  except (OSError, ValueError) as e:
-    raise UserError(f"{path}: not a readable .npz file ({e})") from None
-  with npz:
-    arrays = {key: _read(npz, path, key) for key in
-              ("v_template", "shapedirs", "posedirs", "J_regressor", "weights",
-               "kintree_table", "f")}
-  v_template = arrays["v_template"]
-  _check(path, "v_template", v_template.ndim == 2 and v_template.shape[1] == 3, v_template,
-         "(V, 3)")
-  num_vertices = v_template.shape[0]
-  table = arrays["kintree_table"]
-  _check(path, "kintree_table", table.ndim == 2 and table.shape[0] == 2 and table.shape[1] > 1,
-         table, "(2, J)")
-  num_joints = table.shape[1]
+  arrays = read_npz(path, "SMPL+H model file", KEYS)
+  table = numbers(path, "kintree_table", arrays["kintree_table"], integer=True)
+  _check(path, "kintree_table", table.shape == (2, NUM_JOINTS), table,
+         f"(2, {NUM_JOINTS}): SMPL+H's joints")
   parents = (-1,) + tuple(int(p) for p in table[0, 1:])
   if any(not 0 <= p < j for j, p in enumerate(parents[1:], 1)):
     raise UserError(f"{path}: kintree_table: a parent index comes after its child or is out of "
                     "range")
-  shapedirs = arrays["shapedirs"]
-  _check(path, "shapedirs", shapedirs.ndim == 3 and shapedirs.shape[:2] == (num_vertices, 3)
-         and shapedirs.shape[2] >= NUM_BETAS, shapedirs, f"({num_vertices}, 3, >= {NUM_BETAS})")
-  posedirs = arrays["posedirs"]
-  num_pose = (num_joints - 1) * 9
-  _check(path, "posedirs", posedirs.shape == (num_vertices, 3, num_pose), posedirs,
-         f"({num_vertices}, 3, {num_pose})")
-  regressor = arrays["J_regressor"]
-  _check(path, "J_regressor", regressor.shape == (num_joints, num_vertices), regressor,
-         f"({num_joints}, {num_vertices})")
-  weights = arrays["weights"]
-  _check(path, "weights", weights.shape == (num_vertices, num_joints), weights,
-         f"({num_vertices}, {num_joints})")
-  faces = arrays["f"]
+  expected = {"v_template": (NUM_VERTICES, 3), "posedirs": (NUM_VERTICES, 3, NUM_POSE_BLENDS),
+              "J_regressor": (NUM_JOINTS, NUM_VERTICES), "weights": (NUM_VERTICES, NUM_JOINTS)}
+  for key, shape in expected.items():
+    numbers(path, key, arrays[key])
+    _check(path, key, arrays[key].shape == shape, arrays[key], str(shape))
+  shapedirs = numbers(path, "shapedirs", arrays["shapedirs"])
+  _check(path, "shapedirs", shapedirs.ndim == 3 and shapedirs.shape[:2] == (NUM_VERTICES, 3)
+         and shapedirs.shape[2] >= NUM_BETAS, shapedirs, f"({NUM_VERTICES}, 3, >= {NUM_BETAS})")
+  faces = numbers(path, "f", arrays["f"], integer=True)
   _check(path, "f", faces.ndim == 2 and faces.shape[1] == 3 and faces.size > 0
-         and np.issubdtype(faces.dtype, np.integer) and faces.min() >= 0
-         and faces.max() < num_vertices, faces, f"(F, 3) indices below {num_vertices}")
+         and faces.min() >= 0 and faces.max() < NUM_VERTICES, faces,
+         f"(F, 3) indices below {NUM_VERTICES}")
   if gender is None:
     folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
     gender = folder if folder in GENDERS else "neutral"
-  f32 = lambda a: np.asarray(a, np.float32)
-  return SmplhModel(v_template=f32(v_template), shapedirs=f32(shapedirs[:, :, :NUM_BETAS]),
-                    posedirs=f32(posedirs), J_regressor=f32(regressor), weights=f32(weights),
-                    faces=np.asarray(faces, np.int32), parents=parents, gender=gender,
-                    source=path)
-
-
-def _read(npz, path, key):
-  if key not in npz.files:
-    raise UserError(f"{path}: no key {key!r} (an extended SMPL+H model.npz has v_template, "
-                    "shapedirs, posedirs, J_regressor, weights, kintree_table, f)")
-  try:
-    return npz[key]
-  except ValueError:
-    if key != "J_regressor":
-      raise UserError(f"{path}: {key!r} is not a numeric array") from None
-  # Some SMPL files store the regressor as a pickled scipy.sparse matrix in an object array.
-  with np.load(path, allow_pickle=True) as trusted:
-    sparse = trusted[key]
-  if sparse.shape != () or not hasattr(sparse.item(), "toarray"):
-    raise UserError(f"{path}: 'J_regressor' is neither an array nor a sparse matrix")
-  return sparse.item().toarray()
+  f32 = lambda key: np.asarray(arrays[key], np.float32)
+  return SmplhModel(v_template=f32("v_template"), shapedirs=f32("shapedirs")[:, :, :NUM_BETAS],
+                    posedirs=f32("posedirs"), J_regressor=f32("J_regressor"),
+                    weights=f32("weights"), faces=np.asarray(faces, np.int32), parents=parents,
+                    gender=gender, source=path)
 
 
 def _check(path, key, ok, array, expected):
@@ -228,34 +198,17 @@ def _posed(parents, shaped, posedirs, weights, rest_joints, poses, trans, joint_
 
 def _world_transforms(parents, rot, rest_joints):
   """World rotations (T, J, 3, 3) and positions (T, J, 3) of the joints, composed root to leaf
-  by a ``lax.scan`` over the tree's levels (each step places a fixed number of joints)."""
+  as the skeletal model's bodies are (``kinematics.compose_tree``)."""
   frames, num_joints = rot.shape[:2]
   parent_pos = jnp.concatenate([jnp.zeros((1, 3), rest_joints.dtype),
                                 rest_joints[np.array(parents[1:])]])
-  local_pos = jnp.broadcast_to(rest_joints - parent_pos, (frames, num_joints, 3))
-  joint, source, flat = level_schedule(_levels(parents), parents, tuple(range(num_joints)))
-  width = joint.shape[1]
-  eye = jnp.broadcast_to(jnp.eye(3, dtype=rot.dtype), (frames, 1, 3, 3))
-  local_rot = jnp.concatenate([rot, eye], axis=1)  # index num_joints: pass-through
-  local_pos = jnp.concatenate([local_pos, jnp.zeros((frames, 1, 3), rot.dtype)], axis=1)
-  xs = (jnp.moveaxis(local_rot[:, joint], 1, 0), jnp.moveaxis(local_pos[:, joint], 1, 0),
-        jnp.asarray(source))
-
-  def place(previous, step):
-    prev_rot, prev_pos = previous
-    step_rot, step_pos, sources = step
-    parent_rot, parent_pos = prev_rot[:, sources], prev_pos[:, sources]
-    world_rot = jnp.sum(parent_rot[..., :, :, None] * step_rot[..., None, :, :], axis=-2)
-    world_pos = jnp.sum(parent_rot * step_pos[..., None, :], axis=-1) + parent_pos
-    return (world_rot, world_pos), (world_rot, world_pos)
-
-  ground = (jnp.broadcast_to(jnp.eye(3, dtype=rot.dtype), (frames, width, 3, 3)),
-            jnp.zeros((frames, width, 3), rot.dtype))
-  _, (world_rot, world_pos) = jax.lax.scan(place, ground, xs)  # (S, T, W, ...)
-  flat = np.array(flat)
-  world_rot = jnp.moveaxis(world_rot, 0, 1).reshape(frames, -1, 3, 3)[:, flat]
-  world_pos = jnp.moveaxis(world_pos, 0, 1).reshape(frames, -1, 3)[:, flat]
-  return world_rot, world_pos
+  local_pos = (rest_joints - parent_pos).astype(rot.dtype)  # (J, 3), the same in every frame
+  # As components, batch last: 9 rotation then 3 position entries, each (J, T).
+  local = jnp.concatenate([rot.reshape(frames, num_joints, 9).T,
+                           jnp.broadcast_to(local_pos.T[:, :, None], (3, num_joints, frames))])
+  schedule = level_schedule(_levels(parents), parents, tuple(range(num_joints)))
+  world = jnp.stack(compose_tree(tuple(local), schedule)).T  # (T, J, 12)
+  return world[..., :9].reshape(frames, num_joints, 3, 3), world[..., 9:]
 
 
 @functools.lru_cache(maxsize=8)

@@ -222,19 +222,25 @@ def save_cameras(path, cameras):
     json.dump(data, f, indent=2)
 
 
-def load_cameras(path):
+def load_cameras(path, names=None):
   """``{name: DistortedCamera}`` from a JSON file {"PG1": {"intrinsics": 3x3, "rotation":
   3x3, "translation": 3, "distortion": [k1, k2], "size": [width, height]}, ...}, e.g. to
-  override ``MOVI_CAMERAS``; a mistake raises ``UserError`` naming the file, camera and key."""
+  override ``MOVI_CAMERAS``; camera names must be among ``names`` (default: any). A mistake
+  raises ``UserError`` naming the file, camera and key."""
   try:
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
       data = json.load(f)
   except FileNotFoundError:
     raise UserError(f"{path}: no such camera file") from None
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+  except RecursionError:
+    raise UserError(f"{path}: not a camera file (nested too deeply)") from None
+  except (OSError, ValueError) as e:  # ValueError: JSON's errors, an integer of 4300 digits
     raise UserError(f"{path}: not a JSON camera file ({e})") from None
   if not isinstance(data, dict) or not data:
     raise UserError(f'{path}: expected cameras by name, e.g. {{"PG1": {{"intrinsics": ...}}}}')
+  for name in data:
+    if names is not None and name not in names:
+      raise UserError(f"{path}: unknown camera {name!r}{did_you_mean(name, names)}")
   return {name: _camera(f"{path}: camera {name!r}", fields) for name, fields in data.items()}
 
 
@@ -248,10 +254,7 @@ def _camera(where, fields):
   for key, shape in _FIELDS.items():
     if key not in fields:
       raise UserError(f"{where} has no {key!r}")
-    try:
-      values[key] = np.array(fields[key], float)
-    except (TypeError, ValueError):
-      values[key] = None
+    values[key] = _numbers(fields[key])
     if values[key] is None or values[key].shape != shape or not np.isfinite(values[key]).all():
       raise UserError(f"{where}: {key!r} must be {' x '.join(map(str, shape))} numbers")
   k, r, size = values["intrinsics"], values["rotation"], values["size"]
@@ -268,6 +271,17 @@ def _camera(where, fields):
     raise UserError(f"{where}: 'distortion' folds inside the image (the distorted radius "
                     "must grow with the radius up to the image's corners)")
   return camera
+
+
+def _numbers(value):
+  """A float array of nested lists of JSON numbers, else None (text and booleans included)."""
+  cells = np.array(value, dtype=object)
+  if not all(type(cell) in (int, float) for cell in cells.flat):
+    return None
+  try:
+    return cells.astype(float)
+  except OverflowError:  # an integer beyond float
+    return None
 
 
 def _folds_inside_the_image(camera: DistortedCamera):

@@ -13,18 +13,20 @@ or ``beam_options``) TFDS runs the same per-subject function as a Beam pipeline.
 """
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
 import os
-import pickle
 import shutil
 import sys
 
+from flax import serialization
 import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
+from d3ke_jax.body import smplh
 from d3ke_jax.data import cameras as camera_lib
 from d3ke_jax.data import movi_files, movi_subject
 from d3ke_jax.data.d3ke_synthetic import D3keSynthetic, example_features
@@ -78,6 +80,29 @@ class Movi(tfds.core.GeneratorBasedBuilder):
         homepage="https://www.biomotionlab.ca/movi/",
         disable_shuffling=True)  # records keep generation order: clips, frames in order
 
+  def download_and_prepare(self, *, download_dir=None, **kwargs):  # pylint: disable=arguments-differ
+    """TFDS's; a build that fails removes the folders it made: the dataset's, and the empty
+    ones around it (the work files of finished subjects stay for the next try; an earlier
+    dataset and the downloads are never touched)."""
+    dataset = os.path.join(self._data_dir_root, self.name)
+    downloads = download_dir or os.path.join(self._data_dir_root, "downloads")
+    work = self._work_dir()
+    folders = (os.path.join(dataset, self.builder_config.name), os.path.join(dataset, ".config"),
+               dataset, os.path.join(downloads, "extracted"), downloads, work,
+               os.path.dirname(work), os.path.dirname(os.path.dirname(work)),
+               self._data_dir_root)  # inner ones first
+    made = [folder for folder in folders if not os.path.exists(folder)]
+    try:
+      super().download_and_prepare(download_dir=download_dir, **kwargs)
+    except BaseException:
+      for folder in made:
+        if os.path.dirname(folder) == dataset:  # this config's folder, TFDS's metadata
+          shutil.rmtree(folder, ignore_errors=True)
+        else:
+          with contextlib.suppress(OSError):  # only where empty
+            os.rmdir(folder)
+      raise
+
   def _download_and_prepare(self, dl_manager, download_config):
     self._beam = bool(download_config.beam_runner or download_config.beam_options)
     super()._download_and_prepare(dl_manager, download_config)
@@ -91,10 +116,12 @@ class Movi(tfds.core.GeneratorBasedBuilder):
     files = movi_files.find_files(dl_manager.manual_dir)
     settings = movi_subject.Settings(
         image_size=self.builder_config.image_size, smplh_paths=files.smplh,
-        cameras={**camera_lib.MOVI_CAMERAS, **(camera_lib.load_cameras(self._cameras_path)
-                                                  if self._cameras_path else {})},
+        cameras={**camera_lib.MOVI_CAMERAS, **(
+            camera_lib.load_cameras(self._cameras_path, movi_files.CAMERAS)
+            if self._cameras_path else {})},
         seed=self.builder_config.seed)
     by_split = {split: [] for split in movi_files.SPLITS}
+    models = set()
     for sid, subject in sorted(files.subjects.items()):
       split = movi_files.split_of(sid)
       if split is None:
@@ -104,8 +131,10 @@ class Movi(tfds.core.GeneratorBasedBuilder):
       elif not subject.motions:
         self._report(f"subject {sid}: no AMASS Subject_{sid}_F_*_poses.npz; subject skipped")
       else:
-        check_inputs(subject, files.smplh)
+        models.add(check_inputs(subject, files.smplh))
         by_split[split].append(subject)
+    for path in sorted(models):
+      smplh.load_smplh(path)
     if not any(by_split.values()):
       raise UserError(f"{dl_manager.manual_dir}: no MoVi subject with both a v3d .mat and "
                       "AMASS motions was found\n" + self.MANUAL_DOWNLOAD_INSTRUCTIONS)
@@ -126,7 +155,8 @@ class Movi(tfds.core.GeneratorBasedBuilder):
         self._finish(write_subject(subject, settings, self._work_file(subject.sid)), progress)
       return
     context = multiprocessing.get_context("spawn")  # JAX is not fork-safe
-    with concurrent.futures.ProcessPoolExecutor(self._workers, mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(min(self._workers, len(todo)),
+                                                mp_context=context) as pool:
       futures = [pool.submit(write_subject, s, settings, self._work_file(s.sid)) for s in todo]
       for future in concurrent.futures.as_completed(futures):
         self._finish(future.result(), progress)
@@ -137,7 +167,7 @@ class Movi(tfds.core.GeneratorBasedBuilder):
     progress.update()
 
   def _work_file(self, sid):
-    return os.path.join(self._work_dir(), f"subject_{sid:03d}.pkl")
+    return os.path.join(self._work_dir(), f"subject_{sid:03d}.msgpack")
 
   def _generate_examples(self, subjects, settings):
     if self._beam:
@@ -149,28 +179,49 @@ class Movi(tfds.core.GeneratorBasedBuilder):
 
   def _read_work_files(self, subjects):
     for subject in subjects:
-      with open(self._work_file(subject.sid), "rb") as f:
-        while True:
-          try:
-            yield pickle.load(f)
-          except EOFError:
-            break
+      yield from read_subject(self._work_file(subject.sid))
 
 
 def check_inputs(subject: movi_files.SubjectFiles, smplh_paths):
   """Reads a subject's v3d and AMASS files up front, so a bad one stops the build before
-  hours of work (``UserError`` naming the file)."""
+  hours of work (``UserError`` naming the file); returns the SMPL+H model file it needs."""
   sex, flags30 = movi_files.read_v3d(subject.v3d)
-  movi_files.smplh_path(subject, sex, smplh_paths)
+  model = movi_files.smplh_path(subject, sex, smplh_paths)
   for movement in sorted(subject.motions):
     if movement <= len(flags30):
       movi_files.read_amass(subject.motions[movement])
+  return model
+
+
+# A work file holds a subject's (key, example) records, each as 8 bytes of length (little
+# endian) and then msgpack (flax.serialization): plain data, which reads back without
+# running code, whoever wrote the file.
+_LENGTH = 8
 
 
 def write_subject(subject, settings, path):
-  """Builds one subject's examples into ``path`` (atomically); returns its report lines."""
+  """Builds one subject's examples into the work file ``path`` (atomically); returns its
+  report lines."""
   reports = []
   with atomic_path(path) as tmp, open(tmp, "wb") as f:
-    for key_example in movi_subject.subject_examples(subject, settings, reports.append):
-      pickle.dump(key_example, f, protocol=pickle.HIGHEST_PROTOCOL)
+    for key, example in movi_subject.subject_examples(subject, settings, reports.append):
+      record = serialization.msgpack_serialize({"key": key, "example": example})
+      f.write(len(record).to_bytes(_LENGTH, "little") + record)
   return reports
+
+
+def read_subject(path):
+  """The (key, example) records of a work file; ``UserError`` if it is damaged."""
+  size = os.path.getsize(path)
+  with open(path, "rb") as f:
+    while header := f.read(_LENGTH):
+      length = int.from_bytes(header, "little")
+      try:
+        if len(header) < _LENGTH or f.tell() + length > size:
+          raise ValueError("cut short")
+        restored = serialization.msgpack_restore(f.read(length))
+        key, example = restored["key"], restored["example"]
+      except Exception:  # pylint: disable=broad-except  # msgpack raises many kinds
+        raise UserError(f"{path}: a damaged work file of an earlier build; delete it to build "
+                        "the subject again") from None
+      yield key, example

@@ -19,7 +19,9 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from d3ke_jax.body.smplh import NUM_BETAS, NUM_POSES
 from d3ke_jax.errors import UserError
+from d3ke_jax.io.npz import numbers, read_npz
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Register for and download (none of these may be redistributed):
@@ -38,6 +40,7 @@ CAMERAS = ("PG1", "PG2")
 MOCAP_RATE = 120  # Hz, AMASS BMLmovi
 VIDEO_RATE = 30  # Hz, MoVi's PG cameras
 MOCAP_PER_VIDEO_FRAME = MOCAP_RATE // VIDEO_RATE
+AMASS_KEYS = ("poses", "betas", "trans", "mocap_framerate")  # those read; also gender, dmpls
 
 # The paper's subject lists (subject 12 is in none).
 SPLITS = {
@@ -99,7 +102,12 @@ def find_files(manual_dir) -> ManualFiles:
       raise UserError(f"{path}: the same file as {table[key]}; keep one of them")
     table[key] = path
 
-  for root, _, names in os.walk(manual_dir, followlinks=True):
+  visited = set()  # folders by their real path: each is read once, symlink loops end
+  for root, folders, names in os.walk(manual_dir, followlinks=True):
+    if os.path.realpath(root) in visited:
+      folders.clear()
+      continue
+    visited.add(os.path.realpath(root))
     for name in sorted(names):
       path = os.path.join(root, name)
       if m := _V3D.match(name):
@@ -127,8 +135,10 @@ def read_v3d(path) -> Tuple[str, np.ndarray]:
   key = f"Subject_{int(m[1])}_F" if m else None
   try:
     mat = scipy.io.loadmat(path)
-  except (OSError, ValueError, TypeError, NotImplementedError) as e:
-    raise UserError(f"{path}: not a readable MATLAB file ({e})") from None
+  except Exception as e:  # pylint: disable=broad-except  # damage raises many kinds
+    reason = str(e).strip().splitlines()
+    raise UserError(f"{path}: not a readable MATLAB file "
+                    f"({reason[0] if reason else type(e).__name__})") from None
   if key not in mat:
     raise UserError(f"{path}: no struct {key!r} (has {sorted(k for k in mat if k[0] != '_')})")
   data = mat[key]
@@ -142,9 +152,14 @@ def read_v3d(path) -> Tuple[str, np.ndarray]:
     flags30 = np.asarray(data["move"][0, 0][0, 0]["flags30"][0][0])
   except (ValueError, IndexError, KeyError, TypeError):
     raise UserError(f"{path}: {key}.move.flags30 is missing") from None
-  if flags30.ndim != 2 or flags30.shape[1] != 2 or not np.issubdtype(flags30.dtype, np.number):
+  if flags30.ndim != 2 or flags30.shape[1] != 2 or not len(flags30):
     raise UserError(f"{path}: {key}.move.flags30 has shape {flags30.shape}, expected "
                     "(movements, 2) first and last video frames")
+  numbers(path, f"{key}.move.flags30", flags30)
+  odd = (flags30 != np.round(flags30)) | (np.abs(flags30) >= 2**31)
+  if np.any(odd):
+    raise UserError(f"{path}: {key}.move.flags30 holds {flags30[odd][0]:g}, not a video frame "
+                    "number")
   flags30 = flags30.astype(int)
   if np.any(flags30[:, 0] < 1) or np.any(flags30[:, 1] < flags30[:, 0]):
     raise UserError(f"{path}: {key}.move.flags30 has a movement whose frames are not "
@@ -173,31 +188,25 @@ def read_amass(path) -> Motion:
   """An AMASS BMLmovi ``*_poses.npz`` at 120 Hz.
 
   Raises:
-    UserError: unreadable file, a missing key, wrong shapes, or another frame rate.
+    UserError: a missing or damaged file, a missing key, wrong shapes, values that are not
+      finite numbers, no frames, or another frame rate.
   """
-  try:
-    with np.load(path) as data:
-      arrays = {k: np.asarray(data[k]) for k in data.files}
-  except (OSError, ValueError, EOFError) as e:
-    raise UserError(f"{path}: not a readable AMASS .npz file ({e})") from None
-  for key in ("poses", "betas", "trans", "mocap_framerate"):
-    if key not in arrays:
-      raise UserError(f"{path}: no {key!r} array (an AMASS SMPL+H file has poses, betas, "
-                      "trans, mocap_framerate)")
-  poses, betas, trans = arrays["poses"], arrays["betas"], arrays["trans"]
-  if poses.ndim != 2 or poses.shape[1] != 156:
-    raise UserError(f"{path}: poses has shape {poses.shape}, expected (frames, 156) SMPL+H")
+  arrays = read_npz(path, "AMASS motion file", AMASS_KEYS)
+  poses, betas, trans, rate = (numbers(path, key, arrays[key]) for key in AMASS_KEYS)
+  if poses.ndim != 2 or poses.shape[1] != NUM_POSES or not len(poses):
+    raise UserError(f"{path}: 'poses' has shape {poses.shape}, expected (frames, {NUM_POSES}) "
+                    "SMPL+H")
   if trans.shape != (len(poses), 3):
-    raise UserError(f"{path}: trans has shape {trans.shape}, expected ({len(poses)}, 3)")
-  if betas.ndim != 1 or betas.shape[0] < 16:
-    raise UserError(f"{path}: betas has shape {betas.shape}, expected at least 16 values")
-  rate = float(arrays["mocap_framerate"])
-  if rate != MOCAP_RATE:
-    raise UserError(f"{path}: mocap_framerate is {rate:g} Hz; MoVi's video frames are "
+    raise UserError(f"{path}: 'trans' has shape {trans.shape}, expected ({len(poses)}, 3)")
+  if betas.ndim != 1 or betas.shape[0] < NUM_BETAS:
+    raise UserError(f"{path}: 'betas' has shape {betas.shape}, expected at least {NUM_BETAS} "
+                    "values")
+  if rate.size != 1:
+    raise UserError(f"{path}: 'mocap_framerate' has shape {rate.shape}, expected one number")
+  if rate.item() != MOCAP_RATE:
+    raise UserError(f"{path}: 'mocap_framerate' is {rate.item():g} Hz; MoVi's video frames are "
                     f"aligned with AMASS BMLmovi at {MOCAP_RATE} Hz")
-  if not (np.all(np.isfinite(poses)) and np.all(np.isfinite(trans))):
-    raise UserError(f"{path}: poses or trans hold NaN or infinite values")
-  return Motion(poses.astype(np.float32), betas[:16].astype(np.float32),
+  return Motion(poses.astype(np.float32), betas[:NUM_BETAS].astype(np.float32),
                 trans.astype(np.float32))
 
 

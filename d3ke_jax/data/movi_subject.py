@@ -122,6 +122,10 @@ def _camera_examples(sid, camera, path, wanted, truths, settings, report):
   found = outside = 0
   try:
     reader = video.FrameReader(path)
+    size = (reader.info.width, reader.info.height)
+    if size != tuple(real.size):
+      raise UserError(f"{path}: {size[0]}x{size[1]} px; the {camera} calibration is for "
+                      f"{real.size[0]}x{real.size[1]}")
     for images, _, first in _numbered(reader):
       for i, image in enumerate(images):
         if first + i not in wanted:
@@ -144,6 +148,7 @@ def _camera_examples(sid, camera, path, wanted, truths, settings, report):
       report(f"{reader.cut}; the frames after it are skipped")
   except UserError as e:
     report(f"{e}; video skipped")
+    return
   if found < len(wanted):
     report(f"{path}: {len(wanted) - found} of the {len(wanted)} frames the movements need "
            "are not in the video; skipped")

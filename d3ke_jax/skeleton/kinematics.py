@@ -369,21 +369,36 @@ def _pack(width, children, height, num_joints):
 def _body_frames(model, q, s, root_rotation):
   """World frame of every body: 12 components (B, n)."""
   local = _joint_frames(model, q, s)
-  n, dtype = q.shape[1], q.dtype
-  joint, source, flat = level_schedule(model.levels, model.joint_parent_body,
-                                       model.joint_child_body)
-  identity = (1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0)
-  if root_rotation is None:
-    ground = tuple(jnp.full((n,), v, dtype) for v in identity)
-  else:
+  ground = None
+  if root_rotation is not None:
     # Place ground so that the root body lands at the origin with the given rotation.
     root = tuple(c[model.root_joint] for c in local)
     align = _mm(_unstack(root_rotation), _transpose(root[:9]))
     ground = align + tuple(-x for x in _mv(align, root[9:]))
+  schedule = level_schedule(model.levels, model.joint_parent_body, model.joint_child_body)
+  mover = np.argsort(model.joint_child_body)  # the joint that moves each body
+  return compose_tree(local, schedule, ground, mover)
+
+
+IDENTITY = (1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0)  # a frame's 12 components
+
+
+def compose_tree(local, schedule, ground=None, rows=None):
+  """World frames of a tree's joints, composed root to leaf by one ``lax.scan`` over
+  ``schedule`` (``level_schedule``'s steps).
+
+  ``local``: each joint's frame in its parent's, 12 components (J, n); ``ground``: the frame
+  the roots hang from, 12 components (n,) (default the identity). Returns the world frames
+  of the joints ``rows`` (default all), 12 components (len(rows), n).
+  """
+  joint, source, flat = schedule
+  n, dtype = local[0].shape[1], local[0].dtype
+  if ground is None:
+    ground = tuple(jnp.full((n,), v, dtype) for v in IDENTITY)
   # Per step: the local frames of its joints (pass-through slots: identity) and the slots
   # of the previous step they attach to.
   xs = (_take(tuple(jnp.concatenate([c, jnp.full((1, n), v, dtype)])
-                    for c, v in zip(local, identity)), joint),  # 12 x (S, W, n)
+                    for c, v in zip(local, IDENTITY)), joint),  # 12 x (S, W, n)
         jnp.asarray(source))
 
   def place(previous, step):
@@ -393,10 +408,8 @@ def _body_frames(model, q, s, root_rotation):
 
   carry = tuple(jnp.broadcast_to(c, (joint.shape[1], n)) for c in ground)
   _, frames = jax.lax.scan(place, carry, xs, unroll=_unroll())  # 12 x (S, W, n)
-  body_rows = np.zeros(model.num_bodies, int)
-  for j, b in enumerate(model.joint_child_body):
-    body_rows[b] = flat[j]
-  return _take(tuple(c.reshape(joint.size, n) for c in frames), body_rows)
+  rows = np.array(flat) if rows is None else np.array(flat)[np.asarray(rows)]
+  return _take(tuple(c.reshape(joint.size, n) for c in frames), rows)
 
 
 def _points(model, frames, s):

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from d3ke_jax.errors import UserError
+from d3ke_jax.io.npz import read_npz
 from d3ke_jax.nets.resnext import load_torchvision_state_dict
 
 CLASSIFIER = "fc."
@@ -25,11 +26,7 @@ def read_state_dict(path):
     raise UserError(f"{path}: {problem} (model.pretrained)")
   extension = os.path.splitext(path)[1].lower()
   if extension == ".npz":
-    try:
-      with np.load(path, allow_pickle=False) as archive:
-        return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as e:
-      raise UserError(f"{path}: not a readable .npz state dict ({_first_line(e)})") from None
+    return read_npz(path, "state dict")
   if extension not in (".pth", ".pt"):
     raise UserError(f"{path}: model.pretrained must be a .pth (PyTorch) or .npz state dict")
   try:
