@@ -13,6 +13,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from d3ke_jax.data.resample import warp
+
 LABELS_3D = ("joints", "markers")  # camera-frame points rotated with the image
 STREAM = 0x61756700  # tells augmentation keys from the other keys drawn from a seed
 
@@ -74,37 +76,6 @@ def augment(example, key, config: Augmentation):
 def rotation_z(angle):
   c, s = jnp.cos(angle), jnp.sin(angle)
   return jnp.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def pixel_centres(height, width):
-  """(height, width, 3) homogeneous pixel centres (x + 0.5, y + 0.5, 1), the renderer's."""
-  y, x = jnp.meshgrid(jnp.arange(height) + 0.5, jnp.arange(width) + 0.5, indexing="ij")
-  return jnp.stack([x, y, jnp.ones_like(x)], -1)
-
-
-def sample(image, points):
-  """``image`` (H, W, C) read at continuous pixel positions ``points`` (..., 2) (x, y; pixel
-  centres at +0.5), bilinear; outside the image is black. Float32 levels, not rounded (a
-  rounding could go either way on devices that sum in another order)."""
-  height, width = image.shape[:2]
-  u, v = points[..., 0] - 0.5, points[..., 1] - 0.5
-  x0, y0 = jnp.floor(u), jnp.floor(v)
-  fx, fy = u - x0, v - y0
-  flat = image.reshape(height * width, -1).astype(jnp.float32)
-  total = 0.0
-  for dx, dy, weight in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)),
-                         (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-    x, y = (x0 + dx).astype(jnp.int32), (y0 + dy).astype(jnp.int32)
-    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
-    tap = flat[jnp.clip(y, 0, height - 1) * width + jnp.clip(x, 0, width - 1)]
-    total = total + jnp.where(inside, weight, 0.0)[..., None] * tap
-  return total
-
-
-def warp(image, to_old):
-  """``image`` resampled at old = ``to_old`` @ new (homogeneous pixel centres)."""
-  old = pixel_centres(*image.shape[:2]) @ to_old.T
-  return sample(image, old[..., :2] / old[..., 2:])
 
 
 def colour(image, brightness, contrast, saturation):

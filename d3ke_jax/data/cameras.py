@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from d3ke_jax.data import render
+from d3ke_jax.data import render, resample
 from d3ke_jax.errors import UserError, did_you_mean
 from d3ke_jax.io.atomic import atomic_write
 
@@ -164,22 +164,18 @@ def crop_camera(camera: DistortedCamera, box, size, up=WORLD_UP):
   return render.look_at(eye, eye + rays[0], size / length, (size / 2, size / 2), up)
 
 
-def crop_image(image, camera: DistortedCamera, crop: render.Camera, size,
-               interpolation="bilinear"):
+def crop_image(image, camera: DistortedCamera, crop: render.Camera, size):
   """The (size, size, 3) uint8 image of the ``crop`` camera, resampled from ``image``
   (H, W, 3) uint8 of the real ``camera``: each crop pixel's ray, distorted into the real
-  image, is read there ("bilinear" or "nearest"); black where it falls outside."""
-  if interpolation not in ("bilinear", "nearest"):
-    raise ValueError(f"interpolation must be 'bilinear' or 'nearest', not {interpolation!r}")
+  image, is read there (bilinear); black where it falls outside."""
   to_real = np.asarray(camera.rotation, float) @ np.asarray(crop.rotation, float).T
   return np.asarray(_crop_image(image, camera.intrinsics, camera.distortion,
                                 monotone_radius2(camera.distortion), crop.intrinsics, to_real,
-                                size, interpolation))
+                                size))
 
 
-@functools.partial(jax.jit, static_argnames=("size", "interpolation"))
-def _crop_image(image, intrinsics, distortion, radius2, crop_intrinsics, to_real, size,
-                interpolation):
+@functools.partial(jax.jit, static_argnames=("size",))
+def _crop_image(image, intrinsics, distortion, radius2, crop_intrinsics, to_real, size):
   """``to_real``: the rotation from the crop camera's frame to the real one's (the two share
   their optical centre, so rays need no translation); rays past ``radius2`` (where the
   distortion folds) are black."""
@@ -188,26 +184,8 @@ def _crop_image(image, intrinsics, distortion, radius2, crop_intrinsics, to_real
   x, y, z = (ray[i, 0] * u + ray[i, 1] * v + ray[i, 2] for i in range(3))
   x, y = x / z, y / z
   u, v = _to_pixels(intrinsics, distortion, x, y)
-  return _sample(image, u - 0.5, v - 0.5, (z > 0) & (x * x + y * y < radius2), interpolation)
-
-
-def _sample(image, column, row, valid, interpolation):
-  """``image`` read at fractional (column, row) indices, 0 outside it or where not ``valid``."""
-  height, width, channels = image.shape
-  flat = image.reshape(-1, channels)
-  if interpolation == "nearest":
-    corners = [(jnp.floor(column + 0.5), jnp.floor(row + 0.5), 1.0)]
-  else:
-    left, top = jnp.floor(column), jnp.floor(row)
-    right, bottom = column - left, row - top  # the weights of the next column and row
-    corners = [(left + dx, top + dy, (right if dx else 1 - right) * (bottom if dy else 1 - bottom))
-               for dx in (0, 1) for dy in (0, 1)]
-  out = jnp.zeros(column.shape + (channels,))
-  for x, y, weight in corners:
-    inside = valid & (x >= 0) & (x < width) & (y >= 0) & (y < height)
-    value = flat[jnp.where(inside, y * width + x, 0).astype(jnp.int32)]
-    out += jnp.where(inside, weight, 0.0)[..., None] * value.astype(jnp.float32)
-  return jnp.clip(jnp.round(out), 0, 255).astype(jnp.uint8)
+  values = resample.sample(image, u, v, (z > 0) & (x * x + y * y < radius2))
+  return jnp.clip(jnp.round(values), 0, 255).astype(jnp.uint8)
 
 
 _FIELDS = {"intrinsics": (3, 3), "rotation": (3, 3), "translation": (3,), "distortion": (2,),
