@@ -22,7 +22,7 @@ import numpy as np
 from d3ke_jax import cli
 from d3ke_jax.errors import UserError
 from d3ke_jax.infer import boxes as box_sources
-from d3ke_jax.infer.outputs import output_paths, write_outputs
+from d3ke_jax.infer.outputs import OverlayFrames, output_paths, write_outputs
 from d3ke_jax.infer.pipeline import STAGES, STEER_STEPS, load_predictor, predict_video
 from d3ke_jax.io.video import video_info
 
@@ -54,6 +54,13 @@ def videos_of(path):
                    if f.lower().endswith(VIDEO_EXTENSIONS))
     if not found:
       raise UserError(f"{path}: no video files ({', '.join(VIDEO_EXTENSIONS)}) in this folder")
+    stems = {}
+    for video in found:
+      stem = os.path.splitext(os.path.basename(video))[0]
+      if stem in stems:
+        raise UserError(f"{stems[stem]} and {video}: both would write to the folder {stem}/ "
+                        "(rename one, or give them one at a time with another --out)")
+      stems[stem] = video
     return found
   if not os.path.exists(path):
     raise UserError(f"{path}: no such file (--video)")
@@ -107,15 +114,22 @@ def main(argv=None):
     boxes_path = boxes_file(args.boxes, video, os.path.isdir(args.video))
     check_outputs(out_dir, name, [video, boxes_path])
     start = time.perf_counter()
-    prediction = predict_video(predictor, video, locator(video, boxes_path), args.batch_size,
-                               steer_steps=args.steer)
-    if prediction.cut:
-      print(f"warning: {prediction.cut}; the frames before it are kept", file=sys.stderr)
-    if not prediction.found.any():
-      raise UserError(f"{video}: no person found in any of its {len(prediction.time)} frames "
-                      "(a static camera is needed without --boxes)")
+    overlay = None if args.no_overlay else OverlayFrames(
+        output_paths(out_dir, name)["overlay"], info.fps or 30.0)
+    try:
+      prediction = predict_video(predictor, video, locator(video, boxes_path), args.batch_size,
+                                 steer_steps=args.steer, keep=overlay)
+      if prediction.cut:
+        print(f"warning: {prediction.cut}; the frames before it are kept", file=sys.stderr)
+      if not prediction.found.any():
+        raise UserError(f"{video}: no person found in any of its {len(prediction.time)} "
+                        "frames (a static camera is needed without --boxes)")
+    except BaseException:
+      if overlay is not None:
+        overlay.discard()
+      raise
     paths = write_outputs(predictor.model, predictor.layout, prediction, out_dir, name,
-                          None if args.no_overlay else video, info.fps or None)
+                          overlay, info.fps or None)
     seconds = time.perf_counter() - start
     steered = (f", {int(np.count_nonzero(prediction.steered))} crops steered"
                if predictor.steers else ", crops not steered: the run has no box head")

@@ -22,6 +22,7 @@ from d3ke_jax.io.video import FrameReader
 from d3ke_jax.nets.heads import box_iou
 
 WORKING_WIDTH = 160  # the finder works on frames reduced to about this width
+MIN_KEY_FRAMES = 8  # a background from fewer key frames is taken from all frames instead
 THRESHOLD = 30  # foreground: a pixel's summed RGB difference from the background (0-765)
 MIN_AREA = 1e-3  # a foreground region covers at least this fraction of the frame
 # The tracked person's region: its centre within GATE box sides of their last box's centre,
@@ -114,16 +115,26 @@ class FileBoxes:
 
 def background(path, samples=48):
   """The static background of a video, reduced to about ``WORKING_WIDTH``: the median of
-  ``samples`` frames spread over it (a moving person is in few of them)."""
-  info = FrameReader(path).info
-  step = max(1, int(info.frames or samples) // samples)
-  stride = _stride(info.width)
-  kept, index = [], 0
-  for frames, _ in FrameReader(path):
-    picked = frames[(-index) % step::step, ::stride, ::stride]
-    kept.extend(picked.astype(np.int16))
-    index += len(frames)
+  about ``samples`` frames spread over it (a moving person is in few of them). They are its
+  key frames, decoded alone (a few percent of the frames); a video with fewer than
+  ``MIN_KEY_FRAMES`` is decoded whole, every n-th frame kept."""
+  kept = _spread(FrameReader(path, key_frames=True), samples, every=1)
+  if len(kept) < MIN_KEY_FRAMES:
+    kept = _spread(FrameReader(path), samples)
+  kept = kept[::max(1, len(kept) // samples)]
   return np.median(np.stack(kept), axis=0).astype(np.int16)
+
+
+def _spread(reader, count, every=None):
+  """Frames of ``reader`` reduced to the working width: ``every`` n-th (default: about
+  ``count`` spread over the frames the video states)."""
+  step = every or max(1, int(reader.info.frames or count) // count)
+  stride = _stride(reader.info.width)
+  kept, index = [], 0
+  for frames, _ in reader:
+    kept.extend(frames[(-index) % step::step, ::stride, ::stride].astype(np.int16))
+    index += len(frames)
+  return kept
 
 
 def _stride(width):

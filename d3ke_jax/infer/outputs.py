@@ -9,16 +9,19 @@ pelvis at the origin, so the ``.mot`` with the scaled ``.osim`` reproduces them.
 
 import csv
 import os
+import queue
+import threading
 
 import jax.numpy as jnp
 import numpy as np
+import PIL.Image
 import scipy.spatial.transform
 from matplotlib.figure import Figure
 
 from d3ke_jax.io.atomic import atomic_write, save_png
 from d3ke_jax.io.mot import write_mot
 from d3ke_jax.io.trc import MarkerTrajectories, write_trc
-from d3ke_jax.io.video import FrameReader, write_video
+from d3ke_jax.io.video import FrameReader, VideoWriter, write_video
 from d3ke_jax.skeleton import forward_kinematics
 from d3ke_jax.skeleton.scaling import write_scaled_osim
 from d3ke_jax.skeleton.subset import expand_coordinates, expand_scales
@@ -29,6 +32,7 @@ PLOTTED = ("hip_flexion", "knee_angle", "ankle_angle", "shoulder_flex", "elbow_f
            "hip_adduction")  # main joint angles, right and left in one panel
 FK_CHUNK = 512  # frames per forward-kinematics call for the .trc
 BOX_COLOUR, SKELETON_COLOUR = (255, 255, 0), (0, 255, 0)
+OVERLAY_SIDE = 960  # the overlay video's longer side at most, in pixels
 
 
 def root_coordinates(model, rotation):
@@ -85,10 +89,10 @@ def output_paths(out_dir, name):
           "plot": os.path.join(out_dir, "angles.png"), "overlay": path("_overlay.mp4")}
 
 
-def write_outputs(model, layout, prediction, out_dir, name, video=None, fps=None):
-  """Writes ``name``.mot, .trc, ``name``_scaled.osim, frames.csv, angles.png and (with the
-  source ``video``) ``name``_overlay.mp4 into ``out_dir`` (``output_paths``); returns
-  {kind: path} of those written."""
+def write_outputs(model, layout, prediction, out_dir, name, overlay=None, fps=None):
+  """Writes ``name``.mot, .trc, ``name``_scaled.osim, frames.csv, angles.png and (given the
+  video's ``OverlayFrames``) ``name``_overlay.mp4 into ``out_dir`` (``output_paths``);
+  returns {kind: path} of those written."""
   os.makedirs(out_dir, exist_ok=True)
   paths = output_paths(out_dir, name)
   coords = full_coordinates(model, layout, prediction)
@@ -101,10 +105,10 @@ def write_outputs(model, layout, prediction, out_dir, name, video=None, fps=None
   write_scaled_osim(model.source, scales, paths["osim"], body_names=list(model.body_names))
   write_frames_csv(paths["frames"], prediction)
   plot_angles(paths["plot"], model, coords, prediction.time, prediction.found)
-  if video is None:
+  if overlay is None:
     del paths["overlay"]
   else:
-    write_overlay(paths["overlay"], video, model, prediction, fps)
+    write_overlay(paths["overlay"], overlay, model, prediction, fps)
   return paths
 
 
@@ -151,24 +155,80 @@ def skeleton_in_box(joints, box, margin=0.15):
   return (planar - (low + high) / 2) * scale + (x0 + side / 2, y0 + side / 2)
 
 
-def write_overlay(path, video, model, prediction, fps=None):
-  """The video with each frame's box and predicted skeleton drawn on it."""
+class OverlayFrames:
+  """A video's frames kept for its overlay while they are decoded once: called with each
+  chunk (``pipeline.predict_video``'s ``keep``), a background thread reduces them (the
+  longer side to at most ``OVERLAY_SIDE``) and encodes them into a temporary video beside
+  ``path``, so that neither blocks the network; ``write_overlay`` draws on them."""
+
+  def __init__(self, path, fps):
+    directory, name = os.path.split(os.path.abspath(path))
+    self.path = os.path.join(directory, f".{name}.frames.mp4")
+    self.scale = None  # overlay pixels per frame pixel
+    self._writer = VideoWriter(self.path, fps, preset="ultrafast")
+    self._chunks, self._error = queue.Queue(maxsize=4), None
+    self._thread = threading.Thread(target=self._work, daemon=True)
+    self._thread.start()
+
+  def __call__(self, frames):
+    if self._error is None:
+      self._chunks.put(frames)
+
+  def _work(self):
+    while (frames := self._chunks.get()) is not None:
+      try:
+        for frame in frames:
+          self._writer.write(self._reduce(frame))
+      except Exception as e:  # pylint: disable=broad-except  # raised by ``finish``
+        self._error = e
+
+  def _reduce(self, frame):
+    factor = -(-max(frame.shape[:2]) // OVERLAY_SIDE)
+    self.scale = 1.0 / factor
+    return _even(np.asarray(PIL.Image.fromarray(frame).reduce(factor)) if factor > 1 else frame)
+
+  def finish(self):
+    """The temporary video of the frames kept (its caller removes it)."""
+    self._chunks.put(None)
+    self._thread.join()
+    if self._error is not None:
+      self._writer.abort(self._error)
+      raise self._error
+    return self._writer.close()
+
+  def discard(self):
+    """Stops and removes what was written."""
+    self._chunks.put(None)
+    self._thread.join()
+    self._writer.abort()
+    if os.path.exists(self.path):
+      os.remove(self.path)
+
+
+def write_overlay(path, overlay: OverlayFrames, model, prediction, fps=None):
+  """The video (``overlay``'s reduced frames) with each frame's box and predicted skeleton
+  drawn on it."""
   pairs = bones(model)
+  frames_path = overlay.finish()
+  scale = overlay.scale
 
   def frames():
     index = 0
-    for chunk, _ in FrameReader(video):
+    for chunk, _ in FrameReader(frames_path):
       for frame in chunk[:len(prediction.time) - index]:
-        box = prediction.boxes[index]
+        box = prediction.boxes[index] * scale
         colour = SKELETON_COLOUR if prediction.found[index] else (128, 128, 128)
         image = draw_skeleton(frame, skeleton_in_box(prediction.joints[index], box), pairs,
                               colour, width=max(1, int(box[2] // 150)))
         image = draw_skeleton(image, _corners(box), [(0, 1), (1, 2), (2, 3), (3, 0)],
                               BOX_COLOUR)
-        yield _even(image)
+        yield image
         index += 1
 
-  return write_video(path, frames(), fps or _rate(prediction.time))
+  try:
+    return write_video(path, frames(), fps or _rate(prediction.time))
+  finally:
+    os.remove(frames_path)
 
 
 def _corners(box):

@@ -1,12 +1,14 @@
 """Video -> crops -> batched network -> skeletal layer: per-frame kinematics of one person.
 
-Crops are made as in training: a square box around the person resampled to the run's crop
-size (the box's camera is ``render.crop_camera``). The network runs in fixed-size batches
-(the last one padded) split over this process's devices (``devices.data_parallel``, as
-training does), while a background thread decodes and crops the next frames. A network with a box head steers
-the crops: a frame whose crop is off the person is cropped again where the network sees
-them and predicted again (``_Steering``). ``stage="sequence"`` refines the per-frame
-estimates with the stage-2 run's network over windows covering every frame.
+Each video is decoded once. A background thread decodes it chunk by chunk, finds the person
+in each frame and gathers fixed-size batches of whole frames (the last one padded), which
+go to this process's devices; there each frame's crop is made, as in training (a square box
+around the person resampled to the run's crop size: ``render.crop_camera``'s pixels,
+``resample.crop``), and the network runs, split over the devices
+(``devices.data_parallel``). A network with a box head steers the crops: a frame whose crop
+is off the person is cropped again, from the frames already on the devices, where the
+network sees them, and predicted again (``_Steering``). ``stage="sequence"`` refines the
+per-frame estimates with the stage-2 run's network over windows covering every frame.
 """
 
 from typing import Any, Callable, NamedTuple, Optional
@@ -14,10 +16,9 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-import PIL.Image
 
 from d3ke_jax import devices
-from d3ke_jax.background import ahead
+from d3ke_jax.data import resample
 from d3ke_jax.data.windows import refine_windows
 from d3ke_jax.errors import UserError
 from d3ke_jax.infer.boxes import FOUND, GATE, HELD, SIZE_RATIO, iou
@@ -30,29 +31,35 @@ from d3ke_jax.train.step import images_from_batch
 STAGES = ("per_frame", "sequence")
 STEER_STEPS = 2  # default re-crops of a frame on the network's box of the person in it
 STEER_IOU = 0.95  # a crop overlapping the network's box less than this is moved onto it
+BATCH_BYTES = 4 << 30  # the frames of a batch take at most this much device memory
 
 
 class Predictor(NamedTuple):
-  """A trained network ready for inference: ``frames(images uint8 (N, S, S, 3))`` gives
-  NumPy (kinematics, pose, boxes (N, 3): the person's box in each crop as fractions of it,
-  NaN without a box head) and ``windows(Kinematics (N, window, ...))`` (None for a
-  per-frame run) gives (kinematics, pose); N must be a multiple of ``devices``."""
+  """A trained network ready for inference on the devices of ``mesh``: ``frames(frames
+  (N, H, W, 3) uint8, boxes (N, 3) x0, y0, side)`` crops the frames (NumPy, or already
+  placed by ``devices.put_rows``) there and gives NumPy (kinematics, pose, boxes (N, 3):
+  the person's box in each crop as fractions of it, NaN without a box head); ``windows(
+  Kinematics (N, window, ...))`` (None for a per-frame run) gives (kinematics, pose). N
+  must be a multiple of the device count."""
   model: Any
   layout: Any
   size: int  # crop size in pixels
-  devices: int
+  mesh: Any
   frames: Callable
   steers: bool = False  # the network has a box head
   window: int = 0
   windows: Optional[Callable] = None
 
 
-def data_parallel(apply, variables, mesh):
-  """``apply(variables, inputs)`` split over the devices of ``mesh``: a call takes a batch
-  (leading axis, a multiple of the device count) and gives NumPy arrays."""
+def data_parallel(apply, variables, mesh, inputs=1):
+  """``apply(variables, *batches)`` (``inputs`` batches) split over the devices of ``mesh``:
+  a call takes batches (leading axis, a multiple of the device count; NumPy, or placed by
+  ``devices.put_rows``) and gives NumPy arrays."""
   replicated = devices.put_replicated(variables, mesh)  # placed once, not at every call
-  run = devices.data_parallel(apply, mesh, (devices.REPLICATED, devices.SPLIT), devices.SPLIT)
-  return lambda inputs: devices.to_host(run(replicated, devices.put_rows(inputs, mesh)))
+  run = devices.data_parallel(apply, mesh, (devices.REPLICATED,) + (devices.SPLIT,) * inputs,
+                              devices.SPLIT)
+  put = lambda x: x if isinstance(x, jax.Array) else devices.put_rows(x, mesh)
+  return lambda *batches: devices.to_host(run(replicated, *map(put, batches)))
 
 
 def local_mesh():
@@ -64,13 +71,15 @@ def frame_predictor(network, variables, model, layout, size, mesh=None):
   """A per-frame ``Predictor`` of a Flax network and its variables."""
   mesh = mesh or local_mesh()
 
-  def apply(variables, images):
-    kinematics, state = network.apply(variables, images_from_batch({"image": images}),
+  def apply(variables, frames, boxes):
+    crops = jnp.round(jax.vmap(lambda frame, box: resample.crop(frame, box, size))(
+        frames, boxes)).astype(jnp.uint8)  # levels, as the images trained on
+    kinematics, state = network.apply(variables, images_from_batch({"image": crops}),
                                       train=False, mutable=["intermediates"])
-    boxes = state.get("intermediates", {}).get(BOX, (jnp.full((len(images), 3), jnp.nan),))[0]
-    return kinematics, skeletal_layer(model, layout, kinematics), boxes
-  return Predictor(model=model, layout=layout, size=size, devices=mesh.devices.size,
-                   frames=data_parallel(apply, variables, mesh),
+    found = state.get("intermediates", {}).get(BOX, (jnp.full((len(crops), 3), jnp.nan),))[0]
+    return kinematics, skeletal_layer(model, layout, kinematics), found
+  return Predictor(model=model, layout=layout, size=size, mesh=mesh,
+                   frames=data_parallel(apply, variables, mesh, inputs=2),
                    steers=bool(getattr(network, "box_head", False)))
 
 
@@ -118,21 +127,6 @@ def _crop_size(config):
   return next(c.image_size for c in builder.BUILDER_CONFIGS if c.name == config.dataset.config)
 
 
-def crop(frame, box, size):
-  """The square ``box`` (x0, y0, side) of an (H, W, 3) frame resampled to (size, size, 3),
-  bilinear (after an area reduction when the box is at least twice the size); outside the
-  frame is black. Crop pixel centres map to frame pixels as ``render.crop_camera`` says."""
-  x0, y0, side = map(float, box)
-  image = PIL.Image.fromarray(frame)
-  factor = int(side // (2 * size))
-  if factor > 1:
-    image = image.reduce(factor)
-    x0, y0, side = x0 / factor, y0 / factor, side / factor
-  return np.asarray(image.transform((size, size), PIL.Image.Transform.EXTENT,
-                                    (x0, y0, x0 + side, y0 + side),
-                                    resample=PIL.Image.Resampling.BILINEAR))
-
-
 class Prediction(NamedTuple):
   """Per-frame results over a whole video (T frames)."""
   time: np.ndarray  # (T,) seconds
@@ -153,34 +147,24 @@ class Prediction(NamedTuple):
 
 
 class _Batch(NamedTuple):
-  frames: Optional[list]  # the upright frames (kept for steering, else None)
-  boxes: np.ndarray  # (count, 3) their crop boxes
+  frames: np.ndarray  # (batch_size, H, W, 3): ``count`` frames, then the last one repeated
+  boxes: np.ndarray  # (batch_size, 3) their crop boxes (padding likewise)
   sources: np.ndarray  # (count,) where the boxes came from
-  crops: np.ndarray  # (batch_size, size, size, 3), the last crop repeated as padding
+  times: np.ndarray  # (count,) seconds
+  count: int
 
 
-def _batches(reader, locate, size, batch_size, keep_frames, record):
-  """Yields ``_Batch``es of the video's frames in order; each chunk's times go to
-  ``record``."""
-  pending, first = [], 0
+def _batches(reader, locate, batch_size):
+  """Yields ``_Batch``es of the video's frames in order (``reader``'s chunks of
+  ``batch_size``), each frame's box found by ``locate(frames, first)``."""
+  first = 0
   for frames, times in reader:
     boxes, sources = locate(frames, first)
-    record(times)
-    pending.extend((frame if keep_frames else None, box, source, crop(frame, box, size))
-                   for frame, box, source in zip(frames, boxes, sources))
-    first += len(frames)
-    while len(pending) >= batch_size:
-      yield _batch(pending[:batch_size], batch_size, keep_frames)
-      pending = pending[batch_size:]
-  if pending:
-    yield _batch(pending, batch_size, keep_frames)
-
-
-def _batch(items, batch_size, keep_frames):
-  frames, boxes, sources, crops = zip(*items)
-  crops = list(crops) + [crops[-1]] * (batch_size - len(crops))
-  return _Batch(list(frames) if keep_frames else None, np.array(boxes), np.array(sources),
-                np.stack(crops))
+    count = len(frames)
+    pad = lambda rows: rows if count == batch_size else np.concatenate(
+        [rows, np.repeat(rows[-1:], batch_size - count, 0)])
+    yield _Batch(pad(frames), pad(np.asarray(boxes)), np.asarray(sources), times, count)
+    first += count
 
 
 def frame_boxes(relative, crop_boxes):
@@ -203,41 +187,33 @@ def steer_moves(new, old):
 
 class _Steering:
   """Moves crops onto the person as the network sees them: each frame up to ``steps``
-  times, re-cropped on the network's box of it and predicted again (the moved frames only,
-  in full batches, so that nothing recompiles). Frames whose box is held (the person not
-  found) start from the network's last box instead, so the crops follow the person from
-  batch to batch while the finder has lost them."""
+  times, cropped again on the network's box of it (from the frames on the devices) and
+  predicted again (a whole batch, so that nothing recompiles, the moved frames taken from
+  it). Frames whose box is held (the person not found) start from the network's last box
+  instead, so the crops follow the person from batch to batch while the finder has lost
+  them."""
 
   def __init__(self, predictor, steps):
     self.predictor, self.steps, self.last = predictor, steps, None
 
-  def __call__(self, batch):
-    """(outputs, boxes (count, 3), moves (count,)) of a ``_Batch``."""
-    count = len(batch.boxes)
-    boxes, crops, moves = batch.boxes.copy(), batch.crops.copy(), np.zeros(count, int)
+  def __call__(self, batch, placed):
+    """(outputs, boxes (count, 3), moves (count,)) of a ``_Batch`` whose frames are
+    ``placed`` on the devices."""
+    count = batch.count
+    boxes, moves = batch.boxes.copy(), np.zeros(count, int)
     if self.last is not None:
-      held = np.flatnonzero(batch.sources == HELD)
-      boxes[held] = self.last
-      self._crop(batch, crops, boxes, held)
-    outputs = self.predictor.frames(crops)
+      boxes[np.flatnonzero(batch.sources == HELD)] = self.last
+    outputs = self.predictor.frames(placed, boxes)
     for _ in range(self.steps):
-      new = frame_boxes(outputs[2][:count], boxes)
-      moved = np.flatnonzero(steer_moves(new, boxes))
+      new = frame_boxes(outputs[2][:count], boxes[:count])
+      moved = np.flatnonzero(steer_moves(new, boxes[:count]))
       if not len(moved):
         break
       boxes[moved], moves[moved] = new[moved], moves[moved] + 1
-      self._crop(batch, crops, boxes, moved)
-      for first in range(0, len(moved), len(crops)):
-        rows = moved[first:first + len(crops)]
-        again = self.predictor.frames(crops[np.resize(rows, len(crops))])
-        outputs = jax.tree.map(lambda x, y, rows=rows: _put(x, rows, y[:len(rows)]),
-                               outputs, again)
-    self.last = boxes[-1]
-    return outputs, boxes, moves
-
-  def _crop(self, batch, crops, boxes, rows):
-    for k in rows:
-      crops[k] = crop(batch.frames[k], boxes[k], self.predictor.size)
+      again = self.predictor.frames(placed, boxes)
+      outputs = jax.tree.map(lambda x, y: _put(x, moved, y[moved]), outputs, again)
+    self.last = boxes[count - 1]
+    return outputs, boxes[:count], moves
 
 
 def _put(array, rows, values):
@@ -246,27 +222,42 @@ def _put(array, rows, values):
   return array
 
 
-def predict_video(predictor: Predictor, path, locate, batch_size=64, chunk=64,
-                  steer_steps=STEER_STEPS):
-  """Runs ``predictor`` on every frame of the video ``path``; ``locate(frames, first)``
-  gives each chunk's (boxes, sources). Decoding and cropping run ahead on a thread. A
-  network with a box head then steers the crops onto the person (``_Steering``), each frame
-  up to ``steer_steps`` times (0: never), each move one more network pass for the frame."""
+def batch_size_for(predictor, requested, frames, height, width):
+  """The batch size to run: ``requested`` bounded by the video's length (``frames``, 0 when
+  unknown) and by ``BATCH_BYTES`` of frames, a multiple of the device count."""
+  size = min(requested, frames or requested, max(1, BATCH_BYTES // (height * width * 3)))
+  count = predictor.mesh.devices.size
+  return -(-size // count) * count
+
+
+def predict_video(predictor: Predictor, path, locate, batch_size=64, steer_steps=STEER_STEPS,
+                  keep=None):
+  """Runs ``predictor`` on every frame of the video ``path``, decoded once; ``locate(frames,
+  first)`` gives each chunk's (boxes, sources). Decoding, finding the person and placing
+  the frames on the devices run ahead on a thread. A network with a box head then steers
+  the crops onto the person (``_Steering``), each frame up to ``steer_steps`` times (0:
+  never), each move one more network pass for the frame. ``keep(frames)``, if given,
+  receives the decoded frames in order (e.g. for an overlay video)."""
   steer = _Steering(predictor, steer_steps) if predictor.steers and steer_steps else None
-  batch_size = -(-batch_size // predictor.devices) * predictor.devices
-  reader = FrameReader(path, chunk)
+  info = FrameReader(path).info
+  batch_size = batch_size_for(predictor, batch_size, info.frames, info.height, info.width)
+  reader = FrameReader(path, batch_size)
   times, sources, boxes, moves, outputs = [], [], [], [], []
-  for batch in ahead(_batches(reader, locate, predictor.size, batch_size, steer is not None,
-                                 times.append)):
-    count = len(batch.boxes)
+  batches = ((batch.frames, batch) for batch in _batches(reader, locate, batch_size))
+  for frames, batch in devices.prefetch(batches, predictor.mesh):
+    count = batch.count
     if steer is None:
-      result, batch_boxes, batch_moves = predictor.frames(batch.crops), batch.boxes, 0
+      result, batch_boxes, batch_moves = predictor.frames(frames, batch.boxes), batch.boxes[
+          :count], np.zeros(count, int)
     else:
-      result, batch_boxes, batch_moves = steer(batch)
+      result, batch_boxes, batch_moves = steer(batch, frames)
     outputs.append(jax.tree.map(lambda x, n=count: x[:n], result[:2]))
+    if keep is not None:
+      keep(batch.frames[:count])
+    times.append(batch.times)
     sources.append(batch.sources)
     boxes.append(batch_boxes)
-    moves.append(np.broadcast_to(batch_moves, count))
+    moves.append(batch_moves)
   if not outputs:
     raise UserError(reader.cut or f"{path}: no frames")
   kinematics, pose = jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)

@@ -6,6 +6,7 @@ the stream's own (a variable frame rate is kept). A video that breaks off keeps 
 decoded before the break, and the reader says where it stopped.
 """
 
+import contextlib
 import dataclasses
 import fractions
 import os
@@ -93,17 +94,20 @@ def video_info(path):
 class FrameReader:
   """Iterates over a video in chunks: ``(frames (n, H, W, 3) uint8 RGB upright, times (n,)
   seconds)``. After the iteration, ``cut`` is None, or says where decoding broke off (the
-  frames before it were all yielded). Nothing is decoded beyond the current chunk."""
+  frames before it were all yielded). Nothing is decoded beyond the current chunk. With
+  ``key_frames`` only the key frames are decoded (the others are skipped undecoded)."""
 
-  def __init__(self, path, chunk=64):
+  def __init__(self, path, chunk=64, key_frames=False):
     if chunk < 1:
       raise ValueError(f"chunk must be at least 1, got {chunk}")
     self.info = video_info(path)
-    self.path, self.chunk, self.cut = os.fspath(path), chunk, None
+    self.path, self.chunk, self.key_frames, self.cut = os.fspath(path), chunk, key_frames, None
 
   def __iter__(self):
     container, stream = _open(self.path)
     stream.thread_type = "AUTO"
+    if self.key_frames:
+      stream.codec_context.skip_frame = "NONKEY"
     frames, times, count = [], [], 0
     turns = self.info.rotation // 90
     try:
@@ -127,42 +131,74 @@ class FrameReader:
         yield np.stack(frames), np.array(times)
       if count == 0 and self.cut is None:
         self.cut = f"{self.path}: no frame could be decoded"
-      if self.info.frames and count < self.info.frames and self.cut is None:
+      if (self.info.frames and count < self.info.frames and self.cut is None
+          and not self.key_frames):
         self.cut = (f"{self.path}: the video ends after {count} of its {self.info.frames} "
                     f"frames (truncated?)")
     finally:
       container.close()
 
 
-def read_frames(path, chunk=64):
-  """Yields ``(frames, times)`` chunks of a video (see ``FrameReader``, which also reports
-  a cut)."""
-  yield from FrameReader(path, chunk)
+class VideoWriter:
+  """Writes RGB frames ((H, W, 3) uint8, even sizes) one by one as an .mp4, atomically
+  (``close`` puts it in place; ``abort`` discards it). ``rotation`` (degrees
+  counter-clockwise) is stored as the display rotation, as phones do: readers show the
+  frames turned by it. ``preset``: the encoder's speed (libx264); ``key_interval``: frames
+  from one key frame to the next (default: the encoder's)."""
 
-
-def write_video(path, frames, fps, rotation=0, codec="libx264"):
-  """Writes RGB frames (iterable of (H, W, 3) uint8, even sizes) as an .mp4, atomically.
-  ``rotation`` (degrees counter-clockwise) is stored as the display rotation, as phones do:
-  readers show the frames turned by it."""
-  with atomic_path(path) as tmp:
+  def __init__(self, path, fps, rotation=0, codec="libx264", preset="veryfast",
+               key_interval=None):
+    self.path, self.fps, self.rotation, self.codec, self.preset = path, fps, rotation, codec, preset
+    self.key_interval = key_interval
+    self._files = contextlib.ExitStack()
     # The index goes first (faststart), so a copy cut short still plays up to the cut.
-    container = av.open(tmp, "w", format="mp4", options={"movflags": "faststart"})
+    self._container = av.open(self._files.enter_context(atomic_path(path)), "w", format="mp4",
+                              options={"movflags": "faststart"})
+    self._stream = None
+
+  def write(self, image):
+    image = np.asarray(image, np.uint8)
+    if self._stream is None:
+      self._stream = self._container.add_stream(
+          self.codec, rate=fractions.Fraction(self.fps).limit_denominator(1001))
+      self._stream.height, self._stream.width = image.shape[:2]
+      self._stream.pix_fmt = "yuv420p"
+      if self.codec == "libx264":
+        self._stream.options = {"crf": "18", "preset": self.preset}
+      if self.key_interval:
+        self._stream.codec_context.gop_size = self.key_interval
+      if self.rotation:
+        self._stream.set_display_rotation(self.rotation)
+    self._container.mux(self._stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+
+  def close(self):
+    """Finishes the file and puts it in place."""
     try:
-      stream = None
-      for image in frames:
-        image = np.asarray(image, np.uint8)
-        if stream is None:
-          stream = container.add_stream(codec, rate=fractions.Fraction(fps).limit_denominator(1001))
-          stream.height, stream.width = image.shape[:2]
-          stream.pix_fmt = "yuv420p"
-          if codec == "libx264":
-            stream.options = {"crf": "18", "preset": "veryfast"}
-          if rotation:
-            stream.set_display_rotation(rotation)
-        container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-      if stream is None:
-        raise ValueError(f"{path}: no frames to write")
-      container.mux(stream.encode())
-    finally:
-      container.close()
-  return path
+      if self._stream is None:
+        raise ValueError(f"{self.path}: no frames to write")
+      self._container.mux(self._stream.encode())
+    except BaseException as e:
+      self.abort(e)
+      raise
+    self._container.close()
+    self._files.close()
+    return self.path
+
+  def abort(self, error=None):
+    """Discards what was written (``error``: the exception that stopped the writing)."""
+    self._container.close()
+    error = error or RuntimeError(f"{self.path}: writing aborted")
+    self._files.__exit__(type(error), error, error.__traceback__)
+
+
+def write_video(path, frames, fps, rotation=0, codec="libx264", key_interval=None):
+  """Writes RGB frames (iterable of (H, W, 3) uint8, even sizes) as an .mp4, atomically
+  (``VideoWriter``)."""
+  writer = VideoWriter(path, fps, rotation, codec, key_interval=key_interval)
+  try:
+    for image in frames:
+      writer.write(image)
+  except BaseException as e:
+    writer.abort(e)
+    raise
+  return writer.close()
