@@ -168,3 +168,44 @@ def test_checkpoints_restore_in_any_layout(tmp_path):
     assert step == int(name.split("_")[1]) and checksum == pytest.approx(saved[name], rel=1e-12)
     same_processes = layout.split("x")[0] == name[5]
     assert (data != "None") == same_processes, (layout, name, data)
+
+
+class _Args:
+  def __init__(self, distributed=False, **values):
+    self.distributed = distributed
+    for name in ("coordinator_address", "num_processes", "process_id"):
+      setattr(self, name, values.get(name))
+
+
+def test_the_job_comes_from_flags_or_the_environment():
+  from experiments import train  # pylint: disable=g-import-not-at-top
+  explicit = {"coordinator_address": "10.0.0.1:1234", "num_processes": 2, "process_id": 1}
+  assert train.cluster(_Args(**explicit), {}) == explicit
+  environment = {"JAX_COORDINATOR_ADDRESS": "host:99", "JAX_NUM_PROCESSES": "4",
+                 "JAX_PROCESS_ID": "3"}
+  assert train.cluster(_Args(), environment) == {"coordinator_address": "host:99",
+                                                 "num_processes": 4, "process_id": 3}
+  # A flag wins over its variable; --distributed alone leaves the cluster to JAX.
+  assert train.cluster(_Args(process_id=0), environment)["process_id"] == 0
+  assert train.cluster(_Args(distributed=True), {}) == {}
+  assert train.cluster(_Args(), {}) is None
+
+
+@pytest.mark.parametrize("values, environment, message", [
+    ({"coordinator_address": "h:1"}, {}, "a multi-process job needs --num_processes (or "
+     "JAX_NUM_PROCESSES), --process_id (or JAX_PROCESS_ID) as well"),
+    ({"coordinator_address": "host", "num_processes": 2, "process_id": 0}, {},
+     "--coordinator_address='host': not host:port"),
+    ({"num_processes": 2, "process_id": 2}, {"JAX_COORDINATOR_ADDRESS": "h:1"},
+     "--process_id=2: must be in [0, 1]"),
+    ({"process_id": 0}, {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "two"},
+     "JAX_NUM_PROCESSES='two': not an integer (--num_processes)"),
+    ({"coordinator_address": "h:1", "num_processes": 0, "process_id": 0}, {},
+     "--num_processes=0: must be at least 1"),
+])
+def test_a_malformed_job_is_one_line(values, environment, message):
+  from experiments import train  # pylint: disable=g-import-not-at-top
+  from d3ke_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  with pytest.raises(UserError) as error:
+    train.cluster(_Args(**values), environment)
+  assert str(error.value) == message
