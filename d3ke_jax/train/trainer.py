@@ -151,12 +151,16 @@ def fit(config, workdir, stage, mesh, backbone=None):
                                           inputs=stage.inputs, seed=config.seed,
                                           objective=stage.objective, prepare=stage.prepare)
     writer = summaries.Writer(workdir, enabled=jax.process_index() == 0, step=step)
+    if step >= stop:  # nothing left to train: report the finished run
+      result, _ = stage.validate(evaluate, state)
+      if jax.process_index() == 0:
+        print(f"{workdir}: finished at step {step} of {stop}; {describe(step, result)}")
+      return result
     result = None
-    batches = stage.data.batches(step, data_state) if step < stop else iter(())
     with stopping.StopRequests() as requests, tqdm.tqdm(
         total=stop, initial=step, unit="step", desc=config.stage,
         disable=jax.process_index() != 0) as bar, contextlib.closing(
-            devices.prefetch(batches, mesh)) as on_device:
+            devices.prefetch(stage.data.batches(step, data_state), mesh)) as on_device:
       for batch, data_state in on_device:
         state, train_metrics = train(state, batch)
         step += 1
@@ -181,8 +185,6 @@ def fit(config, workdir, stage, mesh, backbone=None):
           bar.write(describe(step, result))
         if step >= stop:
           break
-    if result is None:  # nothing left to train: report the finished run
-      result, _ = stage.validate(evaluate, state)
     return result
   except KeyboardInterrupt:
     latest.wait_until_finished()
