@@ -19,6 +19,7 @@ from d3ke_jax.background import ahead
 AXIS = "batch"
 SPLIT = PartitionSpec(AXIS)  # along the first axis, over the devices
 REPLICATED = PartitionSpec()
+COMPILE_TIMEOUT = 3600  # seconds processes wait for each other to compile a program
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -47,13 +48,36 @@ def process_rows(mesh, size):
 
 def data_parallel(fn, mesh, in_specs, out_specs, donate_argnums=()):
   """``fn`` run on every device of ``mesh`` (``SPLIT`` arguments give each device its rows,
-  ``REPLICATED`` ones the whole value), compiled once for global arrays. As in ``pmap``,
-  ``fn`` makes its ``REPLICATED`` outputs alike on every device (e.g. by ``pmean``);
-  that is not type-checked (``check_vma``), so that code written for one device (a scan
-  starting from zeros) runs unchanged."""
+  ``REPLICATED`` ones the whole value), compiled for global arrays. As in ``pmap``, ``fn``
+  makes its ``REPLICATED`` outputs alike on every device (e.g. by ``pmean``); that is not
+  type-checked (``check_vma``), so that code written for one device (a scan starting from
+  zeros) runs unchanged. With several processes, every process compiles a new input shape
+  before any of them runs it (``_Synchronised``)."""
   mapped = jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
                          check_vma=False)
-  return jax.jit(mapped, donate_argnums=donate_argnums)
+  jitted = jax.jit(mapped, donate_argnums=donate_argnums)
+  return jitted if jax.process_count() == 1 else _Synchronised(jitted)
+
+
+class _Synchronised:
+  """A jitted function that, on several processes, compiles each new input signature, then
+  waits for every process to have compiled it before running it: the first run sets up the
+  collectives' connections, which fail when processes arrive there tens of seconds apart
+  (one still compiling; gloo waits 30 s)."""
+  _count = 0  # programs made so far: the same on every process, which make them in one order
+
+  def __init__(self, jitted):
+    _Synchronised._count += 1
+    self.jitted, self.name, self.compiled = jitted, f"program {_Synchronised._count}", {}
+
+  def __call__(self, *args):
+    leaves, structure = jax.tree.flatten(args)
+    key = (structure, tuple((x.shape, x.dtype, x.sharding) for x in leaves))
+    if key not in self.compiled:
+      self.compiled[key] = self.jitted.lower(*args).compile()
+      sync_processes(f"d3ke {self.name} compiled for inputs {len(self.compiled)}",
+                     COMPILE_TIMEOUT)
+    return self.compiled[key](*args)
 
 
 def put_rows(tree, mesh):

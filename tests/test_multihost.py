@@ -64,8 +64,12 @@ def _when_trained(launched, workdir, step):
   """Waits until ``workdir``'s run has logged ``step``."""
   deadline = time.monotonic() + TIMEOUT
   while not any(row["step"] >= step for row in _rows(workdir)):
-    assert time.monotonic() < deadline and all(p.poll() is None for p in launched), (
-        [p.poll() for p in launched])
+    if time.monotonic() > deadline or any(p.poll() is not None for p in launched):
+      for p in launched:
+        p.kill()
+      results = _finish(launched)
+      raise AssertionError(f"exit statuses {[code for code, _, _ in results]}; stderr:\n"
+                           + "\n".join(err[-2000:] for _, _, err in results))
     time.sleep(0.5)
 
 
