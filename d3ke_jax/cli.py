@@ -1,6 +1,6 @@
 """What every command shares: user errors as one line and exit status 2, Ctrl-C as exit
-status 130, and command-line parsing (argparse or absl flags with an ml_collections
-``--config`` file) that reports mistakes as ``UserError``.
+status 130, and command-line parsing (argparse, with an ml_collections ``--config`` file
+and its overrides) that reports mistakes as ``UserError``.
 
 A command is ``main(argv=None)`` (``argv`` without the program name) run as
 ``cli.run(main)`` under ``if __name__ == "__main__"``.
@@ -9,17 +9,13 @@ A command is ``main(argv=None)`` (``argv`` without the program name) run as
 import argparse
 import math
 import os
-import re
 import sys
 
-from absl import flags
-from ml_collections import config_flags
-
-from d3ke_jax.errors import Interrupted, Stopped, UserError, did_you_mean
+from d3ke_jax import configs
+from d3ke_jax.errors import Interrupted, Stopped, UserError
 
 USAGE = 2
 INTERRUPTED = 130
-HELP = ("-h", "--help", "--helpshort", "--helpfull")
 CONFIG = "config"
 FILE_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
                PermissionError)
@@ -75,93 +71,38 @@ class ArgumentParser(argparse.ArgumentParser):
     raise UserError(message)
 
 
-def parse_flags(argv, define, doc, config_help=None):
-  """Parses ``argv`` (None: ``sys.argv[1:]``) with absl flags, without global state:
-  ``define(flag_values)`` defines the command's flags on a fresh ``FlagValues``, which is
-  returned parsed. With ``config_help`` there is also a required ``--config FILE`` (a
-  Python file with ``get_config()``), locked, overridable as ``--config.KEY=VALUE`` for its
-  existing keys. ``--help`` prints ``doc`` and the flags, then exits 0; a bad flag, config
-  file or config key raises ``UserError``."""
-  argv = ["command"] + list(sys.argv[1:] if argv is None else argv)
-  values = flags.FlagValues()
-  if config_help:
-    path = _value_of(argv, CONFIG)
-    if path is not None and not os.path.isfile(path.split(":", 1)[0]):
-      raise UserError(f"{path.split(':', 1)[0]}: no such config file (--{CONFIG})")
-    _define_config(values, argv, config_help)
-  define(values)
-  if any(arg in HELP for arg in argv[1:]):
-    print(f"{doc.strip()}\n\nflags:\n{values.get_help()}")
-    sys.exit(0)
-  try:
-    rest = values(argv)
-  except (flags.Error, OSError, SyntaxError, AttributeError, KeyError, TypeError) as e:
-    if config_help:
-      _check_config(argv)
-    raise UserError(str(e)) from None
-  if len(rest) > 1:
-    raise UserError(f"unexpected argument {rest[1]!r}")
-  return values
+def add_config(parser, help_string):
+  """Adds a required ``--config FILE`` (a Python file with ``get_config()``) to ``parser``;
+  ``parse`` loads it and applies ``--config.KEY=VALUE`` overrides of its keys."""
+  parser.add_argument("--config", required=True, metavar="FILE", help=help_string +
+                      "; override its keys as --config.KEY=VALUE")
 
 
-def _define_config(values, argv, help_string):
-  # ml_collections loads the file into sys.modules["config_config"], keeping what an
-  # earlier file defined there (a command run twice in one process would see it).
-  sys.modules.pop(f"{CONFIG}_config", None)
-  config_flags.DEFINE_config_file(CONFIG, None, help_string, lock_config=True,
-                                  flag_values=values, sys_argv=argv)
-  flags.mark_flag_as_required(CONFIG, flag_values=values)
-
-
-def _check_config(argv):
-  """Raises ``UserError`` for a missing or broken ``--config`` file or an override of a
-  key the config does not have."""
-  path = _value_of(argv, CONFIG)
-  if path is None:
-    return
-  file = path.split(":", 1)[0]
-  probe, plain = flags.FlagValues(), ["command", f"--{CONFIG}={path}"]
-  _define_config(probe, plain, "")
-  try:
-    probe(plain)
-    config = probe[CONFIG].value
-  except Exception as e:  # pylint: disable=broad-except
-    lines = str(e).strip().splitlines()
-    raise UserError(f"{file}: not a usable config file ({lines[-1] if lines else e!r})") from None
-  for arg in argv:
-    match = re.match(rf"^--?(?:no)?{CONFIG}\.([^=]+)", arg)
-    if match:
-      _check_key(config, match.group(1))
-
-
-def _value_of(argv, name):
-  for i, arg in enumerate(argv):
-    if arg == f"--{name}" and i + 1 < len(argv):
-      return argv[i + 1]
-    if arg.startswith(f"--{name}="):
-      return arg.split("=", 1)[1]
-  return None
-
-
-def _check_key(config, key):
-  """Raises ``UserError`` naming ``key`` when it is not a key of ``config``."""
-  node, parts = config, key.split(".")
-  for depth, part in enumerate(parts):
-    if not hasattr(node, "keys") or part not in node:
-      prefix = "".join(p + "." for p in parts[:depth])
-      choices = _keys(node, prefix) if hasattr(node, "keys") else [prefix[:-1]]
-      raise UserError(f"--{CONFIG}.{key}: no such config key{did_you_mean(key, choices)}")
-    node = node[part]
-
-
-def _keys(config, prefix=""):
-  """Every dotted key of ``config``, nested ones included."""
-  keys = []
-  for key, value in config.items():
-    keys.append(prefix + key)
-    if hasattr(value, "keys"):
-      keys.extend(_keys(value, f"{prefix}{key}."))
-  return keys
+def parse(parser, argv=None):
+  """``parser``'s arguments from ``argv`` (None: ``sys.argv[1:]``); with ``add_config``,
+  ``args.config`` is the loaded config with the ``--config.KEY=VALUE`` (or ``--config.KEY
+  VALUE``; a boolean key alone is true) overrides applied. Mistakes raise ``UserError``."""
+  args, rest = parser.parse_known_args(argv)
+  overrides, unknown = [], []
+  while rest:
+    arg = rest.pop(0)
+    if not arg.startswith(f"--{CONFIG}."):
+      unknown.append(arg)
+    elif "=" in arg:
+      overrides.append(tuple(arg[len(CONFIG) + 3:].split("=", 1)))
+    else:
+      value = rest.pop(0) if rest and not rest[0].startswith("--") else None
+      overrides.append((arg[len(CONFIG) + 3:], value))
+  if unknown:
+    raise UserError(f"unrecognized arguments: {' '.join(unknown)}")
+  if not hasattr(args, CONFIG):
+    if overrides:
+      raise UserError(f"--{CONFIG}.{overrides[0][0]}: this command takes no --{CONFIG}")
+    return args
+  args.config = configs.load(args.config)
+  for key, value in overrides:
+    configs.override(args.config, key, value)
+  return args
 
 
 def number(kind, low, inclusive=False):

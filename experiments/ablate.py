@@ -9,26 +9,30 @@ Config overrides apply to every variant (e.g. ``--config.epochs=2``); re-running
 
 import os
 
-from absl import flags, logging
+from absl import logging
 
 from d3ke_jax import cli
 from d3ke_jax.errors import UserError
 from d3ke_jax.train import ablation
 
 
-def define(values):
-  flags.DEFINE_string("workdir", None, "directory for the variants and the table",
-                      flag_values=values, required=True)
-  flags.DEFINE_enum("sweep", "lambdas", sorted(ablation.SWEEPS), "what to vary",
-                    flag_values=values)
-  flags.DEFINE_list("variants", None, "only these variants (default: all)", flag_values=values)
-  flags.DEFINE_enum("split", "test", ["validation", "test"],
-                    "split the variants are compared on (checkpoints: best on validation)",
-                    flag_values=values)
+def parse(argv):
+  parser = cli.ArgumentParser(prog="python -m experiments.ablate", description=__doc__)
+  cli.add_config(parser, "training config file")
+  parser.add_argument("--workdir", required=True,
+                      help="directory for the variants and the table")
+  parser.add_argument("--sweep", choices=sorted(ablation.SWEEPS), default="lambdas",
+                      help="what to vary (default: lambdas)")
+  parser.add_argument("--variants", type=lambda text: text.split(","),
+                      help="only these variants, comma-separated (default: all)")
+  parser.add_argument("--split", choices=("validation", "test"), default="test",
+                      help="split the variants are compared on (checkpoints: best on "
+                      "validation)")
+  return cli.parse(parser, argv)
 
 
 def main(argv=None):
-  args = cli.parse_flags(argv, define, __doc__, config_help="training config file")
+  args = parse(argv)
   logging.set_verbosity(logging.WARNING)
   if os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
     raise UserError(f"{args.workdir}: not a directory (--workdir)")

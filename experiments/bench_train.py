@@ -17,7 +17,6 @@ them, at the config's crop size (no dataset needs to be built).
 
 import contextlib
 import functools
-import importlib.util
 import itertools
 import math
 import os
@@ -27,7 +26,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from d3ke_jax import cli, devices
+from d3ke_jax import cli, configs, devices
 from d3ke_jax.data import augment, frames, loader
 from d3ke_jax.data.d3ke_synthetic import encode_jpeg
 from d3ke_jax.data.registry import DATASETS
@@ -62,22 +61,15 @@ def add_parser(subparsers):
 
 
 def load_config(name):
-  """``get_config()`` of a config named as in experiments/configs or by its .py file."""
-  path = name if name.endswith(".py") else os.path.join(CONFIGS, f"{name}.py")
-  if not os.path.isfile(path):
-    known = sorted(f[:-3] for f in os.listdir(CONFIGS) if f.endswith(".py") and
-                   "def get_config" in open(os.path.join(CONFIGS, f), encoding="utf-8").read())
-    raise UserError(f"{name}: no such config (a .py file or one of {', '.join(known)})")
-  spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(spec)
-  try:
-    spec.loader.exec_module(module)
-    config = module.get_config() if hasattr(module, "get_config") else None
-  except Exception as e:  # pylint: disable=broad-except
-    raise UserError(f"{path}: not a usable config file ({type(e).__name__}: {e})") from None
-  if config is None:
-    raise UserError(f"{path}: not a config file (no get_config())")
-  return config
+  """The config named as in experiments/configs or by its .py file."""
+  if not name.endswith(".py"):
+    path = os.path.join(CONFIGS, f"{name}.py")
+    if not os.path.isfile(path):
+      known = sorted(f[:-3] for f in os.listdir(CONFIGS) if f.endswith(".py") and
+                     "def get_config" in open(os.path.join(CONFIGS, f), encoding="utf-8").read())
+      raise UserError(f"{name}: no such config (a .py file or one of {', '.join(known)})")
+    name = path
+  return configs.load(name)
 
 
 def bench_train(args):

@@ -8,31 +8,29 @@ An unreadable checkpoint is skipped for the newest readable one of the same kind
 
 import os
 
-from absl import flags, logging
+from absl import logging
 
 from d3ke_jax import cli
 from d3ke_jax.errors import UserError
 from d3ke_jax.train.evaluation import evaluate_run
 
 
-def define(values):
-  flags.DEFINE_string("workdir", None, "workdir of a training run", flag_values=values,
-                      required=True)
-  flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "split to evaluate",
-                    flag_values=values)
-  flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
-                    "the best-on-validation or the latest checkpoint", flag_values=values)
-  flags.DEFINE_string("out", None, "output directory (default: WORKDIR/eval/SPLIT)",
-                      flag_values=values)
-  flags.DEFINE_string("coordinate", None,
-                      "coordinate plotted over time (default: the most varying)",
-                      flag_values=values)
-  flags.DEFINE_integer("clip", None, "clip plotted over time (default: the longest)",
-                       flag_values=values)
+def parse(argv):
+  parser = cli.ArgumentParser(prog="python -m experiments.evaluate", description=__doc__)
+  parser.add_argument("--workdir", required=True, help="workdir of a training run")
+  parser.add_argument("--split", choices=("train", "validation", "test"), default="test",
+                      help="split to evaluate (default: test)")
+  parser.add_argument("--checkpoint", choices=("best", "latest"), default="best",
+                      help="the best-on-validation (default) or the latest checkpoint")
+  parser.add_argument("--out", help="output directory (default: WORKDIR/eval/SPLIT)")
+  parser.add_argument("--coordinate", help="coordinate plotted over time (default: the most "
+                      "varying)")
+  parser.add_argument("--clip", type=int, help="clip plotted over time (default: the longest)")
+  return cli.parse(parser, argv)
 
 
 def main(argv=None):
-  args = cli.parse_flags(argv, define, __doc__)
+  args = parse(argv)
   logging.set_verbosity(logging.WARNING)
   if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
     raise UserError(f"{args.out}: not a directory (--out)")

@@ -15,10 +15,11 @@ MPI, Kubernetes, Cloud TPU). The workdir and the data folder must be on storage 
 process sees.
 """
 
+import argparse
 import os
 
 import jax
-from absl import flags, logging
+from absl import logging
 
 from d3ke_jax import cli
 from d3ke_jax.errors import UserError
@@ -28,19 +29,22 @@ ENVIRONMENT = {"coordinator_address": "JAX_COORDINATOR_ADDRESS",
                "num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
 
 
-def define(values):
-  flags.DEFINE_string("workdir", None, "directory for checkpoints and metrics",
-                      flag_values=values, required=True)
-  flags.DEFINE_bool("distributed", False, "join a multi-process job through jax.distributed, "
-                    "the cluster (SLURM, Open MPI, Kubernetes, Cloud TPU) detected by JAX",
-                    flag_values=values)
-  flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordinator "
-                      "(default: $JAX_COORDINATOR_ADDRESS); joins a multi-process job",
-                      flag_values=values)
-  flags.DEFINE_integer("num_processes", None, "processes in the job (default: "
-                       "$JAX_NUM_PROCESSES)", flag_values=values)
-  flags.DEFINE_integer("process_id", None, "this process's id, 0 to num_processes - 1 "
-                       "(default: $JAX_PROCESS_ID)", flag_values=values)
+def parse(argv):
+  parser = cli.ArgumentParser(prog="python -m experiments.train", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  cli.add_config(parser, "training config file")
+  parser.add_argument("--workdir", required=True, help="directory for checkpoints and metrics")
+  parser.add_argument("--distributed", action="store_true", help="join a multi-process job "
+                      "through jax.distributed, the cluster (SLURM, Open MPI, Kubernetes, "
+                      "Cloud TPU) detected by JAX")
+  parser.add_argument("--coordinator_address", help="host:port of process 0's coordinator "
+                      "(default: $JAX_COORDINATOR_ADDRESS); joins a multi-process job")
+  parser.add_argument("--num_processes", type=cli.number(int, 0),
+                      help="processes in the job (default: $JAX_NUM_PROCESSES)")
+  parser.add_argument("--process_id", type=cli.number(int, 0, inclusive=True),
+                      help="this process's id, 0 to num_processes - 1 (default: "
+                      "$JAX_PROCESS_ID)")
+  return cli.parse(parser, argv)
 
 
 def cluster(args, environ=os.environ):
@@ -77,7 +81,7 @@ def _integer(name, value):
 
 
 def main(argv=None):
-  args = cli.parse_flags(argv, define, __doc__, config_help="training config file")
+  args = parse(argv)
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   job = cluster(args)
   if job is not None:

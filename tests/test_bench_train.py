@@ -124,5 +124,4 @@ def test_a_broken_config_file_is_one_line_and_exit_2(tmp_path, capsys):
   path.write_text("def get_config(:\n")
   code, out, err = _run(["--config", str(path)], capsys)
   assert (code, out) == (2, ""), (code, out, err)
-  assert err == (f"cmd: {path}: not a usable config file (SyntaxError: invalid syntax "
-                 "(broken.py, line 1))\n"), err
+  assert err == f"cmd: {path}: not a usable config file (line 1: SyntaxError: invalid syntax)\n", err

@@ -1,7 +1,6 @@
 """User errors of the commands: one line on stderr naming the problem, exit status 2."""
 
 import pytest
-from absl import flags
 
 from d3ke_jax import cli
 from d3ke_jax.errors import Interrupted, UserError
@@ -20,10 +19,12 @@ def run(main, argv, capsys):
 
 
 def _toy(argv):
-  define = lambda values: flags.DEFINE_enum("split", "test", ["train", "test"], "split",
-                                            flag_values=values)
-  values = cli.parse_flags(argv, define, "toy", config_help="config file")
-  print(values.config.epochs, values.config.optimizer.learning_rate, values.split)
+  parser = cli.ArgumentParser(prog="toy")
+  cli.add_config(parser, "config file")
+  parser.add_argument("--split", choices=("train", "test"), default="test")
+  args = cli.parse(parser, argv)
+  print(args.config.epochs, args.config.optimizer.learning_rate, args.config.augmentation,
+        tuple(args.config.model.stage_sizes), args.split)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -33,28 +34,50 @@ def _toy(argv):
      "--config.optimizer.lr: no such config key (did you mean 'optimizer.learning_rate'?)"),
     (["--config", TINY, "--config.optimzer.learning_rate=3"], "(did you mean "
                                                               "'optimizer.learning_rate'?)"),
-    (["--config", TINY, "--config.epochs=two"], "--config.epochs=two: invalid literal"),
+    (["--config", TINY, "--config.epochs=two"], "--config.epochs=two: not an integer"),
+    (["--config", TINY, "--config.epochs=2.5"], "--config.epochs=2.5: not an integer"),
+    (["--config", TINY, "--config.optimizer.learning_rate=fast"],
+     "--config.optimizer.learning_rate=fast: not a number"),
+    (["--config", TINY, "--config.augmentation=maybe"],
+     "--config.augmentation=maybe: not true or false"),
+    (["--config", TINY, "--config.model.stage_sizes=7"],
+     "--config.model.stage_sizes=7: not a list, e.g. (1, 2)"),
+    (["--config", TINY, "--config.model=3"], "--config.model: a group of keys; set one of "
+                                             "them (e.g. --config.model.box_head=...)"),
+    (["--config", TINY, "--config.epochs"], "--config.epochs: needs a value"),
     (["--config", "no/such.py"], "no/such.py: no such config file (--config)"),
-    (["--config", TINY, "--split", "tset"], "--split=tset: value should be one of"),
-    (["--config", TINY, "--bogus"], "Unknown command line flag 'bogus'"),
-    (["--config", TINY, "extra"], "unexpected argument 'extra'"),
-    ([], "--config must have a value"),
+    (["--config", TINY, "--split", "tset"], "argument --split: invalid choice: 'tset'"),
+    (["--config", TINY, "--bogus"], "unrecognized arguments: --bogus"),
+    (["--config", TINY, "extra"], "unrecognized arguments: extra"),
+    ([], "the following arguments are required: --config"),
 ])
 def test_bad_command_lines_are_one_line(argv, message, capsys):
   code, err = run(_toy, argv, capsys)
   assert code == 2 and message in err, err
 
 
-def test_a_python_file_without_get_config_is_named(tmp_path, capsys):
-  (tmp_path / "c.py").write_text("epochs = 3\n")
+@pytest.mark.parametrize("text, message", [
+    ("epochs = 3\n", "not a config file (no get_config())"),
+    ("def get_config(:\n", "not a usable config file (line 1: SyntaxError: invalid syntax)"),
+    ("def get_config():\n  return 1 / 0\n",
+     "not a usable config file (line 2: ZeroDivisionError: division by zero)"),
+    ("import nothing_here\n", "not a usable config file (line 1: ModuleNotFoundError: No "
+                               "module named 'nothing_here')"),
+    ("def get_config():\n  return {'epochs': 3}\n",
+     "get_config() returned a dict, not an ml_collections.ConfigDict"),
+])
+def test_a_config_file_that_fails_is_named_in_one_line(tmp_path, capsys, text, message):
+  (tmp_path / "c.py").write_text(text)
   code, err = run(_toy, ["--config", str(tmp_path / "c.py")], capsys)
-  assert code == 2 and f"{tmp_path / 'c.py'}: not a usable config file" in err, err
+  assert (code, err) == (2, f"cmd: {tmp_path / 'c.py'}: {message}")
 
 
 def test_good_command_line_parses_overrides(capsys):
   with pytest.raises(SystemExit) as exit_:
-    cli.run(_toy, ["--config", TINY, "--config.epochs=5", "--split=train"], prog="cmd")
-  assert exit_.value.code == 0 and capsys.readouterr().out == "5 0.001 train\n"
+    cli.run(_toy, ["--config", TINY, "--config.epochs=5", "--config.optimizer.learning_rate",
+                   "2e-3", "--config.augmentation=false", "--config.model.stage_sizes=(2,1)",
+                   "--split=train"], prog="cmd")
+  assert exit_.value.code == 0 and capsys.readouterr().out == "5 0.002 False (2, 1) train\n"
 
 
 def _raise(error):
@@ -96,8 +119,7 @@ def _train(argv):
     (["--config.optimizer.weight_decay=nan"], "optimizer.weight_decay=nan: must be a number >= 0"),
     (["--config.seed=-1"], "seed=-1: must be an integer >= 0"),
     (["--config.input_workers=-1"], "input_workers=-1: must be an integer >= 0"),
-    (["--config.input_processes=maybe"], "flag --config.input_processes=maybe: ('Non-boolean "
-                                         "argument to boolean flag', 'maybe')"),
+    (["--config.input_processes=maybe"], "--config.input_processes=maybe: not true or false"),
     (["--config.loss.lambda_joint=0", "--config.loss.lambda_marker=0",
       "--config.loss.lambda_body=0", "--config.loss.lambda_angle=0"],
      "loss: every weight is 0, nothing to train"),
@@ -136,12 +158,11 @@ def test_evaluate_names_a_bad_workdir_or_flag(tmp_path, capsys):
                                  "a training run?"),
       ([str(tmp_path)], f"{tmp_path / 'config.json'}: not found; is {str(tmp_path)!r} the "
                         "workdir of a training run?"),
-      ([str(tmp_path), "--split=tset"], "flag --split=tset: value should be one of "
-                                        "<train|validation|test>"),
-      ([str(tmp_path), "--checkpoint=last"], "flag --checkpoint=last: value should be one of "
-                                             "<best|latest>"),
-      ([str(tmp_path), "--clip=first"], "flag --clip=first: invalid literal for int() with "
-                                        "base 10: 'first'"),
+      ([str(tmp_path), "--split=tset"], "argument --split: invalid choice: 'tset' (choose "
+                                        "from 'train', 'validation', 'test')"),
+      ([str(tmp_path), "--checkpoint=last"], "argument --checkpoint: invalid choice: 'last' "
+                                             "(choose from 'best', 'latest')"),
+      ([str(tmp_path), "--clip=first"], "argument --clip: invalid int value: 'first'"),
       ([str(tmp_path), "--out", str(tmp_path / "file")], f"{tmp_path / 'file'}: not a "
                                                          "directory (--out)")):
     assert run(_evaluate, ["--workdir"] + argv, capsys) == (2, f"cmd: {message}")
@@ -159,8 +180,8 @@ def test_ablate_names_a_bad_variant_sweep_or_workdir(tmp_path, capsys):
   (tmp_path / "file").write_text("")
   for argv, message in (
       (["--variants", "no_angels"], "variants ['no_angels']: unknown"),
-      (["--sweep", "lambda"], "flag --sweep=lambda: value should be one of <lambdas>"),
-      (["--split", "train"], "flag --split=train: value should be one of <validation|test>"),
+      (["--sweep", "lambda"], "argument --sweep: invalid choice: 'lambda'"),
+      (["--split", "train"], "argument --split: invalid choice: 'train'"),
       (["--config.loss.lambda_joint=-1"], "loss.lambda_joint=-1.0: must be a number >= 0")):
     code, err = run(_ablate, ["--config", TINY, "--workdir", str(tmp_path / "w")] + argv, capsys)
     assert code == 2 and err.startswith(f"cmd: {message}"), err
