@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from d3ke_jax.nets.resnext import GroupedConv, PointwiseConv, groups_per_slice
+from d3ke_jax.nets.resnext import (GroupedConv, PointwiseConv, groups_per_slice,
+                                   sliced_grouped_conv)
 from d3ke_jax.skeleton import forward_kinematics, load_osim
 from d3ke_jax.skeleton import kinematics
 from conftest import float64
@@ -83,7 +84,8 @@ def test_groups_per_slice_fill_16_channels_and_divide_the_groups():
   assert groups_per_slice(6, 2) == 6 and groups_per_slice(6, 4) == 3  # 12 of 16 channels
 
 
-# On CPU: two slices of four groups, four slices of two groups, eight slices of one group.
+# The CPU form: two slices of four groups, four slices of two groups, eight slices of one
+# group (``GroupedConv`` itself runs the form of the platform it is compiled for).
 @pytest.mark.parametrize("group_width", [4, 8, 32])
 def test_grouped_conv_matches_xla_grouped_convolution(group_width):
   groups, stride, padding = 8, 2, ((1, 1), (1, 1))
@@ -100,11 +102,14 @@ def test_grouped_conv_matches_xla_grouped_convolution(group_width):
   w = jnp.asarray(rng.normal(size=(2, 5, 5, groups * 8)), jnp.float32)
   loss = lambda apply: jax.grad(lambda x, k: jnp.sum(apply({"params": {"kernel": k}}, x) * w),
                                 argnums=(0, 1))
-  got = (conv.apply(variables, x),) + loss(conv.apply)(x, kernel)
+  sliced = lambda variables, x: sliced_grouped_conv(x, variables["params"]["kernel"], stride,
+                                                     padding, groups)
   expected = (reference.apply(variables, x),) + loss(reference.apply)(x, kernel)
-  # Sums of the same products in another order (measured: <= 3e-7 relative).
-  for a, b in zip(got, expected):
-    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * np.max(np.abs(b)))
+  for apply in (conv.apply, sliced):
+    got = (apply(variables, x),) + loss(apply)(x, kernel)
+    # Sums of the same products in another order (measured: <= 3e-7 relative).
+    for a, b in zip(got, expected):
+      np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * np.max(np.abs(b)))
 
 
 @pytest.mark.parametrize("stride, size", [(1, 8), (2, 8), (2, 7)])

@@ -18,7 +18,7 @@ import numpy as np
 
 from d3ke_jax.errors import UserError
 from d3ke_jax.io.npz import numbers, read_npz
-from d3ke_jax.skeleton.kinematics import compose_tree, level_schedule
+from d3ke_jax.skeleton.kinematics import by_platform, compose_tree, level_schedule
 from d3ke_jax.skeleton.rotations import rotvec_to_matrix
 
 NUM_BETAS = 16
@@ -207,7 +207,8 @@ def _world_transforms(parents, rot, rest_joints):
   local = jnp.concatenate([rot.reshape(frames, num_joints, 9).T,
                            jnp.broadcast_to(local_pos.T[:, :, None], (3, num_joints, frames))])
   schedule = level_schedule(_levels(parents), parents, tuple(range(num_joints)))
-  world = jnp.stack(compose_tree(tuple(local), schedule)).T  # (T, J, 12)
+  compose = lambda local, cpu: compose_tree(local, schedule, cpu=cpu)
+  world = jnp.stack(by_platform(compose, None, tuple(local))).T  # (T, J, 12)
   return world[..., :9].reshape(frames, num_joints, 3, 3), world[..., 9:]
 
 

@@ -42,9 +42,10 @@ class GroupedConv(nn.Module):
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         tuple(self.kernel_size) + (x.shape[-1] // self.groups, self.features))
     x, kernel = jnp.asarray(x, self.dtype), jnp.asarray(kernel, self.dtype)
-    if jax.default_backend() == "cpu":
-      return sliced_grouped_conv(x, kernel, self.strides, self.padding, self.groups)
-    return _conv(x, kernel, self.strides, self.padding, self.groups)
+    options = (self.strides, self.padding, self.groups)
+    return jax.lax.platform_dependent(  # chosen where the program is compiled
+        x, kernel, cpu=lambda x, kernel: sliced_grouped_conv(x, kernel, *options),
+        default=lambda x, kernel: _conv(x, kernel, *options))
 
 
 def _conv(x, kernel, strides, padding, groups):

@@ -4,10 +4,10 @@ Layout, for speed on XLA:CPU as well as accelerators: the batch is flattened and
 and 3x3 algebra is written out per component (a rotation is 9 arrays, a position 3), so
 the per-joint work for all joints fuses into a few large elementwise loops. The tree is
 composed root-to-leaf by one ``jax.lax.scan`` over a level schedule: each step places a
-fixed number of joints whose parents are already placed (on accelerators the scan is
-unrolled, see ``_unroll``; rows are picked from all components at once, see ``_take``).
-Gradients go through the same code (component tuples are split and joined whole, so their
-transposes stay cheap).
+fixed number of joints whose parents are already placed. XLA:CPU and accelerators get
+different forms of the same computation (``LAYOUTS``), chosen where the program is
+compiled (``jax.lax.platform_dependent``). Gradients go through the same code (component
+tuples are split and joined whole, so their transposes stay cheap).
 """
 
 import functools
@@ -28,7 +28,16 @@ class FKOutput(NamedTuple):
   markers: jnp.ndarray  # (..., n_markers, 3)
 
 
-def forward_kinematics(model: SkeletalModel, coords, scales=None, root_rotation=None):
+# The two forms of the computation. "cpu": the scan a loop of one step per iteration,
+# shared work computed once into memory (optimization barriers), rows picked per component,
+# large batches in cache-sized chunks. "accelerator": the scan unrolled (a loop launches
+# its kernels once per step), fusions left to XLA, rows picked by one gather of the stacked
+# components (its gradient one scatter, where a gather per component costs one each).
+LAYOUTS = ("cpu", "accelerator")
+
+
+def forward_kinematics(model: SkeletalModel, coords, scales=None, root_rotation=None,
+                       layout=None):
   """Body frames, joint centres and markers of a posed, scaled model.
 
   Args:
@@ -44,6 +53,9 @@ def forward_kinematics(model: SkeletalModel, coords, scales=None, root_rotation=
     root_rotation: optional (..., 3, 3) rotation of the root body (pelvis) in ground. When
       given, the root's joint is replaced by this rotation at the origin, so outputs are
       root-relative positions in ground orientation (the D3KE layer).
+    layout: one of ``LAYOUTS`` to force that form of the computation (both give the same
+      numbers); default: "cpu" where the program is compiled for XLA:CPU, else
+      "accelerator".
 
   Jitted; the model's topology is static, its geometry traced, so one compilation
   serves every batch of the same shape. A model with NumPy leaves (as loaded) is put on
@@ -55,7 +67,9 @@ def forward_kinematics(model: SkeletalModel, coords, scales=None, root_rotation=
     ``FKOutput`` in the ground frame (or root-centred when ``root_rotation`` is given), in
     the floating dtype of ``coords``.
   """
-  return _forward_kinematics(on_device(model), coords, scales, root_rotation)
+  if layout not in (None,) + LAYOUTS:
+    raise ValueError(f"layout={layout!r}: choose from {LAYOUTS} (or None)")
+  return _forward_kinematics(on_device(model), coords, scales, root_rotation, layout)
 
 
 _DEVICE_COPIES = {}  # (id(model), 64-bit mode) -> device copy, dropped with the model
@@ -76,8 +90,8 @@ def on_device(model: SkeletalModel):
   return copy
 
 
-@jax.jit
-def _forward_kinematics(model, coords, scales, root_rotation):
+@functools.partial(jax.jit, static_argnums=4)
+def _forward_kinematics(model, coords, scales, root_rotation, layout):
   """``forward_kinematics`` on a model whose leaves are on the device."""
   coords = jnp.asarray(coords)
   if not jnp.issubdtype(coords.dtype, jnp.floating):
@@ -97,30 +111,43 @@ def _forward_kinematics(model, coords, scales, root_rotation):
     _check_shape(model, "root_rotation", root_rotation, (3, 3))
     inputs["root_rotation"] = jnp.broadcast_to(root_rotation, batch + (3, 3)).reshape(n, 9)
 
-  chunk = CPU_CHUNK if _on_cpu() else n
-  if n <= chunk:
-    out = _forward(model, **inputs)
-  else:
-    # Large batches on CPU run in cache-sized chunks: XLA:CPU is memory-bound here.
-    padded = -(-n // chunk) * chunk
-    chunks = jax.tree.map(lambda a: jnp.pad(a, [(0, padded - n)] + [(0, 0)] * (a.ndim - 1),
-                                            mode="edge").reshape((-1, chunk) + a.shape[1:]),
-                          inputs)
-    out = jax.lax.map(jax.checkpoint(lambda c: _forward(model, **c)), chunks)
-    out = jax.tree.map(lambda a: a.reshape((padded,) + a.shape[2:])[:n], out)
+  out = by_platform(functools.partial(_chunked, model), layout, inputs)
   return jax.tree.map(lambda a: a.reshape(batch + a.shape[1:]), out)
+
+
+def by_platform(fn, layout, *args):
+  """``fn(*args, cpu=...)``: with ``cpu`` True where the program is compiled for XLA:CPU,
+  False elsewhere (``jax.lax.platform_dependent``), or as ``layout`` says (``LAYOUTS``)."""
+  if layout is not None:
+    return fn(*args, cpu=layout == "cpu")
+  return jax.lax.platform_dependent(*args, cpu=functools.partial(fn, cpu=True),
+                                    default=functools.partial(fn, cpu=False))
+
+
+def _chunked(model, inputs, cpu):
+  """``_forward`` of a flat batch; on CPU, large batches in cache-sized chunks (XLA:CPU is
+  memory-bound here)."""
+  n = inputs["coords"].shape[0]
+  if not cpu or n <= CPU_CHUNK:
+    return _forward(model, cpu=cpu, **inputs)
+  padded = -(-n // CPU_CHUNK) * CPU_CHUNK
+  chunks = jax.tree.map(lambda a: jnp.pad(a, [(0, padded - n)] + [(0, 0)] * (a.ndim - 1),
+                                          mode="edge").reshape((-1, CPU_CHUNK) + a.shape[1:]),
+                        inputs)
+  out = jax.lax.map(jax.checkpoint(lambda c: _forward(model, cpu=True, **c)), chunks)
+  return jax.tree.map(lambda a: a.reshape((padded,) + a.shape[2:])[:n], out)
 
 
 CPU_CHUNK = 512  # poses per chunk on CPU; measured best for 4096 poses on 2 cores
 
 
-def _forward(model, coords, scales=None, root_rotation=None):
+def _forward(model, coords, scales=None, root_rotation=None, *, cpu):
   """``FKOutput`` for a flat batch: coords (n, C), scales (n, B, 3), root_rotation (n, 9)."""
   n, dtype = coords.shape[0], coords.dtype
   s = None if scales is None else scales.transpose(2, 1, 0)
   r0 = None if root_rotation is None else root_rotation.T
-  frames = _body_frames(model, coords.T, s, r0)  # 12 x (B, n)
-  joints, markers = _points(model, frames, s)  # (3, J, n), (3, M, n)
+  frames = _body_frames(model, coords.T, s, r0, cpu)  # 12 x (B, n)
+  joints, markers = _points(model, frames, s, cpu)  # (3, J, n), (3, M, n)
   rot = jnp.stack(frames[:9]).reshape(3, 3, model.num_bodies, n)
   pos = jnp.stack(frames[9:]).reshape(3, 1, model.num_bodies, n)
   bottom = jnp.broadcast_to(jnp.array([0, 0, 0, 1], dtype)[None, :, None, None],
@@ -170,12 +197,10 @@ def _unstack(array):
   return tuple(row[0] for row in jnp.split(array, array.shape[0]))
 
 
-def _take(components, index):
-  """Rows ``index`` of every component. On accelerators one gather of the stacked
-  components: its gradient is one scatter, a kernel of its own there, where a gather per
-  component costs one scatter each (the gradient compiled for an H200 falls from 230
-  kernels to 24-36). XLA:CPU runs the gathers per component about 15 % faster."""
-  if _on_cpu():
+def _take(components, index, cpu):
+  """Rows ``index`` of every component: per component on CPU, else one gather of the
+  stacked components, whose gradient is one scatter (``LAYOUTS``)."""
+  if cpu:
     return tuple(c[index] for c in components)
   return _unstack(jnp.stack(components)[:, index])
 
@@ -220,26 +245,13 @@ def axis_values(model, q):
   return jnp.concatenate(table)[index].reshape(6, model.num_joints, q.shape[1])
 
 
-def _materialize(components):
+def _materialize(components, cpu):
   """Computes components once into memory on CPU. Without this XLA:CPU fuses each consumer
   separately and recomputes shared work (the trigonometry of every axis) per component;
-  elsewhere the fusions are left to XLA (see ``_unroll``)."""
-  if not _on_cpu():
+  elsewhere the fusions are left to XLA."""
+  if not cpu:
     return components
   return _unstack(jax.lax.optimization_barrier(jnp.stack(components)))
-
-
-def _unroll():
-  """Scan steps per loop iteration: one on CPU; all of them on accelerators, where a loop
-  launches its kernels once per step. Measured on an H200 (``experiments.bench_fk``, project
-  model): unrolled, 1.5-5.6x the loop's poses/s forward and 1.5-2.4x in the gradient, from
-  1 to 65,536 poses."""
-  return 1 if _on_cpu() else True
-
-
-def _on_cpu():
-  """Whether the computation is being compiled for XLA:CPU (layouts differ by backend)."""
-  return jax.default_backend() == "cpu"
 
 
 def _axis_rotation(axis, c, s):
@@ -272,17 +284,17 @@ def translation_gain(model, s, dtype):
   return gain, s_parent
 
 
-def _joint_frames(model, q, s):
+def _joint_frames(model, q, s, cpu):
   """Frame of every joint's child body in its parent body: 12 components (J, n)."""
   dtype = q.dtype
   values = axis_values(model, resolve_coordinates(model, q))
   axes = jnp.asarray(model.axes, dtype)
-  cos, sin = _materialize((jnp.cos(values[:3]), jnp.sin(values[:3])))
+  cos, sin = _materialize((jnp.cos(values[:3]), jnp.sin(values[:3])), cpu)
   cos, sin = _unstack(cos), _unstack(sin)
   spin = _axis_rotation(_columns(axes[:, 0], dtype), cos[0], sin[0])
   for i in (1, 2):
     spin = _mm(spin, _axis_rotation(_columns(axes[:, i], dtype), cos[i], sin[i]))
-  spin = _materialize(spin)
+  spin = _materialize(spin, cpu)
   parent_rot = _columns(model.parent_rotation, dtype)
   rot = _mm(_mm(parent_rot, spin), _transpose(_columns(model.child_rotation, dtype)))
 
@@ -366,9 +378,9 @@ def _pack(width, children, height, num_joints):
           tuple(placed[j] for j in range(num_joints)))
 
 
-def _body_frames(model, q, s, root_rotation):
+def _body_frames(model, q, s, root_rotation, cpu):
   """World frame of every body: 12 components (B, n)."""
-  local = _joint_frames(model, q, s)
+  local = _joint_frames(model, q, s, cpu)
   ground = None
   if root_rotation is not None:
     # Place ground so that the root body lands at the origin with the given rotation.
@@ -377,15 +389,16 @@ def _body_frames(model, q, s, root_rotation):
     ground = align + tuple(-x for x in _mv(align, root[9:]))
   schedule = level_schedule(model.levels, model.joint_parent_body, model.joint_child_body)
   mover = np.argsort(model.joint_child_body)  # the joint that moves each body
-  return compose_tree(local, schedule, ground, mover)
+  return compose_tree(local, schedule, ground, mover, cpu=cpu)
 
 
 IDENTITY = (1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0)  # a frame's 12 components
 
 
-def compose_tree(local, schedule, ground=None, rows=None):
+def compose_tree(local, schedule, ground=None, rows=None, *, cpu):
   """World frames of a tree's joints, composed root to leaf by one ``lax.scan`` over
-  ``schedule`` (``level_schedule``'s steps).
+  ``schedule`` (``level_schedule``'s steps), in the ``cpu`` or the accelerator form
+  (``LAYOUTS``; ``by_platform`` chooses).
 
   ``local``: each joint's frame in its parent's, 12 components (J, n); ``ground``: the frame
   the roots hang from, 12 components (n,) (default the identity). Returns the world frames
@@ -398,21 +411,21 @@ def compose_tree(local, schedule, ground=None, rows=None):
   # Per step: the local frames of its joints (pass-through slots: identity) and the slots
   # of the previous step they attach to.
   xs = (_take(tuple(jnp.concatenate([c, jnp.full((1, n), v, dtype)])
-                    for c, v in zip(local, IDENTITY)), joint),  # 12 x (S, W, n)
+                    for c, v in zip(local, IDENTITY)), joint, cpu),  # 12 x (S, W, n)
         jnp.asarray(source))
 
   def place(previous, step):
     local_frames, sources = step
-    world = _compose(_take(previous, sources), local_frames)
+    world = _compose(_take(previous, sources, cpu), local_frames)
     return world, world
 
   carry = tuple(jnp.broadcast_to(c, (joint.shape[1], n)) for c in ground)
-  _, frames = jax.lax.scan(place, carry, xs, unroll=_unroll())  # 12 x (S, W, n)
+  _, frames = jax.lax.scan(place, carry, xs, unroll=1 if cpu else True)  # 12 x (S, W, n)
   rows = np.array(flat) if rows is None else np.array(flat)[np.asarray(rows)]
-  return _take(tuple(c.reshape(joint.size, n) for c in frames), rows)
+  return _take(tuple(c.reshape(joint.size, n) for c in frames), rows, cpu)
 
 
-def _points(model, frames, s):
+def _points(model, frames, s, cpu):
   """(3, J, n) joint centres and (3, M, n) markers from body frames (12 x (B, n))."""
   body = np.concatenate([np.array(model.joint_child_body, int),
                          np.array(model.marker_body, int)])
@@ -421,6 +434,6 @@ def _points(model, frames, s):
                                       jnp.asarray(model.marker_offsets, dtype)]), dtype)
   if s is not None:
     offsets = _mul(offsets, _unstack(s[:, body]))
-  on_body = _take(frames, body)
+  on_body = _take(frames, body, cpu)
   points = jnp.stack(_add(_mv(on_body[:9], offsets), on_body[9:]))
   return points[:, :model.num_joints], points[:, model.num_joints:]
