@@ -106,11 +106,17 @@ def opensim_poses_per_second(path, poses):
 
 
 def bench_fk(args):
+  with jax.enable_x64(args.float64):  # 64-bit arrays for this command only
+    _bench_fk(args)
+
+
+def _bench_fk(args):
   models = args.models or [default_model_path()] + (
       [REFERENCE_MODEL] if os.path.exists(REFERENCE_MODEL) else [])
+  if not args.models and not os.path.exists(REFERENCE_MODEL):
+    print(f"note: {os.path.normpath(REFERENCE_MODEL)} not found: the project's model alone "
+          "(--models PATH ... measures others)\n")
   dtype = jnp.float64 if args.float64 else jnp.float32
-  if args.float64:
-    jax.config.update("jax_enable_x64", True)
   device = jax.devices()[0]
   print(f"forward kinematics, {device.platform.upper()} ({device.device_kind}, "
         f"{jax.device_count()} device(s)), {jnp.dtype(dtype).name}; poses/s, median of "
