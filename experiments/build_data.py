@@ -19,7 +19,7 @@ import tensorflow_datasets as tfds
 
 from d3ke_jax import cli
 from d3ke_jax.data import movi_files, records
-from d3ke_jax.data.registry import DATASETS
+from d3ke_jax.data.registry import DATASETS, quiet_tfds
 from d3ke_jax.errors import UserError, did_you_mean
 from d3ke_jax.io.atomic import atomic_path
 
@@ -88,9 +88,10 @@ def prepare(args):
     given = [f"--{f}" for f in movi_flags if getattr(args, f) is not None]
     if given:
       raise UserError(f"{given[0]}: applies to movi only ({args.dataset} is generated)")
-  builder = DATASETS[args.dataset](config=args.config, data_dir=args.data_dir,
-                                   file_format="array_record", **kwargs)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(**download))
+  with quiet_tfds():
+    builder = DATASETS[args.dataset](config=args.config, data_dir=args.data_dir,
+                                     file_format="array_record", **kwargs)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(**download))
   return builder
 
 

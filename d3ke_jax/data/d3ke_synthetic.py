@@ -26,6 +26,17 @@ from d3ke_jax.data import frames as frame_generation
 from d3ke_jax.data.synthetic import MOVEMENTS, RATE
 
 
+class Announced:
+  """A TFDS builder's first and last lines saying what it builds where (TFDS's own speak of
+  a download of unknown size, for data made here)."""
+
+  def _log_download_bytes(self):
+    print(f"building {self.name}/{self.builder_config.name} into {self.data_dir}", flush=True)
+
+  def _log_download_done(self):
+    print(f"{self.name}/{self.builder_config.name} built in {self.data_dir}", flush=True)
+
+
 @dataclasses.dataclass
 class SyntheticConfig(tfds.core.BuilderConfig):
   image_size: int = 128
@@ -47,7 +58,7 @@ def split_subjects(num_subjects):
   return order[:train], order[train:train + validation], order[train + validation:]
 
 
-class D3keSynthetic(tfds.core.GeneratorBasedBuilder):
+class D3keSynthetic(Announced, tfds.core.GeneratorBasedBuilder):
   """Synthetic D3KE frames; see the module docstring."""
 
   FRAME_RATE = RATE  # frames per second of every clip

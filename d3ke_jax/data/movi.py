@@ -29,7 +29,7 @@ import tqdm
 from d3ke_jax.body import smplh
 from d3ke_jax.data import cameras as camera_lib
 from d3ke_jax.data import movi_files, movi_subject
-from d3ke_jax.data.d3ke_synthetic import D3keSynthetic, example_features
+from d3ke_jax.data.d3ke_synthetic import Announced, D3keSynthetic, example_features
 from d3ke_jax.data.loader import usable_cpus
 from d3ke_jax.errors import UserError
 from d3ke_jax.io.atomic import atomic_path
@@ -41,7 +41,7 @@ class MoviConfig(tfds.core.BuilderConfig):
   seed: int = 0  # draws each clip's box margin
 
 
-class Movi(tfds.core.GeneratorBasedBuilder):
+class Movi(Announced, tfds.core.GeneratorBasedBuilder):
   """BML-MoVi frames; see the module docstring."""
 
   FRAME_RATE = movi_files.VIDEO_RATE

@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 from d3ke_jax import devices
 from d3ke_jax.data import movi_files
 from d3ke_jax.data.records import Records
-from d3ke_jax.data.registry import DATASETS
+from d3ke_jax.data.registry import DATASETS, quiet_tfds
 from d3ke_jax.errors import UserError
 from d3ke_jax.io.atomic import atomic_write
 
@@ -45,21 +45,25 @@ def load_dataset(config, splits=("train", "validation")):
   names = [c.name for c in builder_class.BUILDER_CONFIGS]
   if config.dataset.config not in names:
     raise ConfigError(f"dataset.config={config.dataset.config!r}: unknown (choose from {names})")
-  builder = builder_class(config=config.dataset.config, data_dir=config.dataset.data_dir,
-                          file_format="array_record")
-  manual_dir = config.dataset.get("manual_dir") or None
-  if not builder.is_prepared() and builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
-    if not manual_dir:
-      raise ConfigError(f"dataset.manual_dir: required to build {name} "
-                        f"({config.dataset.config}), which is not in {builder.data_dir} yet")
-    movi_files.check_manual_dir(manual_dir)
-  if jax.process_index() == 0:
-    builder.download_and_prepare(  # a no-op once built
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-  devices.sync_processes(f"dataset {name}/{config.dataset.config}", BUILD_TIMEOUT)
-  if jax.process_index() != 0:  # see what process 0 built
-    builder = builder_class(config=config.dataset.config, data_dir=config.dataset.data_dir,
+  data_dir = config.dataset.data_dir
+  if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+    raise ConfigError(f"dataset.data_dir={data_dir!r}: a file, not a directory")
+  with quiet_tfds():
+    builder = builder_class(config=config.dataset.config, data_dir=data_dir,
                             file_format="array_record")
+    manual_dir = config.dataset.get("manual_dir") or None
+    if not builder.is_prepared() and builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
+      if not manual_dir:
+        raise ConfigError(f"dataset.manual_dir: required to build {name} "
+                          f"({config.dataset.config}), which is not in {builder.data_dir} yet")
+      movi_files.check_manual_dir(manual_dir)
+    if jax.process_index() == 0:
+      builder.download_and_prepare(  # a no-op once built
+          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    devices.sync_processes(f"dataset {name}/{config.dataset.config}", BUILD_TIMEOUT)
+    if jax.process_index() != 0:  # see what process 0 built
+      builder = builder_class(config=config.dataset.config, data_dir=data_dir,
+                              file_format="array_record")
   sources = builder.as_data_source()
   return {split: Records(sources[split]) for split in splits}
 

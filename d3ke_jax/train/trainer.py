@@ -62,6 +62,7 @@ def check_config(config):
   if not any(config.loss.values()):
     raise ConfigError("loss: every weight is 0, nothing to train")
   if config.stage in ("per_frame", "cms"):  # trained on images
+    per_frame.network_options(config)
     runs.require(config, "input_workers", "input_processes")
     _check_number(config, "input_workers", 0, integer=True)
     if not isinstance(config.input_processes, bool):
@@ -164,6 +165,9 @@ def fit(config, workdir, stage, mesh, backbone=None):
       for batch, data_state in on_device:
         state, train_metrics = train(state, batch)
         step += 1
+        # The bar counts finished steps (dispatch runs ahead of the devices), so its pace
+        # and estimate stay steady.
+        jax.block_until_ready(train_metrics["loss"])
         bar.update(1)
         stopping_now = requests.reached(step)
         if step % config.log_every_steps == 0 or step == stop:
@@ -210,4 +214,6 @@ def describe(step, result):
   parts.append(f"MPBLPE {result['mpblpe']:.1f} mm")
   if "mae_body" in result:
     parts.append(f"MAE_body {result['mae_body']:.1f} mm")
+  if "box_iou" in result:
+    parts.append(f"box IoU {result['box_iou']:.2f}")
   return f"step {step}: validation " + ", ".join(parts)
