@@ -11,7 +11,8 @@ import re
 import numpy as np
 import pytest
 
-from d3ke_jax.skeleton import default_model, default_model_path, forward_kinematics, load_osim
+from d3ke_jax.skeleton import default_model_path, forward_kinematics, load_osim
+from experiments import make_default_model as default_model
 from conftest import reference_file
 from opensim_helpers import opensim_fk
 

@@ -61,12 +61,8 @@ MOVI_CAMERAS = {
 }
 
 
-def distort(normalised, distortion):
-  """(..., 2) normalised coordinates -> distorted ones (OpenCV's radial model, k1 and k2)."""
-  return jnp.stack(_distort(normalised[..., 0], normalised[..., 1], distortion), -1)
-
-
 def _distort(x, y, distortion):
+  """Normalised coordinates -> distorted ones (OpenCV's radial model, k1 and k2)."""
   r2 = x * x + y * y
   factor = 1 + distortion[0] * r2 + distortion[1] * r2 * r2
   return x * factor, y * factor

@@ -94,8 +94,3 @@ def expand_scales(model: SkeletalModel, layout: PredictionLayout, predicted):
     source[list(members)] = g
   ones = jnp.ones(predicted.shape[:-2] + (1, 3), predicted.dtype)
   return jnp.concatenate([predicted, ones], axis=-2)[..., source, :]
-
-
-def select_coordinates(layout: PredictionLayout, coords):
-  """(..., n_coordinates) -> (..., n_predicted): the inverse of ``expand_coordinates``."""
-  return jnp.asarray(coords)[..., np.array(layout.coordinates, int)]
