@@ -17,12 +17,10 @@ import numpy as np
 # torchvision's BatchNorm: eps 1e-5, running statistics updated with momentum 0.1.
 BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 
-# XLA:CPU computes a grouped convolution as slowly as a dense one of all its channels (a
-# 3x3 of 32 groups at 28x28x256, batch 16, one thread: 139 ms, torchvision 8 ms). Cut into
-# slices of 16 channels (or one group, if wider), each a dense convolution with the
-# block-diagonal kernel of the groups in it, a layer at 32x32x256, batch 16, 2 threads,
-# runs 20 ms forward and 40 ms with the gradient (32-channel slices: 30 and 54 ms;
-# 8-channel slices are slower again).
+# XLA:CPU computes a grouped convolution as slowly as a dense one of all its channels; on CPU
+# it is cut into slices of this many channels (or one group, if wider), each a dense
+# convolution with the block-diagonal kernel of the groups in it (the fastest slice width
+# found; docs/networks.md).
 CPU_SLICE_CHANNELS = 16
 
 
@@ -83,9 +81,8 @@ def sliced_grouped_conv(x, kernel, strides, padding, groups):
 
 class PointwiseConv(nn.Module):
   """A 1x1 convolution with ``nn.Conv``'s parameter (``kernel``: (1, 1, in, out), same
-  initialiser) and "SAME" padding, computed as a matrix product over the channels: XLA:CPU
-  runs that 1.2-3x faster than the same convolution (64x64x256 -> 128, one thread pool:
-  1.8 vs 3.1 ms at batch 1, 34 vs 101 ms at batch 16)."""
+  initialiser) and "SAME" padding, computed as a matrix product over the channels, which
+  XLA:CPU runs faster than its convolution."""
   features: int
   strides: int = 1
   dtype: Any = jnp.float32
