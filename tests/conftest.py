@@ -69,3 +69,16 @@ def reference_file(*parts):
   if not os.path.exists(path):
     pytest.skip(f"reference data not found: {path} (set D3KE_REFERENCE to ../shared/reference)")
   return path
+
+
+@pytest.fixture(scope="session")
+def micro_data(tmp_path_factory):
+  """The ``data_dir`` of the micro synthetic dataset (32 px, 160 frames), built once for the
+  whole session; tests that damage it work on a copy."""
+  from d3ke_jax.train import runs  # pylint: disable=g-import-not-at-top
+  from experiments.configs import synthetic_tiny  # pylint: disable=g-import-not-at-top
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  config = synthetic_tiny.get_config()
+  config.dataset.config, config.dataset.data_dir = "micro", data_dir
+  runs.load_dataset(config, splits=("train",))
+  return data_dir

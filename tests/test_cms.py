@@ -28,8 +28,8 @@ TABLE = ("MAE_angle_deg", "SD_angle_deg", "MPBLPE_mm", "MAE_body_mm", "RMSE_body
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
+def data_dir(micro_data):
+  return micro_data
 
 
 @pytest.fixture(scope="module")

@@ -177,10 +177,11 @@ def test_a_run_from_before_keeps_its_centred_input(tmp_path):
 
 
 @pytest.mark.slow  # about 1-2 minutes on 2 cores: ``pytest -m slow``
-def test_training_starts_from_the_state_dict_and_resumes_without_it(state_dict, tmp_path):
+def test_training_starts_from_the_state_dict_and_resumes_without_it(state_dict, tmp_path,
+                                                                   micro_data):
   state, path = state_dict
   config = synthetic_tiny.get_config()
-  for key, value in {"dataset.config": "micro", "dataset.data_dir": str(tmp_path / "tfds"),
+  for key, value in {"dataset.config": "micro", "dataset.data_dir": micro_data,
                      "model.head_hidden": 8, "model.pretrained": path, "batch_size": 8,
                      "max_steps": 1, "checkpoint_every_steps": 1,
                      "optimizer.learning_rate": 1e-9, "optimizer.end_learning_rate": 1e-9,

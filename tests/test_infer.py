@@ -33,11 +33,11 @@ FRAMES, WIDTH, HEIGHT, FOCAL = 20, 128, 96, 70.0
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tmp_path_factory, micro_data):
   """A per-frame run of 1 step on the micro dataset (32-px crops)."""
   root = tmp_path_factory.mktemp("infer_run")
   config = synthetic_tiny.get_config()
-  config.dataset.config, config.dataset.data_dir = "micro", str(root / "tfds")
+  config.dataset.config, config.dataset.data_dir = "micro", micro_data
   config.model.head_hidden, config.batch_size, config.max_steps = 16, 8, 1
   config.log_every_steps, config.checkpoint_every_steps = 1, 1
   trainer.train_and_evaluate(config, str(root / "run"))

@@ -14,7 +14,6 @@ import time
 import numpy as np
 import pytest
 
-from d3ke_jax.train import runs
 from test_trainer import TINY_RUN, _config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -78,10 +77,8 @@ def _last_line(err):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  data_dir = str(tmp_path_factory.mktemp("tfds"))
-  runs.load_dataset(_config(data_dir))  # built once, before the jobs start
-  return data_dir
+def data_dir(micro_data):
+  return micro_data  # built before the jobs start
 
 
 def _train_command(data_dir, workdir):

@@ -61,8 +61,8 @@ def _train_steps(workdir):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
+def data_dir(micro_data):
+  return micro_data
 
 
 @pytest.fixture(scope="module")
