@@ -10,7 +10,7 @@ import PIL.ImageDraw
 import tensorboardX
 
 from d3ke_jax.io.atomic import atomic_write
-from d3ke_jax.skeleton.model import GROUND
+from d3ke_jax.skeleton.model import GROUND, root_relative
 
 PREDICTED, TRUE = (0, 255, 0), (255, 0, 255)
 METRICS = "metrics.jsonl"
@@ -97,7 +97,8 @@ def skeleton_overlays(model, frames, joints, scale=2):
   pairs = bones(model)
   root = model.root_joint
   true = np.asarray(frames["joints"])
-  predicted = np.asarray(joints) - np.asarray(joints)[:, root:root + 1] + true[:, root:root + 1]
+  joints = np.asarray(joints)
+  predicted = root_relative(joints, joints, root) + true[:, root, None]
   out = []
   for image, t, p, k in zip(frames["image"], true, predicted, frames["intrinsics"]):
     big = np.asarray(PIL.Image.fromarray(image).resize((image.shape[1] * scale,
