@@ -63,17 +63,15 @@ def make_stage(config, workdir, mesh):
   stage = per_frame.make_stage(config, workdir, mesh)
   model = stage.model
   validation = runs.load_dataset(config, splits=("validation",))["validation"]
-  truth = labels(validation, VALIDATION_LABELS)
-  valid = truth["frame_valid"]
+  truth = labels(validation, VALIDATION_LABELS, optional=("markers_valid",))
+  true = root_relative(truth["markers"], truth["joints"], model.root_joint)
+  counted = metrics.marker_mask(true, truth["frame_valid"], truth.get("markers_valid"))
 
   def validate(evaluate, state):
     (markers,), scores, _ = per_frame.network_outputs(evaluate, state, validation,
                                                       config.batch_size, mesh)
-    root = truth["joints"][valid, model.root_joint]
-    result = {"loss": scores["loss"],
-              "mpblpe": metrics.mpblpe(markers[valid], truth["markers"][valid],
-                                       np.zeros_like(root), root),
-              "frames": int(valid.sum())}
+    result = {"loss": scores["loss"], "mpblpe": metrics.mpblpe(markers, true, counted),
+              "frames": int(truth["frame_valid"].sum())}
     return result, np.zeros((0, 1, 1, 3), np.uint8)
 
   return stage._replace(network=build_network(config, model), objective=marker_objective,

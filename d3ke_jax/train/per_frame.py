@@ -24,6 +24,11 @@ LABELS = ("coordinates", "scales", "joints", "markers", "frame_valid", "coordina
           "subject", "clip", "frame", "movement", "view")
 
 
+def split_labels(source):
+  """The ``LABELS`` of every record of ``source``, and ``markers_valid`` where it has them."""
+  return labels(source, LABELS, optional=("markers_valid",))
+
+
 def layout_for(config, model):
   return make_layout(model, include_root=False, share_mirrored=config.model.share_mirrored)
 
@@ -72,13 +77,13 @@ def make_stage(config, workdir, mesh):
   index = np.array(layout.coordinates)
   # The predict-the-mean baseline: the mean coordinates of (every 7th) training frame.
   train_mean = np.mean([train[i]["coordinates"][index] for i in range(0, len(train), 7)], 0)
-  truth = labels(validation, LABELS)
+  truth = split_labels(validation)
   # Frames drawn with their skeletons in TensorBoard: spread over the validation clips.
   shown = np.linspace(0, len(validation) - 1, PREVIEW_FRAMES).astype(int)
 
   def validate(evaluate, state):
     predicted = predict_frames(evaluate, state, validation, config.batch_size, mesh)
-    metrics = stages.frame_metrics(model, layout, predicted, truth)
+    metrics = stages.frame_metrics(model, layout, predicted, truth, runs.frame_rate(config))
     metrics["mae_angle_mean_baseline"] = stages.mae_angle_of(
         np.broadcast_to(train_mean, predicted["coords"].shape), truth, layout)
     preview = [decode(validation[int(i)]) for i in shown]
