@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from d3ke_jax import devices
+from d3ke_jax import devices, drawing
 from d3ke_jax.data import augment, loader
 from d3ke_jax.data.records import decode, labels
 from d3ke_jax.nets import heads
@@ -14,7 +14,6 @@ from d3ke_jax.nets.d3ke import INPUT_NORMALISATIONS, PerFrameD3KE
 from d3ke_jax.skeleton import make_layout
 from d3ke_jax.train import runs
 from d3ke_jax.train import stage as stages
-from d3ke_jax.train import summaries
 from d3ke_jax.train.step import images_from_batch
 
 MODEL_KEYS = ("stage_sizes", "groups", "width_per_group", "head_hidden", "dtype",
@@ -87,7 +86,7 @@ def make_stage(config, workdir, mesh):
     metrics["mae_angle_mean_baseline"] = stages.mae_angle_of(
         np.broadcast_to(train_mean, predicted["coords"].shape), truth, layout)
     preview = [decode(validation[int(i)]) for i in shown]
-    images = summaries.skeleton_overlays(
+    images = drawing.skeleton_overlays(
         model, {k: np.stack([p[k] for p in preview]) for k in ("image", "joints", "intrinsics")},
         predicted["joints"][shown])
     return metrics, images
