@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 from d3ke_jax.errors import UserError
-from d3ke_jax.train.report import Predictions, write_report
+from d3ke_jax.train.metrics import Predictions
+from d3ke_jax.train.report import write_report
 
 FPS = 50.0
 FRAMES = 20
 KEYS = list(itertools.product((7, 8), ("walk", "squat"), ("frontal", "sagittal")))  # one per clip
 COORDINATES = ("hip_flexion_r", "knee_angle_r", "ankle_angle_r")
-BODIES, BODY_AXIS, BODY_EXTENT_MM = ("femur_r", "tibia_r"), (1, 0), (400.0, 250.0)
+BODIES, BODY_AXIS, BODY_EXTENT = ("femur_r", "tibia_r"), (1, 0), (0.4, 0.25)  # metres
 INVALID_FRAMES = (5, 3 * FRAMES + 10)  # frame 5 of clip 0, frame 10 of clip 3
 INVALID_ENTRY = (FRAMES + 7, 2)  # frame 7 of clip 1, ankle
 
@@ -35,7 +36,7 @@ def make_split():
   coordinate_valid[INVALID_ENTRY] = False
   return Predictions(pred_coords=coords.copy(), true_coords=coords,
                      coordinate_valid=coordinate_valid, frame_valid=frame_valid,
-                     pred_markers=markers.copy(), true_markers=markers,
+                     marker_valid=np.ones(markers.shape[:2], bool), pred_markers=markers.copy(), true_markers=markers,
                      pred_scales=np.ones((len(clip), 2, 3)), true_scales=np.ones((len(clip), 2, 3)),
                      subject=subject, movement=movement, view=view, clip=clip, frame=frame)
 
@@ -47,7 +48,7 @@ def write(split, out_dir, **kwargs):
   split.true_coords[invalid] = -1e3
   split.pred_markers[~split.frame_valid] = 1e2
   split.pred_scales[~split.frame_valid] = 50.0
-  return write_report(split, COORDINATES, BODIES, BODY_AXIS, BODY_EXTENT_MM, out_dir, FPS,
+  return write_report(split, COORDINATES, BODIES, BODY_AXIS, BODY_EXTENT, out_dir, FPS,
                       **kwargs)
 
 
@@ -238,10 +239,10 @@ def test_mismatched_shapes_name_the_field(tmp_path):
   with pytest.raises(ValueError, match="frame_valid must be a bool"):
     Predictions(**{**fields, "frame_valid": fields["frame_valid"].astype(int)})
   with pytest.raises(ValueError, match="coordinate_names"):
-    write_report(make_split(), COORDINATES[:2], BODIES, BODY_AXIS, BODY_EXTENT_MM, tmp_path, FPS)
-  with pytest.raises(ValueError, match="body_extent_mm"):
+    write_report(make_split(), COORDINATES[:2], BODIES, BODY_AXIS, BODY_EXTENT, tmp_path, FPS)
+  with pytest.raises(ValueError, match="body_extent"):
     write_report(make_split(), COORDINATES, BODIES, BODY_AXIS, (1.0,), tmp_path, FPS)
   split = make_split()
   split.pred_coords[3, 1] = np.nan  # a valid frame
   with pytest.raises(ValueError, match="pred_coords is not finite"):
-    write_report(split, COORDINATES, BODIES, BODY_AXIS, BODY_EXTENT_MM, tmp_path, FPS)
+    write_report(split, COORDINATES, BODIES, BODY_AXIS, BODY_EXTENT, tmp_path, FPS)

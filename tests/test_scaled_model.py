@@ -14,7 +14,7 @@ from d3ke_jax.skeleton import forward_kinematics, load_osim, make_layout
 from d3ke_jax.skeleton.rotations import rotvec_to_matrix
 from d3ke_jax.skeleton.sampling import random_poses
 from d3ke_jax.skeleton.subset import expand_scales
-from d3ke_jax.train import evaluation, metrics
+from d3ke_jax.train import metrics
 from d3ke_jax.train import stage as stages
 from d3ke_jax.train.losses import d3ke_loss
 from d3ke_jax.train.step import targets_from_batch
@@ -87,10 +87,10 @@ def test_body_metrics_of_a_scaled_model():
                view=np.array(["v"] * FRAMES))
   predicted = {"coords": np.asarray(kinematics.coords), "scales": np.asarray(kinematics.scales),
                "joints": records["joints"], "markers": records["markers"], "loss": 0.0}
-  exact = stages.frame_metrics(model, layout, predicted, truth)
+  exact = stages.frame_metrics(model, layout, predicted, truth, rate=30.0)
   assert exact["mae_body"] == pytest.approx(0.0, abs=1e-3)
   assert exact["mpblpe"] == pytest.approx(0.0, abs=1e-3) and exact["mae_angle"] < 1e-4
-  report = evaluation.to_report(model, layout, predicted, truth)
+  report = stages.predictions(model, layout, predicted, truth)
   np.testing.assert_allclose(report.true_scales, records["scales"])
   assert metrics.rmse_body(report.pred_scales, report.true_scales) < 1e-6
   # Femurs 10 % too long along their longest axis: 10 % of each femur's length in mm.
@@ -100,6 +100,6 @@ def test_body_metrics_of_a_scaled_model():
   group = [g for g, members in enumerate(layout.body_groups) if femurs[0] in members][0]
   longer = np.array(predicted["scales"])
   longer[:, group, 1] *= 1.1
-  off = stages.frame_metrics(model, layout, dict(predicted, scales=longer), truth)
+  off = stages.frame_metrics(model, layout, dict(predicted, scales=longer), truth, rate=30.0)
   expected = 100 * np.mean(records["scales"][:, femurs, 1] * extent[femurs], 0).sum()
   assert off["mae_body"] == pytest.approx(expected / model.num_bodies, rel=1e-4)

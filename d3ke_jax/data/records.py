@@ -46,8 +46,10 @@ def numeric(example):
   return {k: v for k, v in example.items() if not isinstance(v, (str, bytes))}
 
 
-def labels(source, keys):
-  """The fields ``keys`` of every record, stacked (images are never decoded)."""
+def labels(source, keys, optional=()):
+  """The fields ``keys`` of every record, stacked (images are never decoded), and those of
+  ``optional`` that the records hold."""
   records = [source[i] for i in range(len(source))]
+  keys = list(keys) + [k for k in optional if records and k in records[0]]
   return {k: np.stack([np.asarray(r[k].decode() if isinstance(r[k], bytes) else r[k])
                        for r in records]) for k in keys}

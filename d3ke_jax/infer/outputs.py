@@ -18,6 +18,7 @@ import PIL.Image
 import scipy.spatial.transform
 from matplotlib.figure import Figure
 
+from d3ke_jax.drawing import bones, draw_skeleton
 from d3ke_jax.io.atomic import atomic_write, save_png
 from d3ke_jax.io.mot import write_mot
 from d3ke_jax.io.trc import MarkerTrajectories, write_trc
@@ -25,7 +26,6 @@ from d3ke_jax.io.video import FrameReader, VideoWriter, write_video
 from d3ke_jax.skeleton import forward_kinematics
 from d3ke_jax.skeleton.scaling import write_scaled_osim
 from d3ke_jax.skeleton.subset import expand_coordinates, expand_scales
-from d3ke_jax.train.summaries import bones, draw_skeleton
 
 CAMERA_TO_GROUND = np.diag([1.0, -1.0, -1.0])  # camera (x right, y down, z ahead) -> OpenSim
 PLOTTED = ("hip_flexion", "knee_angle", "ankle_angle", "shoulder_flex", "elbow_flexion",

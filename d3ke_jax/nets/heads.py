@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from d3ke_jax.skeleton.kinematics import forward_kinematics
+from d3ke_jax.skeleton.model import root_relative
 from d3ke_jax.skeleton.rotations import sixd_to_matrix
 
 IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -125,7 +126,8 @@ def marker_template(model):
   relative to the root joint: what the marker head predicts from zero outputs."""
   pose = forward_kinematics(model, np.asarray(model.coordinate_defaults),
                             root_rotation=np.asarray(FACING_CAMERA))
-  markers = np.asarray(pose.markers) - np.asarray(pose.joint_origins)[model.root_joint]
+  markers = root_relative(np.asarray(pose.markers), np.asarray(pose.joint_origins),
+                          model.root_joint)
   return tuple(tuple(map(float, m)) for m in markers)
 
 

@@ -114,6 +114,13 @@ def _index(names, name, kind, source):
     raise KeyError(f"{source}: the model has no {kind} named {name!r}") from None
 
 
+def root_relative(points, joints, root_joint):
+  """``points`` (..., K, 3) relative to the origin of joint ``root_joint`` of ``joints``
+  (..., J, 3) (NumPy or JAX arrays): how positions are compared (losses, MPBLPE) and
+  placed on another skeleton."""
+  return points - joints[..., root_joint, None, :]
+
+
 def body_points(model: SkeletalModel):
   """Points fixed to each body, in its frame: its origin, its markers and the joint centres
   of its children. A list of (n_b, 3) arrays, one per body."""

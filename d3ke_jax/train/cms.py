@@ -15,13 +15,12 @@ frames with those scales. Predictions come out as ``per_frame.predict_frames`` g
 import dataclasses
 import time
 
-import jax.numpy as jnp
 import numpy as np
 
 from d3ke_jax.data.records import labels
 from d3ke_jax.nets import heads
 from d3ke_jax.nets.d3ke import PerFrameMarkers
-from d3ke_jax.skeleton import ik, scaling
+from d3ke_jax.skeleton import ik, root_relative, scaling
 from d3ke_jax.skeleton.kinematics import forward_kinematics
 from d3ke_jax.skeleton.subset import expand_scales
 from d3ke_jax.train import metrics, per_frame, runs
@@ -40,9 +39,9 @@ def marker_objective(model, layout, weights, markers, batch):
   """(loss, {"marker": L1}, (markers,)): predicted root-relative markers against the
   batch's, relative to its root joint."""
   del layout  # no skeletal layer
-  root = batch["joints"][..., model.root_joint, :]
+  true = root_relative(batch["markers"], batch["joints"], model.root_joint)
   valid = steps.marker_labels_valid(batch) * batch["frame_valid"][..., None]
-  loss = marker_loss(markers, jnp.zeros_like(root), batch["markers"], root, valid)
+  loss = marker_loss(markers, true, valid)
   return weights["marker"] * loss, {"marker": loss}, (markers,)
 
 
@@ -64,17 +63,15 @@ def make_stage(config, workdir, mesh):
   stage = per_frame.make_stage(config, workdir, mesh)
   model = stage.model
   validation = runs.load_dataset(config, splits=("validation",))["validation"]
-  truth = labels(validation, VALIDATION_LABELS)
-  valid = truth["frame_valid"]
+  truth = labels(validation, VALIDATION_LABELS, optional=("markers_valid",))
+  true = root_relative(truth["markers"], truth["joints"], model.root_joint)
+  counted = metrics.marker_mask(true, truth["frame_valid"], truth.get("markers_valid"))
 
   def validate(evaluate, state):
     (markers,), scores, _ = per_frame.network_outputs(evaluate, state, validation,
                                                       config.batch_size, mesh)
-    root = truth["joints"][valid, model.root_joint]
-    result = {"loss": scores["loss"],
-              "mpblpe": metrics.mpblpe(markers[valid], truth["markers"][valid],
-                                       np.zeros_like(root), root),
-              "frames": int(valid.sum())}
+    result = {"loss": scores["loss"], "mpblpe": metrics.mpblpe(markers, true, counted),
+              "frames": int(truth["frame_valid"].sum())}
     return result, np.zeros((0, 1, 1, 3), np.uint8)
 
   return stage._replace(network=build_network(config, model), objective=marker_objective,

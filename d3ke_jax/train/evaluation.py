@@ -5,7 +5,6 @@ import os
 import numpy as np
 
 from d3ke_jax import devices
-from d3ke_jax.data.records import labels
 from d3ke_jax.train import checkpoints, cms, metrics, per_frame, report, runs, temporal
 from d3ke_jax.train import stage as stages
 from d3ke_jax.train import step as steps
@@ -20,7 +19,7 @@ def predict_split(workdir, split, checkpoint="best"):
   model = stages.load_model(first)
   layout = per_frame.layout_for(first, model)
   source = runs.load_dataset(first, splits=(split,))[split]
-  truth = labels(source, per_frame.LABELS)
+  truth = per_frame.split_labels(source)
   mesh = devices.make_mesh()
   state = checkpoints.restore_state(workdir, checkpoint, mesh)
   if config.stage == "sequence":
@@ -46,21 +45,6 @@ def predict_split(workdir, split, checkpoint="best"):
   return model, layout, predicted, truth, runs.frame_rate(first)
 
 
-def to_report(model, layout, predicted, truth):
-  """``report.Predictions``: coordinates of the layout, root-aligned markers, relative scales."""
-  index = np.array(layout.coordinates)
-  root = model.root_joint
-  aligned = lambda markers, joints: markers - joints[:, root:root + 1]
-  return report.Predictions(
-      pred_coords=predicted["coords"], true_coords=truth["coordinates"][:, index],
-      coordinate_valid=truth["coordinate_valid"][:, index], frame_valid=truth["frame_valid"],
-      pred_markers=aligned(predicted["markers"], predicted["joints"]),
-      true_markers=aligned(truth["markers"], truth["joints"]),
-      pred_scales=stages.relative_scales(model, layout, predicted["scales"]),
-      true_scales=truth["scales"], subject=truth["subject"],
-      movement=truth["movement"], view=truth["view"], clip=truth["clip"], frame=truth["frame"])
-
-
 def evaluate_run(workdir, split="test", checkpoint="best", out_dir=None, coordinate=None,
                  clip=None):
   """Writes the report of ``workdir``'s run on ``split`` into ``out_dir`` (default
@@ -68,8 +52,8 @@ def evaluate_run(workdir, split="test", checkpoint="best", out_dir=None, coordin
   model, layout, predicted, truth, rate = predict_split(workdir, split, checkpoint)
   axis, extent = metrics.body_extents(model)
   out_dir = out_dir or os.path.join(workdir, "eval", split)
-  return report.write_report(to_report(model, layout, predicted, truth),
+  return report.write_report(stages.predictions(model, layout, predicted, truth),
                              [model.coordinate_names[i] for i in layout.coordinates],
-                             model.body_names, axis, 1000 * extent, out_dir, rate,
+                             model.body_names, axis, extent, out_dir, rate,
                              coordinate=coordinate, clip=clip,
                              frames_per_s=len(truth["clip"]) / predicted["seconds"])

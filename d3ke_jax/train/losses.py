@@ -11,6 +11,8 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
+from d3ke_jax.skeleton.model import root_relative
+
 PAPER_WEIGHTS = {"joint": 1.0, "marker": 2.0, "body": 0.1, "angle": 0.06}
 
 
@@ -29,13 +31,11 @@ def _masked_mean(values, mask):
   return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def marker_loss(markers, root, true_markers, true_root, mask):
-  """Mean L1 distance of markers (..., M, 3) relative to their roots (..., 3) over the
-  valid labels (``mask`` (..., M)): the marker term of ``d3ke_loss`` and the whole
-  objective of the multi-step baseline."""
-  relative = lambda points, origin: points - origin[..., None, :]
-  return _masked_mean(jnp.abs(relative(markers, root) - relative(true_markers, true_root)),
-                      mask[..., None])
+def marker_loss(markers, true_markers, mask):
+  """Mean L1 distance of root-relative markers (..., M, 3) over the valid labels (``mask``
+  (..., M)): the marker term of ``d3ke_loss`` and the whole objective of the multi-step
+  baseline."""
+  return _masked_mean(jnp.abs(markers - true_markers), mask[..., None])
 
 
 def box_loss(box, true_box, mask):
@@ -58,13 +58,13 @@ def d3ke_loss(kinematics, pose, targets: Targets, weights=None, root_joint=0):
   unknown = set(weights) - set(PAPER_WEIGHTS)
   if unknown:
     raise KeyError(f"unknown loss weights {sorted(unknown)}; expected {sorted(PAPER_WEIGHTS)}")
-  relative = lambda points, joints: points - joints[..., root_joint:root_joint + 1, :]
+  relative = lambda points, joints: root_relative(points, joints, root_joint)
   frames = targets.frame_mask[..., None, None]
   terms = {
       "joint": _masked_mean(jnp.abs(relative(pose.joints, pose.joints)
                                     - relative(targets.joints, targets.joints)), frames),
-      "marker": marker_loss(pose.markers, pose.joints[..., root_joint, :], targets.markers,
-                            targets.joints[..., root_joint, :],
+      "marker": marker_loss(relative(pose.markers, pose.joints),
+                            relative(targets.markers, targets.joints),
                             targets.marker_mask * targets.frame_mask[..., None]),
       "body": _masked_mean(jnp.abs(kinematics.scales - targets.scales), frames),
       "angle": _masked_mean(jnp.abs(kinematics.coords - targets.coords),

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from d3ke_jax import devices
+from d3ke_jax import devices, drawing
 from d3ke_jax.data import augment, loader
 from d3ke_jax.data.records import decode, labels
 from d3ke_jax.nets import heads
@@ -14,7 +14,6 @@ from d3ke_jax.nets.d3ke import INPUT_NORMALISATIONS, PerFrameD3KE
 from d3ke_jax.skeleton import make_layout
 from d3ke_jax.train import runs
 from d3ke_jax.train import stage as stages
-from d3ke_jax.train import summaries
 from d3ke_jax.train.step import images_from_batch
 
 MODEL_KEYS = ("stage_sizes", "groups", "width_per_group", "head_hidden", "dtype",
@@ -22,6 +21,11 @@ MODEL_KEYS = ("stage_sizes", "groups", "width_per_group", "head_hidden", "dtype"
 PREVIEW_FRAMES = 4
 LABELS = ("coordinates", "scales", "joints", "markers", "frame_valid", "coordinate_valid",
           "subject", "clip", "frame", "movement", "view")
+
+
+def split_labels(source):
+  """The ``LABELS`` of every record of ``source``, and ``markers_valid`` where it has them."""
+  return labels(source, LABELS, optional=("markers_valid",))
 
 
 def layout_for(config, model):
@@ -72,17 +76,17 @@ def make_stage(config, workdir, mesh):
   index = np.array(layout.coordinates)
   # The predict-the-mean baseline: the mean coordinates of (every 7th) training frame.
   train_mean = np.mean([train[i]["coordinates"][index] for i in range(0, len(train), 7)], 0)
-  truth = labels(validation, LABELS)
+  truth = split_labels(validation)
   # Frames drawn with their skeletons in TensorBoard: spread over the validation clips.
   shown = np.linspace(0, len(validation) - 1, PREVIEW_FRAMES).astype(int)
 
   def validate(evaluate, state):
     predicted = predict_frames(evaluate, state, validation, config.batch_size, mesh)
-    metrics = stages.frame_metrics(model, layout, predicted, truth)
+    metrics = stages.frame_metrics(model, layout, predicted, truth, runs.frame_rate(config))
     metrics["mae_angle_mean_baseline"] = stages.mae_angle_of(
         np.broadcast_to(train_mean, predicted["coords"].shape), truth, layout)
     preview = [decode(validation[int(i)]) for i in shown]
-    images = summaries.skeleton_overlays(
+    images = drawing.skeleton_overlays(
         model, {k: np.stack([p[k] for p in preview]) for k in ("image", "joints", "intrinsics")},
         predicted["joints"][shown])
     return metrics, images

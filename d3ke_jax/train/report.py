@@ -2,9 +2,9 @@
 
 Tables 1-4 (``summary``, ``per_body``), the per coordinate, movement, subject and view
 breakdowns and Table 6 (median and IQR across a group's items, per camera view) of sections
-3.1.1, 3.2 and 3.4, and the angle-over-time plot of Figure 5. Frames with invalid ground truth
-are left out of every metric; coordinates flagged invalid are left out of the angle metrics.
-Pearson's ρ is always the mean of per-clip correlations (NaN-safe: a constant series has none).
+3.1.1, 3.2 and 3.4, and the angle-over-time plot of Figure 5, each metric as ``metrics``
+defines it (which entries count included). Pearson's ρ is always the mean of per-clip
+correlations over the angles that count (NaN-safe: a constant series has none).
 """
 
 import csv
@@ -22,65 +22,16 @@ from d3ke_jax.train import metrics
 _TABLE6_GROUPS = {"joint": "coordinate", "movement": "movement", "participant": "subject"}
 
 
-def _shaped(dims):
-  """A dataclass field holding an array of shape ``dims`` (one letter or digit per axis)."""
-  return dataclasses.field(metadata={"dims": dims})
-
-
-@dataclasses.dataclass
-class Predictions:
-  """Per-frame predictions and ground truth of one split, N frames in clip/frame order."""
-  pred_coords: np.ndarray = _shaped("NP")  # radians, the predicted (rotational) coordinates
-  true_coords: np.ndarray = _shaped("NP")
-  coordinate_valid: np.ndarray = _shaped("NP")  # bool
-  frame_valid: np.ndarray = _shaped("N")  # bool; invalid ground truth: left out of every metric
-  pred_markers: np.ndarray = _shaped("NM3")  # metres, root-aligned (root at origin)
-  true_markers: np.ndarray = _shaped("NM3")
-  pred_scales: np.ndarray = _shaped("NB3")  # body scale factors; 1 = the model's size
-  true_scales: np.ndarray = _shaped("NB3")
-  subject: np.ndarray = _shaped("N")  # int
-  movement: np.ndarray = _shaped("N")  # str
-  view: np.ndarray = _shaped("N")  # str, camera view, e.g. "frontal", "sagittal"
-  clip: np.ndarray = _shaped("N")  # int; one subject + movement + view, frames consecutive
-  frame: np.ndarray = _shaped("N")  # int, frame index within the clip
-
-  def __post_init__(self):
-    sizes = {"3": 3}
-    for field in dataclasses.fields(self):
-      value = np.asarray(getattr(self, field.name))
-      setattr(self, field.name, value)
-      dims = field.metadata["dims"]
-      bound = [sizes.setdefault(dim, size) for dim, size in zip(dims, value.shape)]
-      if value.ndim != len(dims) or list(value.shape) != bound:
-        expected = ", ".join(f"{dim}={sizes[dim]}" if dim in sizes else dim for dim in dims)
-        raise ValueError(f"Predictions.{field.name} has shape {value.shape}, expected ({expected})")
-    for name in ("coordinate_valid", "frame_valid"):
-      dtype = getattr(self, name).dtype
-      if dtype != bool:
-        raise ValueError(f"Predictions.{name} must be a bool array, got {dtype}")
-    self._check_clips()
-
-  def _check_clips(self):
-    if len(np.unique(np.stack([self.clip, self.frame], 1), axis=0)) != len(self.clip):
-      raise ValueError("Predictions.frame: a frame index repeats within a clip")
-    for clip in np.unique(self.clip):
-      rows = self.clip == clip
-      for name in ("subject", "movement", "view"):
-        if len(np.unique(getattr(self, name)[rows])) > 1:
-          raise ValueError(f"Predictions.{name}: clip {clip} holds more than one {name}")
-
-
-def write_report(predictions, coordinate_names, body_names, body_axis, body_extent_mm, out_dir,
+def write_report(predictions, coordinate_names, body_names, body_axis, body_extent, out_dir,
                  fps, coordinate=None, clip=None, frames_per_s=float("nan")):
-  """Writes the evaluation report of ``predictions`` into ``out_dir`` (every file atomically).
+  """Writes the evaluation report of ``predictions`` (``metrics.Predictions``) into
+  ``out_dir`` (every file atomically).
 
   Args:
     coordinate_names: (P,) names of the predicted coordinates.
-    body_names, body_axis, body_extent_mm: (B,) each body's name, longest axis (0, 1 or 2) and
-      extent along it in mm (``axis, extent = metrics.body_extents(model)``; ``1000 * extent``).
-    fps: frame rate of the clips, for the mean velocities MV (equation 13). MV pools every
-      step between consecutive valid frames of a clip (the per-clip MVs weighted by their
-      number of steps); it never differences across clips or over an invalid frame.
+    body_names, body_axis, body_extent: (B,) each body's name, longest axis (0, 1 or 2) and
+      extent along it in metres (``metrics.body_extents``).
+    fps: frame rate of the clips, for the mean velocities MV (equation 13).
     coordinate, clip: what ``angle_over_time.png`` shows; by default the first of the clips
       with the most frames and, within it, the coordinate whose ground truth varies most.
     frames_per_s: how fast the predictions were made (images to kinematics: the networks,
@@ -91,13 +42,13 @@ def write_report(predictions, coordinate_names, body_names, body_axis, body_exte
   """
   p = predictions
   coordinate_names = [str(name) for name in coordinate_names]
-  _check_inputs(p, coordinate_names, body_names, body_axis, body_extent_mm, fps)
+  _check_inputs(p, coordinate_names, body_names, body_axis, body_extent, fps)
   body_axis = np.asarray(body_axis).astype(int)
   evaluation = _evaluate(p)
   shown_clip = _choose_clip(p, clip)
   shown_coordinate = _choose_coordinate(evaluation, coordinate_names, coordinate, shown_clip)
-  body_error_mm = _body_errors_mm(p, body_axis, body_extent_mm)
-  summary = dict(_summary(evaluation, body_error_mm, fps), frames_per_s=float(frames_per_s))
+  summary = dict(metrics.summary(p, body_axis, body_extent, fps),
+                 frames_per_s=float(frames_per_s))
   per_coordinate = _per_coordinate(evaluation, coordinate_names)
   tables = {
       "summary": [summary],
@@ -105,7 +56,7 @@ def write_report(predictions, coordinate_names, body_names, body_axis, body_exte
       "per_movement": _per_group(evaluation, "movement"),
       "per_subject": _per_group(evaluation, "subject"),
       "per_view": _per_group(evaluation, "view"),
-      "per_body": _per_body(p, body_names, body_error_mm),
+      "per_body": _per_body(p, body_names, body_axis, body_extent),
       "table6": _table6(evaluation),
   }
   paths = {}
@@ -121,13 +72,14 @@ def write_report(predictions, coordinate_names, body_names, body_axis, body_exte
           "paths": paths}
 
 
-def _check_inputs(p, coordinate_names, body_names, body_axis, body_extent_mm, fps):
-  """Raises ValueError, naming the argument, unless the names and sizes match ``p``."""
+def _check_inputs(p, coordinate_names, body_names, body_axis, body_extent, fps):
+  """Raises ValueError, naming the argument, unless the names and sizes match ``p`` and the
+  predictions are finite wherever the truth counts."""
   num_coordinates, num_bodies = p.pred_coords.shape[1], p.pred_scales.shape[1]
   for name, value, size in (("coordinate_names", coordinate_names, num_coordinates),
                             ("body_names", body_names, num_bodies),
                             ("body_axis", body_axis, num_bodies),
-                            ("body_extent_mm", body_extent_mm, num_bodies)):
+                            ("body_extent", body_extent, num_bodies)):
     if np.shape(value) != (size,):
       raise ValueError(f"{name} has shape {np.shape(value)}, expected ({size},) to match the "
                        "predictions")
@@ -137,46 +89,40 @@ def _check_inputs(p, coordinate_names, body_names, body_axis, body_extent_mm, fp
     raise ValueError(f"fps must be positive, got {fps}")
   if not p.frame_valid.any():
     raise ValueError("Predictions.frame_valid: no valid frame to evaluate")
-  valid = p.coordinate_valid & p.frame_valid[:, None]
-  for name in ("pred_coords", "true_coords", "pred_markers", "true_markers", "pred_scales",
-               "true_scales"):
-    values = getattr(p, name)
-    if not np.isfinite(values[valid if values.ndim == 2 else p.frame_valid]).all():
-      raise ValueError(f"Predictions.{name} is not finite where valid (mark such frames or "
-                       "coordinates invalid)")
+  for name, counted in (("pred_coords", p.angle_mask), ("pred_markers", p.marker_mask),
+                        ("pred_scales", p.frame_valid)):
+    if not np.isfinite(getattr(p, name)[counted]).all():
+      raise ValueError(f"Predictions.{name} is not finite where the truth counts (mark such "
+                       "frames or entries invalid)")
 
 
 @dataclasses.dataclass
 class _Evaluation:
   """A split's predictions with the derived arrays the tables share."""
-  p: Predictions
-  pred: np.ndarray  # (N, P) predicted coordinates, NaN where invalid
-  true: np.ndarray  # (N, P) true coordinates, NaN where invalid
-  marker_error_mm: np.ndarray  # (N,) mean marker distance of each frame, NaN where invalid
+  p: metrics.Predictions
+  angles: np.ndarray  # (N, P) bool, the angles that count
+  markers: np.ndarray  # (N, M) bool, the markers that count
   clips: dict  # {"clip" | "subject" | "movement" | "view": (C,) value of each clip}
   clip_rows: list  # (C,) indices of each clip's frames
   rho: np.ndarray  # (C, P) Pearson ρ of each coordinate within each clip
 
 
 def _evaluate(p):
-  valid = p.coordinate_valid & p.frame_valid[:, None]
-  pred = np.where(valid, p.pred_coords, np.nan)
-  true = np.where(valid, p.true_coords, np.nan)
-  distance = np.linalg.norm(p.pred_markers - p.true_markers, axis=-1)  # root-aligned already
-  marker_error_mm = np.where(p.frame_valid, 1000 * distance.mean(-1), np.nan)
+  angles = p.angle_mask
   _, first = np.unique(p.clip, return_index=True)
   first = np.sort(first)  # clips in order of appearance
   clips = {key: getattr(p, key)[first] for key in ("clip", "subject", "movement", "view")}
   clip_rows = [np.flatnonzero(p.clip == clip) for clip in clips["clip"]]
-  rho = np.array([_pearson_columns(pred[rows], true[rows]) for rows in clip_rows])
-  return _Evaluation(p, pred, true, marker_error_mm, clips, clip_rows, rho)
+  rho = np.array([_pearson_columns(p.pred_coords[rows], p.true_coords[rows], angles[rows])
+                  for rows in clip_rows])
+  return _Evaluation(p, angles, p.marker_mask, clips, clip_rows, rho)
 
 
-def _pearson_columns(pred, true):
-  """Pearson ρ of each column over its finite entries (NaN with fewer than two)."""
+def _pearson_columns(pred, true, valid):
+  """Pearson ρ of each column over its ``valid`` entries (NaN with fewer than two)."""
   rho = np.full(pred.shape[1], np.nan)
   for j in range(pred.shape[1]):
-    ok = np.isfinite(pred[:, j]) & np.isfinite(true[:, j])
+    ok = valid[:, j]
     if ok.sum() >= 2:
       rho[j] = metrics.pearson(pred[ok, j, None], true[ok, j, None])[0]
   return rho
@@ -200,9 +146,10 @@ def _choose_clip(p, clip):
 
 def _choose_coordinate(evaluation, names, coordinate, clip):
   if coordinate is None:
-    true = evaluation.true[evaluation.p.clip == clip]
-    variance = [np.var(column[np.isfinite(column)]) if np.isfinite(column).any() else -1
-                for column in true.T]
+    rows = evaluation.p.clip == clip
+    true, valid = evaluation.p.true_coords[rows], evaluation.angles[rows]
+    variance = [np.var(true[valid[:, j], j]) if valid[:, j].any() else -1
+                for j in range(len(names))]
     return names[int(np.argmax(variance))]
   if coordinate not in names:
     raise UserError(f"coordinate {coordinate!r} is not a predicted coordinate; choose from: "
@@ -228,57 +175,14 @@ def _nanmean(values):
 def _angle_metrics(evaluation, frames, clips, columns):
   """Frames, MAE and RMSE (deg) and mean per-clip ρ of the selected frames and coordinates."""
   selected = np.ix_(frames, columns)
-  pred, true = evaluation.pred[selected], evaluation.true[selected]
-  count = int(np.isfinite(pred).any(1).sum())
+  p = evaluation.p
+  pred, true, valid = p.pred_coords[selected], p.true_coords[selected], evaluation.angles[selected]
+  count = int(valid.any(1).sum())
   if not count:
     return {"frames": 0, "MAE_deg": np.nan, "RMSE_deg": np.nan, "rho": np.nan}
-  return {"frames": count, "MAE_deg": metrics.mae_angle(pred, true),
-          "RMSE_deg": float(np.degrees(np.sqrt(np.nanmean((pred - true)**2)))),
+  return {"frames": count, "MAE_deg": metrics.mae_angle(pred, true, valid),
+          "RMSE_deg": metrics.rmse_angle(pred, true, valid),
           "rho": _nanmean(evaluation.rho[clips][:, columns])}
-
-
-def _body_errors_mm(p, body_axis, body_extent_mm):
-  """(valid frames, B) |scale error| along each body's longest axis times its extent, in mm."""
-  pred, true = p.pred_scales[p.frame_valid], p.true_scales[p.frame_valid]
-  bodies = np.arange(pred.shape[1])
-  error = pred[:, bodies, body_axis] - true[:, bodies, body_axis]
-  return np.abs(error) * np.asarray(body_extent_mm, float)
-
-
-def _clip_series(evaluation, values):
-  """``values`` of each clip on its frame grid (NaN at missing frames), the clips separated by
-  a NaN row, so equation 13 never differences across clips or over a missing frame."""
-  pieces = []
-  for rows in evaluation.clip_rows:
-    frame = evaluation.p.frame[rows]
-    offset = frame - frame.min()
-    grid = np.full((offset.max() + 2,) + values.shape[1:], np.nan)
-    grid[offset] = values[rows]
-    pieces.append(grid)
-  return np.concatenate(pieces)
-
-
-def _summary(evaluation, body_error_mm, fps):
-  """Tables 1, 3 and 4 over all valid frames."""
-  p, dt = evaluation.p, 1 / fps
-  valid_frame = p.frame_valid[:, None, None]
-
-  def marker_velocity(markers):
-    masked = np.where(valid_frame, markers, np.nan)
-    return metrics.mean_velocity(_clip_series(evaluation, masked), dt, points=True)
-
-  return {
-      "MPBLPE_mm": _nanmean(evaluation.marker_error_mm),
-      "MAE_body_mm": float(np.mean(body_error_mm)),
-      "RMSE_body": metrics.rmse_body(p.pred_scales[p.frame_valid], p.true_scales[p.frame_valid]),
-      "MAE_angle_deg": metrics.mae_angle(evaluation.pred, evaluation.true),
-      "SD_angle_deg": metrics.sd_angle(evaluation.pred, evaluation.true),
-      "MV_BL_mm_s": marker_velocity(p.pred_markers),
-      "MV_angle_deg_s": metrics.mean_velocity(_clip_series(evaluation, evaluation.pred), dt),
-      "MV_BL_true_mm_s": marker_velocity(p.true_markers),
-      "MV_angle_true_deg_s": metrics.mean_velocity(_clip_series(evaluation, evaluation.true), dt),
-      "frames": int(np.count_nonzero(p.frame_valid)),
-  }
 
 
 def _per_coordinate(evaluation, names):
@@ -294,26 +198,32 @@ def _per_coordinate(evaluation, names):
 
 def _per_group(evaluation, key):
   """Each value of ``key`` (movement, subject or view): angle metrics and MPBLPE."""
-  every_coordinate = np.arange(evaluation.pred.shape[1])
+  p = evaluation.p
+  every_coordinate = np.arange(p.pred_coords.shape[1])
   rows = []
   for value in _unique(evaluation.clips[key]):
     frames, clips = _select(evaluation, **{key: value})
     rows.append({key: value, **_angle_metrics(evaluation, frames, clips, every_coordinate),
-                 "MPBLPE_mm": _nanmean(evaluation.marker_error_mm[frames])})
+                 "MPBLPE_mm": metrics.mpblpe(p.pred_markers[frames], p.true_markers[frames],
+                                             evaluation.markers[frames])})
   return rows
 
 
-def _per_body(p, body_names, body_error_mm):
+def _per_body(p, body_names, body_axis, body_extent):
   """Table 2: RMSE of all three scale factors and MAE_body of each body."""
-  pred, true = p.pred_scales[p.frame_valid], p.true_scales[p.frame_valid]
-  return [{"body": str(name), "RMSE_body": metrics.rmse_body(pred[:, b], true[:, b]),
-           "MAE_body_mm": float(np.mean(body_error_mm[:, b]))}
-          for b, name in enumerate(body_names)]
+  rows = []
+  for b, name in enumerate(body_names):
+    pred, true = p.pred_scales[:, b:b + 1], p.true_scales[:, b:b + 1]
+    rows.append({"body": str(name), "RMSE_body": metrics.rmse_body(pred, true, p.frame_valid),
+                 "MAE_body_mm": metrics.mae_body(pred, true, body_axis[b:b + 1],
+                                                 np.asarray(body_extent)[b:b + 1],
+                                                 p.frame_valid)})
+  return rows
 
 
 def _item_metrics(evaluation, group, view):
   """Angle metrics of every item of a Table 6 group (joint, movement, participant) in ``view``."""
-  num_coordinates = evaluation.pred.shape[1]
+  num_coordinates = evaluation.p.pred_coords.shape[1]
   if group == "joint":
     frames, clips = _select(evaluation, view=view)
     return [_angle_metrics(evaluation, frames, clips, [j]) for j in range(num_coordinates)]
@@ -383,10 +293,11 @@ def _plot_angle_over_time(path, evaluation, clip, j, name, fps):
   rows = np.flatnonzero(p.clip == clip)
   rows = rows[np.argsort(p.frame[rows])]
   time = p.frame[rows] / fps
+  shown = lambda values: np.degrees(np.where(evaluation.angles[rows, j], values[rows, j], np.nan))
   figure = Figure(figsize=(8, 3.5), layout="constrained")
   axes = figure.add_subplot()
-  axes.plot(time, np.degrees(evaluation.pred[rows, j]), color="tab:blue", label="predicted")
-  axes.plot(time, np.degrees(evaluation.true[rows, j]), color="tab:orange", label="ground truth")
+  axes.plot(time, shown(p.pred_coords), color="tab:blue", label="predicted")
+  axes.plot(time, shown(p.true_coords), color="tab:orange", label="ground truth")
   axes.set_xlabel("time (s)")
   axes.set_ylabel(f"{name} (deg)")
   first = rows[0]

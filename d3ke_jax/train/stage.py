@@ -9,13 +9,16 @@ import numpy as np
 
 from d3ke_jax import devices
 from d3ke_jax.data import loader
-from d3ke_jax.skeleton import OsimError, load_osim
+from d3ke_jax.skeleton import OsimError, load_osim, root_relative
 from d3ke_jax.skeleton.subset import expand_scales
 from d3ke_jax.train import metrics, runs
 from d3ke_jax.train.runs import ConfigError
 from d3ke_jax.train.step import d3ke_objective
 
 SCORES = ("loss", "box_iou")  # eval-step metrics kept with the predictions (as batch means)
+# The names validation logs (metrics.jsonl, TensorBoard) for ``metrics.summary``'s values.
+VALIDATION = {"mae_angle": "MAE_angle_deg", "sd_angle": "SD_angle_deg", "mpblpe": "MPBLPE_mm",
+              "mae_body": "MAE_body_mm", "mv_angle": "MV_angle_deg_s", "frames": "frames"}
 LABEL_NAMES = {"coordinates": "coordinate_names", "bodies": "body_names",
                "joints": "joint_names", "markers": "marker_names"}
 
@@ -121,15 +124,12 @@ def prediction_arrays(predicted, scores):
           **scores}
 
 
-def _masked_coordinates(coords, truth, layout):
-  index = np.array(layout.coordinates)
-  valid = truth["coordinate_valid"][:, index] & truth["frame_valid"][:, None]
-  return np.where(valid, coords, np.nan), np.where(valid, truth["coordinates"][:, index], np.nan)
-
-
 def mae_angle_of(coords, truth, layout):
-  """MAE_angle (deg) of predicted coordinates (N, P) over the valid ground truth."""
-  return metrics.mae_angle(*_masked_coordinates(coords, truth, layout))
+  """MAE_angle (deg) of predicted coordinates (N, P) against a split's labels."""
+  index = np.array(layout.coordinates)
+  true = truth["coordinates"][:, index]
+  return metrics.mae_angle(coords, true, metrics.angle_mask(
+      true, truth["frame_valid"], truth["coordinate_valid"][:, index]))
 
 
 def relative_scales(model, layout, scales):
@@ -137,19 +137,30 @@ def relative_scales(model, layout, scales):
   return np.asarray(expand_scales(model, layout, scales))
 
 
-def frame_metrics(model, layout, predicted, truth):
-  """Validation metrics of per-frame predictions (see ``gather_predictions``) against the
-  split's labels: MAE_angle, SD_angle (deg), MPBLPE, MAE_body (mm), the loss and, for a
-  network with a box head, the boxes' mean IoU with the truth."""
-  pred, true = _masked_coordinates(predicted["coords"], truth, layout)
-  valid = truth["frame_valid"]
+def predictions(model, layout, predicted, truth):
+  """``metrics.Predictions`` of per-frame predictions (``prediction_arrays``) against a
+  split's labels (``per_frame.LABELS``; without ``markers_valid`` every marker label is
+  valid): the layout's coordinates, markers relative to the root joint, body scales
+  relative to the model."""
+  index = np.array(layout.coordinates)
   root = model.root_joint
-  pred_scales = relative_scales(model, layout, predicted["scales"])
+  marker_valid = truth.get("markers_valid", np.ones(truth["markers"].shape[:2], bool))
+  return metrics.Predictions(
+      pred_coords=predicted["coords"], true_coords=truth["coordinates"][:, index],
+      coordinate_valid=truth["coordinate_valid"][:, index], frame_valid=truth["frame_valid"],
+      marker_valid=marker_valid,
+      pred_markers=root_relative(predicted["markers"], predicted["joints"], root),
+      true_markers=root_relative(truth["markers"], truth["joints"], root),
+      pred_scales=relative_scales(model, layout, predicted["scales"]),
+      true_scales=truth["scales"], subject=truth["subject"], movement=truth["movement"],
+      view=truth["view"], clip=truth["clip"], frame=truth["frame"])
+
+
+def frame_metrics(model, layout, predicted, truth, rate):
+  """Validation metrics of per-frame predictions (``prediction_arrays``) against the split's
+  labels, at ``rate`` frames per second: ``VALIDATION``'s names for ``metrics.summary``'s
+  values, the loss and, for a network with a box head, the boxes' mean IoU with the truth."""
+  axis, extent = metrics.body_extents(model)
+  summary = metrics.summary(predictions(model, layout, predicted, truth), axis, extent, rate)
   scores = {k: predicted[k] for k in SCORES if k in predicted}
-  return {**scores, "mae_angle": metrics.mae_angle(pred, true),
-          "sd_angle": metrics.sd_angle(pred, true),
-          "mpblpe": metrics.mpblpe(predicted["markers"][valid], truth["markers"][valid],
-                                   predicted["joints"][valid, root],
-                                   truth["joints"][valid, root]),
-          "mae_body": metrics.mae_body(model, pred_scales[valid], truth["scales"][valid]),
-          "frames": int(valid.sum())}
+  return {**scores, **{name: summary[key] for name, key in VALIDATION.items()}}

@@ -17,7 +17,6 @@ import numpy as np
 
 from d3ke_jax import devices
 from d3ke_jax.data import loader
-from d3ke_jax.data.records import labels
 from d3ke_jax.data.windows import refine_windows, window_starts
 from d3ke_jax.io.atomic import atomic_path
 from d3ke_jax.nets import heads
@@ -115,7 +114,7 @@ def make_stage(config, workdir, mesh):
   layout = per_frame.layout_for(first, model)
   sources = runs.load_dataset(first)
   outputs = per_frame_outputs(workdir, config.per_frame_workdir, first, sources, model, mesh)
-  truth = {split: labels(source, per_frame.LABELS) for split, source in sources.items()}
+  truth = {split: per_frame.split_labels(source) for split, source in sources.items()}
   starts = window_starts(truth["train"]["clip"], config.window, config.window_stride)
   if not len(starts):
     longest = np.max(np.unique(truth["train"]["clip"], return_counts=True)[1])
@@ -129,10 +128,10 @@ def make_stage(config, workdir, mesh):
   rate = runs.frame_rate(first)
   clips = truth["validation"]["clip"]
   # The per-frame network's own validation numbers: the baseline the refinement must beat.
-  per_frame_baseline = {
-      "mae_angle_per_frame": stages.mae_angle_of(outputs["validation"]["coords"],
-                                                 truth["validation"], layout),
-      "mv_angle_per_frame": angle_velocity(outputs["validation"]["coords"], clips, rate)}
+  first_metrics = stages.frame_metrics(model, layout, outputs["validation"],
+                                       truth["validation"], rate)
+  per_frame_baseline = {f"{name}_per_frame": first_metrics[name]
+                        for name in ("mae_angle", "mv_angle")}
 
   order = loader.TrainOrder(len(starts), config.batch_size,
                             devices.process_rows(mesh, config.batch_size), seed=config.seed)
@@ -142,8 +141,7 @@ def make_stage(config, workdir, mesh):
   def validate(evaluate, state):
     predicted = predict_sequences(evaluate, state, validation, clips, config.window,
                                   config.batch_size, mesh)
-    result = stages.frame_metrics(model, layout, predicted, truth["validation"])
-    result["mv_angle"] = angle_velocity(predicted["coords"], clips, rate)
+    result = stages.frame_metrics(model, layout, predicted, truth["validation"], rate)
     return {**result, **per_frame_baseline}, np.zeros((0, 1, 1, 3), np.uint8)
 
   bounds = network.bounds
@@ -176,9 +174,3 @@ def predict_sequences(evaluate, state, arrays, clips, window, batch_size, mesh):
   return dict(stages.prediction_arrays(refined, scores),
               seconds=stages.steady_seconds(items, seconds))
 
-
-def angle_velocity(coords, clips, rate):
-  """MV_angle (deg/s, equation 13) of (N, P) coordinates, never across clip boundaries."""
-  same_clip = np.asarray(clips)[1:] == np.asarray(clips)[:-1]
-  step = np.abs(np.diff(np.asarray(coords), axis=0))[same_clip]
-  return float(np.degrees(np.nanmean(step)) * rate)
