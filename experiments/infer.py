@@ -8,7 +8,7 @@ the viewer), ``<name>.trc`` (the model's markers, metres, root-relative, same fr
 person was found, the box's source), ``<name>_overlay.mp4`` and ``angles.png``. The person's
 boxes come from ``--boxes`` (CSV ``frame,x0,y0,x1,y1`` or JSON; a folder of
 ``<name>.csv``/``.json`` for a folder of videos) or, without it, from background subtraction
-(a static camera) following one person (``boxes.BackgroundTracker``). A run trained with a
+(a static camera) following one person (``locate.BackgroundTracker``). A run trained with a
 box head then moves each frame's crop onto the person as the network sees them
 (``--steer`` times at most; ``steered`` in ``frames.csv`` counts the moves).
 """
@@ -21,7 +21,7 @@ import numpy as np
 
 from d3ke_jax import cli
 from d3ke_jax.errors import UserError
-from d3ke_jax.infer import boxes as box_sources
+from d3ke_jax.infer import locate
 from d3ke_jax.infer.outputs import OverlayFrames, output_paths, write_outputs
 from d3ke_jax.infer.pipeline import STAGES, STEER_STEPS, load_predictor, predict_video
 from d3ke_jax.io.video import video_info
@@ -85,8 +85,8 @@ def boxes_file(boxes, video, folder):
 def locator(video, boxes_path):
   info = video_info(video)
   if boxes_path is not None:
-    return box_sources.FileBoxes(boxes_path, info.frames or 0)
-  return box_sources.BackgroundTracker(box_sources.background(video), info.width)
+    return locate.FileBoxes(boxes_path, info.frames or 0)
+  return locate.BackgroundTracker(locate.background(video), info.width)
 
 
 def check_outputs(out_dir, name, inputs):

@@ -17,11 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from d3ke_jax import devices
+from d3ke_jax import boxes, devices
 from d3ke_jax.data import resample
 from d3ke_jax.data.windows import refine_windows
 from d3ke_jax.errors import UserError
-from d3ke_jax.infer.boxes import FOUND, GATE, HELD, SIZE_RATIO, iou
+from d3ke_jax.infer.locate import FOUND, HELD
 from d3ke_jax.io.video import FrameReader
 from d3ke_jax.nets.d3ke import BOX, skeletal_layer
 from d3ke_jax.train import checkpoints, per_frame, runs, temporal
@@ -71,9 +71,9 @@ def frame_predictor(network, variables, model, layout, size, mesh=None):
   """A per-frame ``Predictor`` of a Flax network and its variables."""
   mesh = mesh or local_mesh()
 
-  def apply(variables, frames, boxes):
+  def apply(variables, frames, crop_boxes):
     crops = jnp.round(jax.vmap(lambda frame, box: resample.crop(frame, box, size))(
-        frames, boxes)).astype(jnp.uint8)  # levels, as the images trained on
+        frames, crop_boxes)).astype(jnp.uint8)  # levels, as the images trained on
     kinematics, state = network.apply(variables, images_from_batch({"image": crops}),
                                       train=False, mutable=["intermediates"])
     found = state.get("intermediates", {}).get(BOX, (jnp.full((len(crops), 3), jnp.nan),))[0]
@@ -131,7 +131,7 @@ class Prediction(NamedTuple):
   """Per-frame results over a whole video (T frames)."""
   time: np.ndarray  # (T,) seconds
   boxes: np.ndarray  # (T, 3) x0, y0, side in upright frame pixels: each frame's crop
-  source: np.ndarray  # (T,) str: where each frame's first box came from (``boxes.SOURCES``)
+  source: np.ndarray  # (T,) str: where each frame's first box came from (``locate.SOURCES``)
   steered: np.ndarray  # (T,) int: how often the network moved the frame's crop
   coords: np.ndarray  # (T, P) layout coordinates, radians / metres
   scales: np.ndarray  # (T, G, 3) scale groups relative to the model
@@ -159,30 +159,19 @@ def _batches(reader, locate, batch_size):
   ``batch_size``), each frame's box found by ``locate(frames, first)``."""
   first = 0
   for frames, times in reader:
-    boxes, sources = locate(frames, first)
+    found, sources = locate(frames, first)
     count = len(frames)
     pad = lambda rows: rows if count == batch_size else np.concatenate(
         [rows, np.repeat(rows[-1:], batch_size - count, 0)])
-    yield _Batch(pad(frames), pad(np.asarray(boxes)), np.asarray(sources), times, count)
+    yield _Batch(pad(frames), pad(np.asarray(found)), np.asarray(sources), times, count)
     first += count
-
-
-def frame_boxes(relative, crop_boxes):
-  """Boxes (..., 3) given as fractions of their crops -> frame pixels (x0, y0, side)."""
-  side = crop_boxes[..., 2:]
-  return np.concatenate([crop_boxes[..., :2] + relative[..., :2] * side,
-                         relative[..., 2:] * side], -1)
 
 
 def steer_moves(new, old):
   """(N,) bool: frames whose crop ``old`` (N, 3) moves to the network's box ``new``: it
-  overlaps the crop less than ``STEER_IOU`` and passes the tracker's gate (centre within
-  ``boxes.GATE`` sides, side within a factor ``boxes.SIZE_RATIO``), so a crop without the
-  person cannot wander off."""
-  ratio = new[:, 2] / old[:, 2]
-  distance = np.hypot(*((new[:, :2] + new[:, 2:] / 2) - (old[:, :2] + old[:, 2:] / 2)).T)
-  return (np.isfinite(new).all(1) & (iou(new, old) < STEER_IOU)
-          & (distance <= GATE * old[:, 2]) & (1 / SIZE_RATIO <= ratio) & (ratio <= SIZE_RATIO))
+  overlaps the crop less than ``STEER_IOU`` and passes the tracker's gate
+  (``boxes.passes_gate``), so a crop without the person cannot wander off."""
+  return np.isfinite(new).all(1) & (boxes.iou(new, old) < STEER_IOU) & boxes.passes_gate(new, old)
 
 
 class _Steering:
@@ -200,20 +189,20 @@ class _Steering:
     """(outputs, boxes (count, 3), moves (count,)) of a ``_Batch`` whose frames are
     ``placed`` on the devices."""
     count = batch.count
-    boxes, moves = batch.boxes.copy(), np.zeros(count, int)
+    crops, moves = batch.boxes.copy(), np.zeros(count, int)
     if self.last is not None:
-      boxes[np.flatnonzero(batch.sources == HELD)] = self.last
-    outputs = self.predictor.frames(placed, boxes)
+      crops[np.flatnonzero(batch.sources == HELD)] = self.last
+    outputs = self.predictor.frames(placed, crops)
     for _ in range(self.steps):
-      new = frame_boxes(outputs[2][:count], boxes[:count])
-      moved = np.flatnonzero(steer_moves(new, boxes[:count]))
+      new = boxes.in_frame(outputs[2][:count], crops[:count])
+      moved = np.flatnonzero(steer_moves(new, crops[:count]))
       if not len(moved):
         break
-      boxes[moved], moves[moved] = new[moved], moves[moved] + 1
-      again = self.predictor.frames(placed, boxes)
+      crops[moved], moves[moved] = new[moved], moves[moved] + 1
+      again = self.predictor.frames(placed, crops)
       outputs = jax.tree.map(lambda x, y: _put(x, moved, y[moved]), outputs, again)
-    self.last = boxes[count - 1]
-    return outputs, boxes[:count], moves
+    self.last = crops[count - 1]
+    return outputs, crops[:count], moves
 
 
 def _put(array, rows, values):
@@ -242,7 +231,7 @@ def predict_video(predictor: Predictor, path, locate, batch_size=64, steer_steps
   info = FrameReader(path).info
   batch_size = batch_size_for(predictor, batch_size, info.frames, info.height, info.width)
   reader = FrameReader(path, batch_size)
-  times, sources, boxes, moves, outputs = [], [], [], [], []
+  times, sources, crops, moves, outputs = [], [], [], [], []
   batches = ((batch.frames, batch) for batch in _batches(reader, locate, batch_size))
   for frames, batch in devices.prefetch(batches, predictor.mesh):
     count = batch.count
@@ -256,14 +245,14 @@ def predict_video(predictor: Predictor, path, locate, batch_size=64, steer_steps
       keep(batch.frames[:count])
     times.append(batch.times)
     sources.append(batch.sources)
-    boxes.append(batch_boxes)
+    crops.append(batch_boxes)
     moves.append(batch_moves)
   if not outputs:
     raise UserError(reader.cut or f"{path}: no frames")
   kinematics, pose = jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
   if predictor.windows is not None:
     kinematics, pose = _sequence(predictor, kinematics, batch_size)
-  return Prediction(time=np.concatenate(times), boxes=np.concatenate(boxes),
+  return Prediction(time=np.concatenate(times), boxes=np.concatenate(crops),
                     source=np.concatenate(sources), steered=np.concatenate(moves),
                     coords=kinematics.coords, scales=kinematics.scales,
                     rotation=kinematics.rotation, joints=pose.joints, markers=pose.markers,

@@ -11,24 +11,20 @@ import csv
 import json
 import os
 
-import jax.numpy as jnp
 import numpy as np
 import scipy.ndimage
 
-from d3ke_jax.data.frames import MARGIN
-from d3ke_jax.data.render import square_box
+from d3ke_jax import boxes
 from d3ke_jax.errors import UserError
 from d3ke_jax.io.video import FrameReader
-from d3ke_jax.nets.heads import box_iou
 
 WORKING_WIDTH = 160  # the finder works on frames reduced to about this width
 MIN_KEY_FRAMES = 8  # a background from fewer key frames is taken from all frames instead
 THRESHOLD = 30  # foreground: a pixel's summed RGB difference from the background (0-765)
 MIN_AREA = 1e-3  # a foreground region covers at least this fraction of the frame
-# The tracked person's region: its centre within GATE box sides of their last box's centre,
-# plus GATE_GROWTH sides per frame since they were last found, and its side within a factor
-# SIZE_RATIO of that box's.
-GATE, GATE_GROWTH, SIZE_RATIO = 0.5, 0.1, 1.5
+# The tracked person's region passes ``boxes.passes_gate`` with their last box, its reach
+# widened by GATE_GROWTH sides per frame since they were last found.
+GATE_GROWTH = 0.1
 # Where a frame's box comes from: the person found in it (by the file or background
 # subtraction), or not found: a found box held (the last one before; for frames before
 # any, the file's first one), or the whole frame (the tracker, before it finds anyone).
@@ -40,7 +36,7 @@ def read_boxes(path, count):
   """(boxes (count, 3) square x0, y0, side; sources (count,) ``FILE`` or ``HELD``) from a
   CSV (columns ``frame, x0, y0, x1, y1``, a header row first) or JSON (a list of ``{"frame":
   i, "box": [x0, y0, x1, y1]}``) file of corner boxes in upright pixels. Each detector box
-  becomes a square around it with ``MARGIN``; frames the file lacks are not found."""
+  becomes a square around it with ``boxes.MARGIN``; frames the file lacks are not found."""
   path = os.fspath(path)
   rows = _json_rows(path) if path.lower().endswith(".json") else _csv_rows(path)
   if not count:  # the container does not say how many frames it holds
@@ -48,16 +44,16 @@ def read_boxes(path, count):
   if not any(0 <= frame < count for frame, _ in rows):
     raise UserError(f"{path}: no box for any of the video's {count} frames (frames count "
                     "from 0)")
-  boxes, found = np.zeros((count, 3)), np.zeros(count, bool)
+  squares, found = np.zeros((count, 3)), np.zeros(count, bool)
   for frame, corners in rows:
     if not 0 <= frame < count:
       continue
     x0, y0, x1, y1 = corners
     if not (np.all(np.isfinite(corners)) and x1 > x0 and y1 > y0):
       raise UserError(f"{path}: the box of frame {frame} is not x0 < x1, y0 < y1 ({corners})")
-    boxes[frame] = square_box(np.array([[x0, y0], [x1, y1]]), MARGIN)
+    squares[frame] = boxes.from_corners(np.array(corners), boxes.MARGIN)
     found[frame] = True
-  return fill_missing(boxes, found), np.where(found, FILE, HELD)
+  return fill_missing(squares, found), np.where(found, FILE, HELD)
 
 
 def _csv_rows(path):
@@ -89,13 +85,13 @@ def _json_rows(path):
                     f"({type(e).__name__}: {e})") from None
 
 
-def fill_missing(boxes, found):
+def fill_missing(squares, found):
   """Boxes of frames not found replaced by the last found one (the first found before it)."""
   if not found.any():
-    return boxes
+    return squares
   index = np.maximum.accumulate(np.where(found, np.arange(len(found)), -1))
   index[index < 0] = np.argmax(found)
-  return boxes[index]
+  return squares[index]
 
 
 class FileBoxes:
@@ -144,7 +140,7 @@ def _stride(width):
 class BackgroundTracker:
   """Follows one moving person against a static background, frame by frame. Before they are
   first found, the largest foreground region is them; then, of the regions, the one nearest
-  their last box, if it passes the gate (``GATE``, ``SIZE_RATIO``). When it does not, the
+  their last box, if it passes the gate (``boxes.passes_gate``). When it does not, the
   track wins over background subtraction: the region is something else (another moving
   object, the person merged with one), the last box is held and the frame flagged; the gate
   widens while they stay unfound (hidden, standing still long enough to be background, or
@@ -156,16 +152,16 @@ class BackgroundTracker:
 
   def __call__(self, frames, first):
     del first  # frames come in order
-    boxes, sources = np.zeros((len(frames), 3)), np.full(len(frames), WHOLE)
+    found, sources = np.zeros((len(frames), 3)), np.full(len(frames), WHOLE)
     for k, frame in enumerate(frames):
       box = self.follow(*self.regions(frame))
       self.missed = 0 if box is not None else self.missed + 1
       if box is not None:
         self.previous = box
       height, width = frame.shape[:2]
-      boxes[k] = self.previous if self.previous is not None else _whole(width, height)
+      found[k] = self.previous if self.previous is not None else _whole(width, height)
       sources[k] = BACKGROUND if box is not None else HELD if self.previous is not None else WHOLE
-    return boxes, sources
+    return found, sources
 
   def regions(self, frame):
     """Square boxes (R, 3) around the foreground regions of one upright frame, and their
@@ -176,9 +172,9 @@ class BackgroundTracker:
     labels, count = scipy.ndimage.label(mask)
     sizes = scipy.ndimage.sum_labels(mask, labels, np.arange(1, count + 1))
     large = sizes >= MIN_AREA * mask.size
-    corners = [np.array([[c.start, r.start], [c.stop, r.stop]], float) * self.stride
-               for (r, c), keep in zip(scipy.ndimage.find_objects(labels), large) if keep]
-    return (np.array([square_box(c, MARGIN) for c in corners]).reshape(-1, 3), sizes[large])
+    corners = np.array([(c.start, r.start, c.stop, r.stop) for (r, c), keep in zip(
+        scipy.ndimage.find_objects(labels), large) if keep], float).reshape(-1, 4) * self.stride
+    return boxes.from_corners(corners, boxes.MARGIN), sizes[large]
 
   def follow(self, regions, sizes):
     """The box of the tracked person among ``regions``, or None."""
@@ -186,23 +182,11 @@ class BackgroundTracker:
       return None
     if self.previous is None:
       return regions[np.argmax(sizes)]
-    side = self.previous[2]
-    distance = np.hypot(*(_centre(regions) - _centre(self.previous)).T)
-    nearest = regions[np.argmin(distance)]
-    near = np.min(distance) <= side * (GATE + GATE_GROWTH * self.missed)
-    alike = 1 / SIZE_RATIO <= nearest[2] / side <= SIZE_RATIO
-    return nearest if near and alike else None
-
-
-def _centre(box):
-  return np.asarray(box)[..., :2] + np.asarray(box)[..., 2:] / 2
+    nearest = regions[np.argmin(boxes.distance(regions, self.previous))]
+    reach = boxes.GATE + GATE_GROWTH * self.missed
+    return nearest if boxes.passes_gate(nearest, self.previous, reach) else None
 
 
 def _whole(width, height):
   side = float(min(width, height))
   return ((width - side) / 2, (height - side) / 2, side)
-
-
-def iou(a, b):
-  """Intersection over union of square boxes (..., 3) (x0, y0, side), as NumPy."""
-  return np.asarray(box_iou(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)))
