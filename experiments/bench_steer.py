@@ -56,9 +56,7 @@ def bench_steer(args):
   if not predictor.steers:
     raise UserError(f"{args.workdir}: the run has no box head (model.box_head): nothing "
                     "steers its crops")
-  builder = runs.DATASETS[config.dataset.name]
-  colours = next(getattr(c, "colours", "sided") for c in builder.BUILDER_CONFIGS
-                 if c.name == config.dataset.config)
+  colours = getattr(runs.dataset_config(config)[1], "colours", "sided")
   images, truth, coords, _ = frames_lib.crossing_scene(
       SUBJECT, args.movement, args.frames, WIDTH, HEIGHT, FOCAL, distance=6.0, travel=1.2,
       seed=SUBJECT, colours=colours)

@@ -6,6 +6,7 @@ import csv
 import io
 import os
 
+import av
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -194,24 +195,22 @@ def test_crop_samples_the_box_as_the_crop_camera_does():
 
 
 def test_boxes_file_and_missing_frames(tmp_path):
+  """Frames the file lacks hold the last box before them (before any, the first), served
+  chunk by chunk, as far as the video goes."""
   path = tmp_path / "boxes.csv"
-  path.write_text("frame,x0,y0,x1,y1\n1,10,20,30,60\n3,12,20,32,60\n")
-  found_boxes, sources = locate.read_boxes(str(path), 5)
-  np.testing.assert_array_equal(sources, ["held", "file", "held", "file", "held"])
+  path.write_text("frame,x0,y0,x1,y1\n3,12,20,32,60\n1,10,20,30,60\n")
+  file_boxes = locate.FileBoxes(str(path), WIDTH, HEIGHT)
+  first, first_sources = file_boxes(np.zeros((2, 1)), 0)
+  rest, rest_sources = file_boxes(np.zeros((5, 1)), 2)
+  found_boxes = np.concatenate([first, rest])
+  np.testing.assert_array_equal(np.concatenate([first_sources, rest_sources]),
+                                ["held", "file", "held", "file", "held", "held", "held"])
   np.testing.assert_allclose(found_boxes[1], boxes.from_corners([10, 20, 30, 60], boxes.MARGIN))
-  np.testing.assert_allclose(found_boxes[[0, 2]], found_boxes[[1, 1]])  # nearest found before
-  for row in ("1,10,20,abc,60", "1,10,20,30"):
-    path.write_text(f"frame,x0,y0,x1,y1\n{row}\n")
-    with pytest.raises(Exception, match="boxes.csv: line 2 is not frame,x0,y0,x1,y1 numbers"):
-      locate.read_boxes(str(path), 5)
-  for text in ("frame,x0,y0,x1,y1\n", "frame,x0,y0,x1,y1\n-1,10,20,30,60\n"):
-    path.write_text(text)
-    with pytest.raises(Exception, match="boxes.csv: no box for any of the video's 5 frames"):
-      locate.read_boxes(str(path), 5)
-  json_path = tmp_path / "boxes.json"
-  json_path.write_text('[{"frame": 0, "box": [10, 20, 30]}]')
-  with pytest.raises(Exception, match="boxes.json: not a JSON list .* a box is not 4 numbers"):
-    locate.read_boxes(str(json_path), 5)
+  np.testing.assert_allclose(found_boxes[3], boxes.from_corners([12, 20, 32, 60], boxes.MARGIN))
+  np.testing.assert_allclose(found_boxes[[0, 2, 4, 6]], found_boxes[[1, 1, 3, 3]])
+  file_boxes.check(2)
+  with pytest.raises(Exception, match="boxes.csv: no box for any of the video's 1 frames"):
+    file_boxes.check(1)
 
 
 def test_tracker_keeps_one_identity_and_flags_frames_without_the_person(walk, tmp_path):
@@ -284,6 +283,32 @@ def test_bad_inputs_are_one_line(run_dir, tmp_path, capsys):
   code, out = _command(["--video", str(still), "--workdir", str(tmp_path)], capsys)
   assert code == 2 and out.err == (f"infer: {tmp_path / 'config.json'}: not found; is "
                                    f"'{tmp_path}' the workdir of a training run?\n")
+
+
+def test_a_damaged_video_and_boxes_past_its_end(run_dir, walk, scene, tmp_path, capsys):
+  """A video cut before its first frame is one line, as with ``--boxes``. A box for frame
+  1e11 of an .mkv (which does not state its frame count) is left out, with a warning."""
+  data = open(scene[0], "rb").read()
+  cut = tmp_path / "cut.mp4"
+  cut.write_bytes(data[:data.index(b"mdat") + 100])
+  code, out = _command(["--video", str(cut), "--workdir", run_dir, "--out", str(tmp_path / "o")],
+                       capsys)
+  assert code == 2 and out.err.startswith(f"infer: {cut}: decoding stopped after 0 frames (")
+  assert out.err.count("\n") == 1 and not (tmp_path / "o").exists()
+  mkv = str(tmp_path / "walk.mkv")
+  with av.open(mkv, "w", format="matroska") as container:
+    stream = container.add_stream("libx264", rate=round(synthetic.RATE))
+    stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+    for frame in walk[0]:
+      container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+    container.mux(stream.encode())
+  assert FrameReader(mkv).info.frames is None
+  far = tmp_path / "far.csv"
+  far.write_text("frame,x0,y0,x1,y1\n0,40,10,80,90\n100000000000,40,10,80,90\n")
+  code, out = _command(["--video", mkv, "--workdir", run_dir, "--out", str(tmp_path / "o"),
+                        "--boxes", str(far), "--batch_size", "8", "--no_overlay"], capsys)
+  assert code == 0 and out.err == (f"warning: {far}: 1 box(es) past the video's {FRAMES} "
+                                   "frames left out (frames count from 0)\n")
 
 
 def test_sequence_windows_cover_every_frame_once():

@@ -16,7 +16,8 @@ import scipy.ndimage
 
 from d3ke_jax import boxes
 from d3ke_jax.errors import UserError
-from d3ke_jax.io.video import FrameReader
+from d3ke_jax.io.text import read_lines
+from d3ke_jax.io.video import FrameReader, VideoError, video_info
 
 WORKING_WIDTH = 160  # the finder works on frames reduced to about this width
 MIN_KEY_FRAMES = 8  # a background from fewer key frames is taken from all frames instead
@@ -25,88 +26,148 @@ MIN_AREA = 1e-3  # a foreground region covers at least this fraction of the fram
 # The tracked person's region passes ``boxes.passes_gate`` with their last box, its reach
 # widened by GATE_GROWTH sides per frame since they were last found.
 GATE_GROWTH = 0.1
+# A box from a file: its longer side at least MIN_SIDE pixels and at most MAX_SIZE times
+# the frame's longer side, and part of it in the frame.
+MIN_SIDE, MAX_SIZE = 4, 2
 # Where a frame's box comes from: the person found in it (by the file or background
 # subtraction), or not found: a found box held (the last one before; for frames before
 # any, the file's first one), or the whole frame (the tracker, before it finds anyone).
 SOURCES = FILE, BACKGROUND, HELD, WHOLE = "file", "background", "held", "whole frame"
 FOUND = (FILE, BACKGROUND)
+HEADER = ("frame", "x0", "y0", "x1", "y1")
 
 
-def read_boxes(path, count):
-  """(boxes (count, 3) square x0, y0, side; sources (count,) ``FILE`` or ``HELD``) from a
-  CSV (columns ``frame, x0, y0, x1, y1``, a header row first) or JSON (a list of ``{"frame":
-  i, "box": [x0, y0, x1, y1]}``) file of corner boxes in upright pixels. Each detector box
-  becomes a square around it with ``boxes.MARGIN``; frames the file lacks are not found."""
+def read_boxes(path, width, height):
+  """(frames (F,) ascending, square boxes (F, 3) x0, y0, side) of a CSV (columns ``frame,
+  x0, y0, x1, y1``, a header row first) or JSON (a list of ``{"frame": i, "box": [x0, y0,
+  x1, y1]}``) file of corner boxes in upright pixels of a ``width`` x ``height`` video.
+  Each becomes a square around it with ``boxes.MARGIN``. ``UserError`` names the line (or
+  entry) of a frame number that is not one or comes again, and of a box that is not one:
+  not x0 < x1, y0 < y1, under ``MIN_SIDE`` or over ``MAX_SIZE``, or outside the frame."""
   path = os.fspath(path)
   rows = _json_rows(path) if path.lower().endswith(".json") else _csv_rows(path)
-  if not count:  # the container does not say how many frames it holds
-    count = max((frame + 1 for frame, _ in rows), default=0)
-  if not any(0 <= frame < count for frame, _ in rows):
-    raise UserError(f"{path}: no box for any of the video's {count} frames (frames count "
-                    "from 0)")
-  squares, found = np.zeros((count, 3)), np.zeros(count, bool)
-  for frame, corners in rows:
-    if not 0 <= frame < count:
-      continue
-    x0, y0, x1, y1 = corners
-    if not (np.all(np.isfinite(corners)) and x1 > x0 and y1 > y0):
-      raise UserError(f"{path}: the box of frame {frame} is not x0 < x1, y0 < y1 ({corners})")
-    squares[frame] = boxes.from_corners(np.array(corners), boxes.MARGIN)
-    found[frame] = True
-  return fill_missing(squares, found), np.where(found, FILE, HELD)
+  if not rows:
+    raise UserError(f"{path}: no boxes in the file")
+  first = {}
+  for where, frame, corners in rows:
+    if frame in first:
+      raise UserError(f"{path}: {where}: a second box for frame {frame} (the first is on "
+                      f"{first[frame]})")
+    first[frame] = where
+    _check_box(f"{path}: {where}: the box of frame {frame}", corners, width, height)
+  frames = np.array([frame for _, frame, _ in rows], np.int64).reshape(-1)
+  corners = np.array([corners for _, _, corners in rows], float).reshape(-1, 4)
+  order = np.argsort(frames)
+  return frames[order], boxes.from_corners(corners[order], boxes.MARGIN)
+
+
+def _check_box(name, corners, width, height):
+  x0, y0, x1, y1 = corners
+  text = f"({x0:g}, {y0:g}, {x1:g}, {y1:g})"
+  frame = f"the {width}x{height} video"
+  if not (np.all(np.isfinite(corners)) and x1 > x0 and y1 > y0):
+    raise UserError(f"{name} is not x0 < x1, y0 < y1 {text}")
+  size = f"{x1 - x0:g} x {y1 - y0:g} px"
+  if max(x1 - x0, y1 - y0) < MIN_SIDE:
+    raise UserError(f"{name} is {size}, under {MIN_SIDE} px (corners are pixels of {frame}, "
+                    "not fractions of it)")
+  if max(x1 - x0, y1 - y0) > MAX_SIZE * max(width, height):
+    raise UserError(f"{name} is {size}, more than {MAX_SIZE} times {frame}")
+  if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+    raise UserError(f"{name} {text} lies outside {frame}")
 
 
 def _csv_rows(path):
-  with open(path, newline="") as f:
-    table = list(csv.reader(f))
-  if not table or [c.strip() for c in table[0][:5]] != ["frame", "x0", "y0", "x1", "y1"]:
-    raise UserError(f"{path}: the first row must be the header frame,x0,y0,x1,y1")
+  lines, _ = read_lines(path, UserError, ".csv")
+  table = list(csv.reader(lines))
+  if not table or tuple(c.strip() for c in table[0][:5]) != HEADER:
+    raise UserError(f"{path}: the first row must be the header {','.join(HEADER)}")
   rows = []
   for number, row in enumerate(table[1:], start=2):
+    if not "".join(row).strip():
+      continue
     try:
       if len(row) < 5:
         raise ValueError
-      rows.append((int(row[0]), tuple(float(v) for v in row[1:5])))
+      corners = tuple(float(v) for v in row[1:5])
     except ValueError:
-      raise UserError(f"{path}: line {number} is not frame,x0,y0,x1,y1 numbers") from None
+      raise UserError(f"{path}: line {number} is not {','.join(HEADER)} numbers") from None
+    rows.append((f"line {number}", _frame(path, f"line {number}", _number(row[0]), row[0]),
+                 corners))
   return rows
 
 
 def _json_rows(path):
+  lines, _ = read_lines(path, UserError, ".json")
+  form = '{"frame": i, "box": [x0, y0, x1, y1]}'
   try:
-    with open(path) as f:
-      entries = json.load(f)
-    rows = [(int(e["frame"]), tuple(float(v) for v in e["box"])) for e in entries]
-    if any(len(corners) != 4 for _, corners in rows):
-      raise ValueError("a box is not 4 numbers")
-    return rows
-  except (ValueError, KeyError, TypeError, IndexError) as e:
-    raise UserError(f"{path}: not a JSON list of {{\"frame\": i, \"box\": [x0, y0, x1, y1]}} "
-                    f"({type(e).__name__}: {e})") from None
+    entries = json.loads("\n".join(lines))
+  except RecursionError:
+    raise UserError(f"{path}: not a JSON list of {form} (nested too deeply)") from None
+  except ValueError as e:
+    raise UserError(f"{path}: not JSON ({e})") from None
+  if not isinstance(entries, list):
+    raise UserError(f"{path}: not a JSON list of {form} ({_short(entries)})")
+  rows = []
+  for number, entry in enumerate(entries, start=1):
+    where = f"entry {number}"
+    if not isinstance(entry, dict) or not {"frame", "box"} <= entry.keys():
+      raise UserError(f"{path}: {where} is not {form} ({_short(entry)})")
+    box = entry["box"]
+    if not (isinstance(box, list) and len(box) == 4 and all(map(_is_number, box))):
+      raise UserError(f"{path}: {where}: the box is not 4 numbers [x0, y0, x1, y1] "
+                      f"({_short(box)})")
+    frame = entry["frame"]
+    rows.append((where, _frame(path, where, frame, _short(frame)), tuple(map(float, box))))
+  return rows
 
 
-def fill_missing(squares, found):
-  """Boxes of frames not found replaced by the last found one (the first found before it)."""
-  if not found.any():
-    return squares
-  index = np.maximum.accumulate(np.where(found, np.arange(len(found)), -1))
-  index[index < 0] = np.argmax(found)
-  return squares[index]
+def _is_number(value):
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _short(value, length=40):
+  text = json.dumps(value)
+  return text if len(text) <= length else text[:length - 3] + "..."
+
+
+def _number(text):
+  """CSV text as an int, else a float, else itself."""
+  for kind in (int, float):
+    try:
+      return kind(text)
+    except ValueError:
+      pass
+  return text
+
+
+def _frame(path, where, value, text):
+  """The frame number ``value`` (written ``text``) as an int (a float if it is whole)."""
+  frame = int(value) if isinstance(value, float) and value.is_integer() else value
+  if not (isinstance(frame, int) and not isinstance(frame, bool) and 0 <= frame < 2**63):
+    raise UserError(f"{path}: {where}: frame {text.strip() or '(empty)'} is not a frame number "
+                    "(an integer from 0)")
+  return frame
 
 
 class FileBoxes:
-  """Boxes read from a file, served chunk by chunk."""
+  """Boxes read from a file (``read_boxes``), served chunk by chunk: a frame the file lacks
+  holds the box of the last frame before it that it has (before any, the first)."""
 
-  def __init__(self, path, count):
-    self.boxes, self.sources = read_boxes(path, count)
+  def __init__(self, path, width, height):
+    self.path = path
+    self.frames, self.boxes = read_boxes(path, width, height)
+
+  def check(self, count):
+    """Refuses a file without a box for any of a video's ``count`` frames."""
+    if not np.any(self.frames < count):
+      raise UserError(f"{self.path}: no box for any of the video's {count} frames (frames "
+                      "count from 0)")
 
   def __call__(self, frames, first):
-    end = first + len(frames)
-    if end > len(self.boxes):  # the container stated fewer frames than it holds
-      extra = end - len(self.boxes)
-      self.boxes = np.concatenate([self.boxes, np.repeat(self.boxes[-1:], extra, 0)])
-      self.sources = np.concatenate([self.sources, np.full(extra, HELD)])
-    return self.boxes[first:end], self.sources[first:end]
+    index = np.arange(first, first + len(frames))
+    last = np.maximum(np.searchsorted(self.frames, index, side="right") - 1, 0)
+    return self.boxes[last], np.where(self.frames[last] == index, FILE, HELD)
 
 
 def background(path, samples=48):
@@ -116,7 +177,10 @@ def background(path, samples=48):
   ``MIN_KEY_FRAMES`` is decoded whole, every n-th frame kept."""
   kept = _spread(FrameReader(path, key_frames=True), samples, every=1)
   if len(kept) < MIN_KEY_FRAMES:
-    kept = _spread(FrameReader(path), samples)
+    reader = FrameReader(path)
+    kept = _spread(reader, samples)
+    if not kept:
+      raise VideoError(reader.cut)
   kept = kept[::max(1, len(kept) // samples)]
   return np.median(np.stack(kept), axis=0).astype(np.int16)
 
@@ -149,6 +213,11 @@ class BackgroundTracker:
   def __init__(self, background_image, width):
     self.background, self.stride = background_image, _stride(width)
     self.previous, self.missed = None, 0
+
+  @classmethod
+  def of_video(cls, path):
+    """The tracker of the video ``path``, its background taken from it (``background``)."""
+    return cls(background(path), video_info(path).width)
 
   def __call__(self, frames, first):
     del first  # frames come in order

@@ -11,6 +11,8 @@ network sees them, and predicted again (``_Steering``). ``stage="sequence"`` ref
 per-frame estimates with the stage-2 run's network over windows covering every frame.
 """
 
+import contextlib
+import os
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -87,33 +89,41 @@ def load_predictor(workdir, stage=None, dtype=None, checkpoint="best"):
   """The ``Predictor`` of a trained run (either stage; ``stage="per_frame"`` on a sequence
   run uses its stage-1 run alone); ``dtype`` "bfloat16" runs the image network in it."""
   config = runs.load_config(workdir)
-  stage = stage or config.get("stage")
-  if stage not in STAGES:
-    raise UserError(f"--stage {stage!r}: choose from {', '.join(STAGES)}")
-  if stage == "sequence" and config.get("stage") != "sequence":
-    raise UserError(f"{workdir}: a {config.get('stage')!r} run has no sequence network "
-                    "(--stage sequence needs the workdir of a stage-2 run)")
-  two_stages = config.get("stage") == "sequence"
-  first_dir = config.per_frame_workdir if two_stages else workdir
-  first = temporal.per_frame_run(config) if two_stages else config
-  if dtype:
-    first = first.copy_and_resolve_references()
-    first.model.dtype = dtype
-  model = stages.load_model(first)
-  layout = per_frame.layout_for(first, model)
+  with _naming_config(workdir):
+    if config.get("stage") not in STAGES:
+      raise runs.ConfigError(f"stage={config.get('stage')!r}: inference needs a "
+                             f"{' or '.join(STAGES)} run")
+    stage = stage or config.stage
+    if stage not in STAGES:
+      raise UserError(f"--stage {stage!r}: choose from {', '.join(STAGES)}")
+    if stage == "sequence" and config.stage != "sequence":
+      raise UserError(f"{workdir}: a {config.stage!r} run has no sequence network "
+                      "(--stage sequence needs the workdir of a stage-2 run)")
+    two_stages = config.stage == "sequence"
+    first = temporal.per_frame_run(config) if two_stages else config
+    first_dir = config.per_frame_workdir if two_stages else workdir
+  with _naming_config(first_dir):
+    if dtype:
+      first = first.copy_and_resolve_references()
+      first.model.dtype = dtype
+    model = stages.load_model(first)
+    layout = per_frame.layout_for(first, model)
+    network = per_frame.build_network(first, model, layout)
+    size = runs.dataset_config(first)[1].image_size  # the crops it was trained on
+  if stage == "sequence":
+    with _naming_config(workdir):
+      sequence, window = temporal.build_network(config, model, layout), int(config.window)
   mesh = local_mesh()
   state = checkpoints.restore_state(first_dir, "best" if two_stages else checkpoint, mesh)
-  predictor = frame_predictor(per_frame.build_network(first, model, layout), _variables(state),
-                              model, layout, _crop_size(first), mesh)
+  predictor = frame_predictor(network, _variables(state), model, layout, size, mesh)
   if stage == "per_frame":
     return predictor
-  sequence = temporal.build_network(config, model, layout)
 
   def refine(variables, kinematics):
     refined = sequence.apply(variables, kinematics, train=False)
     return refined, skeletal_layer(model, layout, refined)
 
-  return predictor._replace(window=int(config.window), windows=data_parallel(
+  return predictor._replace(window=window, windows=data_parallel(
       refine, _variables(checkpoints.restore_state(workdir, checkpoint, mesh)), mesh))
 
 
@@ -121,10 +131,20 @@ def _variables(state):
   return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def _crop_size(config):
-  """The crop size the run was trained on (that of its dataset's records)."""
-  builder = runs.DATASETS[config.dataset.name]
-  return next(c.image_size for c in builder.BUILDER_CONFIGS if c.name == config.dataset.config)
+@contextlib.contextmanager
+def _naming_config(workdir):
+  """Errors in reading the config of the run in ``workdir`` as ``ConfigError``s naming its
+  file: a ``ConfigError`` (unless it names a config file already), or a key missing or of
+  the wrong type."""
+  path = os.path.join(workdir, runs.CONFIG_FILE)
+  try:
+    yield
+  except runs.ConfigError as e:
+    if runs.CONFIG_FILE in str(e):
+      raise
+    raise runs.ConfigError(f"{path}: {e}") from None
+  except (AttributeError, KeyError, TypeError) as e:
+    raise runs.ConfigError(f"{path}: not the config of a run ({type(e).__name__}: {e})") from None
 
 
 class Prediction(NamedTuple):
