@@ -28,12 +28,11 @@ import numpy as np
 from d3ke_jax import cli, devices
 from d3ke_jax.data.frames import default_model
 from d3ke_jax.data.loader import usable_cpus
-from d3ke_jax.infer import outputs, pipeline
+from d3ke_jax.infer import locate, outputs, pipeline
 from d3ke_jax.io.video import FrameReader, write_video
 from d3ke_jax.nets import heads
 from d3ke_jax.nets.d3ke import PerFrameD3KE, skeletal_layer
 from d3ke_jax.skeleton import make_layout
-from experiments.infer import locator
 
 PAPER_TABLE_5 = {1: 0.92, 16: 8.78, 64: 20.94, 128: 28.25, 256: 31.96}  # D3KE on a T4, fps
 KEY_INTERVAL = 30  # a key frame every second, as phones and cameras write them
@@ -163,8 +162,8 @@ def pipeline_rate(predictor, path, batch, folder):
     out = os.path.join(folder, "out")
     overlay = outputs.OverlayFrames(outputs.output_paths(out, "bench")["overlay"], 30.0)
     start = time.perf_counter()
-    prediction = pipeline.predict_video(predictor, path, locator(path, None), batch,
-                                        keep=overlay)
+    prediction = pipeline.predict_video(predictor, path, locate.BackgroundTracker.of_video(path),
+                                        batch, keep=overlay)
     middle = time.perf_counter()
     outputs.write_outputs(predictor.model, predictor.layout, prediction, out, "bench", overlay)
     return len(prediction.time) / (middle - start), time.perf_counter() - middle

@@ -16,11 +16,11 @@ import time
 import jax
 import numpy as np
 
-from d3ke_jax import cli
+from d3ke_jax import boxes, cli
 from d3ke_jax.errors import UserError
 from d3ke_jax.data import frames as frames_lib
 from d3ke_jax.data import synthetic
-from d3ke_jax.infer import boxes, pipeline
+from d3ke_jax.infer import locate, pipeline
 from d3ke_jax.io.video import write_video
 from d3ke_jax.train import metrics, runs
 
@@ -46,9 +46,8 @@ def add_parser(subparsers):
 def jittered(truth, amount, rng):
   """Boxes moved by up to ``amount`` of their side and scaled by up to exp(+-amount)."""
   side = truth[:, 2:] * np.exp(rng.uniform(-amount, amount, (len(truth), 1)))
-  centre = truth[:, :2] + truth[:, 2:] / 2 + rng.uniform(-amount, amount, (len(truth), 2)) * \
-      truth[:, 2:]
-  return np.concatenate([centre - side / 2, side], 1)
+  centre = boxes.centre(truth) + rng.uniform(-amount, amount, (len(truth), 2)) * truth[:, 2:]
+  return boxes.from_centre(centre, side)
 
 
 def bench_steer(args):
@@ -57,9 +56,7 @@ def bench_steer(args):
   if not predictor.steers:
     raise UserError(f"{args.workdir}: the run has no box head (model.box_head): nothing "
                     "steers its crops")
-  builder = runs.DATASETS[config.dataset.name]
-  colours = next(getattr(c, "colours", "sided") for c in builder.BUILDER_CONFIGS
-                 if c.name == config.dataset.config)
+  colours = getattr(runs.dataset_config(config)[1], "colours", "sided")
   images, truth, coords, _ = frames_lib.crossing_scene(
       SUBJECT, args.movement, args.frames, WIDTH, HEIGHT, FOCAL, distance=6.0, travel=1.2,
       seed=SUBJECT, colours=colours)
@@ -74,13 +71,14 @@ def bench_steer(args):
   print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|", flush=True)
   with tempfile.TemporaryDirectory() as tmp:
     path = write_video(f"{tmp}/{args.movement}.mp4", images, synthetic.RATE)
-    locate = lambda chunk, first: (start[first:first + len(chunk)],
-                                   np.full(len(chunk), boxes.FILE))
+    first_boxes = lambda chunk, first: (start[first:first + len(chunk)],
+                                        np.full(len(chunk), locate.FILE))
     # Warm-up (compilation, first crops) with every step the table runs.
-    pipeline.predict_video(predictor, path, locate, args.batch_size, steer_steps=max(args.steps))
+    pipeline.predict_video(predictor, path, first_boxes, args.batch_size,
+                           steer_steps=max(args.steps))
     for steps in args.steps:
       begin = time.perf_counter()
-      prediction = pipeline.predict_video(predictor, path, locate, args.batch_size,
+      prediction = pipeline.predict_video(predictor, path, first_boxes, args.batch_size,
                                           steer_steps=steps)
       rate = len(prediction.time) / (time.perf_counter() - begin)
       overlap = boxes.iou(prediction.boxes, truth)

@@ -6,13 +6,14 @@ pelvis orientation in the camera's frame turned to OpenSim's axes: x right, y up
 the viewer), ``<name>.trc`` (the model's markers, metres, root-relative, same frame),
 ``<name>_scaled.osim`` (the median body scales), ``frames.csv`` (time, box, whether a
 person was found, the box's source), ``<name>_overlay.mp4`` and ``angles.png``. The person's
-boxes come from ``--boxes`` (CSV ``frame,x0,y0,x1,y1`` or JSON; a folder of
-``<name>.csv``/``.json`` for a folder of videos) or, without it, from background subtraction
-(a static camera) following one person (``boxes.BackgroundTracker``). A run trained with a
+boxes come from ``--boxes`` (CSV ``frame,x0,y0,x1,y1`` or JSON; or a folder holding
+``<name>.csv`` or ``.json`` for each video) or, without it, from background subtraction
+(a static camera) following one person (``locate.BackgroundTracker``). A run trained with a
 box head then moves each frame's crop onto the person as the network sees them
 (``--steer`` times at most; ``steered`` in ``frames.csv`` counts the moves).
 """
 
+import contextlib
 import os
 import sys
 import time
@@ -21,7 +22,7 @@ import numpy as np
 
 from d3ke_jax import cli
 from d3ke_jax.errors import UserError
-from d3ke_jax.infer import boxes as box_sources
+from d3ke_jax.infer import locate
 from d3ke_jax.infer.outputs import OverlayFrames, output_paths, write_outputs
 from d3ke_jax.infer.pipeline import STAGES, STEER_STEPS, load_predictor, predict_video
 from d3ke_jax.io.video import video_info
@@ -67,30 +68,34 @@ def videos_of(path):
   return [path]
 
 
-def boxes_file(boxes, video, folder):
-  """The boxes file of ``video`` (None: find the person)."""
+def boxes_file(boxes, video):
+  """The boxes file of ``video``: ``boxes``, or in the folder ``boxes`` the one named after
+  the video (None: find the person)."""
   if boxes is None:
     return None
-  if not folder:
+  if not os.path.isdir(boxes):
     if not os.path.isfile(boxes):
       raise UserError(f"{boxes}: no such file (--boxes)")
     return boxes
   name = os.path.splitext(os.path.basename(video))[0]
-  for ext in (".csv", ".json"):
-    if os.path.isfile(os.path.join(boxes, name + ext)):
-      return os.path.join(boxes, name + ext)
-  raise UserError(f"{boxes}: no {name}.csv or {name}.json for {video} (--boxes)")
-
-
-def locator(video, boxes_path):
-  info = video_info(video)
-  if boxes_path is not None:
-    return box_sources.FileBoxes(boxes_path, info.frames or 0)
-  return box_sources.BackgroundTracker(box_sources.background(video), info.width)
+  found = [os.path.join(boxes, name + ext) for ext in (".csv", ".json")
+           if os.path.isfile(os.path.join(boxes, name + ext))]
+  if not found:
+    raise UserError(f"{boxes}: no {name}.csv or {name}.json for {video} (--boxes)")
+  if len(found) > 1:
+    raise UserError(f"{boxes}: both {name}.csv and {name}.json for {video}; keep one (--boxes)")
+  return found[0]
 
 
 def check_outputs(out_dir, name, inputs):
-  """Refuses an output folder that is a file, or outputs that would overwrite an input."""
+  """Refuses an output folder that is a file or not UTF-8 text (OpenSim writes into it), or
+  outputs that would overwrite an input."""
+  try:
+    out_dir.encode("utf-8")
+  except UnicodeEncodeError:
+    shown = os.fsencode(out_dir).decode("utf-8", "backslashreplace")
+    raise UserError(f"{shown}: not UTF-8 text, which OpenSim needs (rename the video, or "
+                    "choose another --out)") from None
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise UserError(f"{out_dir}: the output folder for {name} is a file (choose another --out)")
   inputs = {os.path.realpath(p) for p in inputs if p is not None}
@@ -100,33 +105,60 @@ def check_outputs(out_dir, name, inputs):
                       "--out)")
 
 
+def check_prediction(prediction, video, file_boxes):
+  """Warns of frames cut off and of boxes past the end of the video; refuses a video
+  without a person found in any frame."""
+  count = len(prediction.time)
+  if prediction.cut:
+    print(f"warning: {prediction.cut}; the frames before it are kept", file=sys.stderr)
+  if file_boxes:
+    file_boxes.check(count)
+    late = np.count_nonzero(file_boxes.frames >= count)
+    if late:
+      print(f"warning: {file_boxes.path}: {late} box(es) past the video's {count} frames left "
+            "out (frames count from 0)", file=sys.stderr)
+  elif not prediction.found.any():
+    raise UserError(f"{video}: no person found in any of its {count} frames (a static camera "
+                    "is needed without --boxes)")
+
+
 def main(argv=None):
   args = parse(argv)
   videos = videos_of(args.video)
   cli.check_writable_directory(args.out, "--out")
   if any(os.path.abspath(args.out) == os.path.abspath(v) for v in videos):
     raise UserError(f"{args.out}: the output folder may not be an input (--out)")
-  predictor = load_predictor(args.workdir, args.stage, args.dtype, args.checkpoint)
+  if args.boxes is not None and os.path.isdir(args.video) and not os.path.isdir(args.boxes):
+    raise UserError(f"{args.boxes}: one boxes file for the folder {args.video}; give a folder "
+                    "of <video name>.csv or .json (--boxes)")
+  jobs = []  # every input is checked before the first video runs
   for video in videos:
     info = video_info(video)
     name = os.path.splitext(os.path.basename(video))[0]
     out_dir = os.path.join(args.out, name)
-    boxes_path = boxes_file(args.boxes, video, os.path.isdir(args.video))
+    boxes_path = boxes_file(args.boxes, video)
     check_outputs(out_dir, name, [video, boxes_path])
+    file_boxes = locate.FileBoxes(boxes_path, info.width, info.height) if boxes_path else None
+    if file_boxes and info.frames:
+      file_boxes.check(info.frames)
+    jobs.append((video, info, name, out_dir, file_boxes))
+  predictor = load_predictor(args.workdir, args.stage, args.dtype, args.checkpoint)
+  for video, info, name, out_dir, file_boxes in jobs:
     start = time.perf_counter()
+    new = [folder for folder in (out_dir, args.out) if not os.path.exists(folder)]
     overlay = None if args.no_overlay else OverlayFrames(
         output_paths(out_dir, name)["overlay"], info.fps or 30.0)
     try:
-      prediction = predict_video(predictor, video, locator(video, boxes_path), args.batch_size,
-                                 steer_steps=args.steer, keep=overlay)
-      if prediction.cut:
-        print(f"warning: {prediction.cut}; the frames before it are kept", file=sys.stderr)
-      if not prediction.found.any():
-        raise UserError(f"{video}: no person found in any of its {len(prediction.time)} "
-                        "frames (a static camera is needed without --boxes)")
+      prediction = predict_video(predictor, video,
+                                 file_boxes or locate.BackgroundTracker.of_video(video),
+                                 args.batch_size, steer_steps=args.steer, keep=overlay)
+      check_prediction(prediction, video, file_boxes)
     except BaseException:
       if overlay is not None:
         overlay.discard()
+      for folder in new:  # made for the overlay's frames, empty again
+        with contextlib.suppress(OSError):
+          os.rmdir(folder)
       raise
     paths = write_outputs(predictor.model, predictor.layout, prediction, out_dir, name,
                           overlay, info.fps or None)

@@ -4,35 +4,13 @@ D3KE's objective as the paper's (its gradient never reaches the backbone), in fl
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
-from d3ke_jax.data import render
-from d3ke_jax.data.frames import MARGIN
-from d3ke_jax.infer import boxes
+from d3ke_jax import boxes
 from d3ke_jax.nets import heads
 from d3ke_jax.nets.d3ke import BOX, PerFrameD3KE
 from d3ke_jax.skeleton import load_osim, make_layout
 from d3ke_jax.train import step as steps
 from d3ke_jax.train.losses import box_loss
-
-
-def test_person_box_is_the_square_box_of_the_valid_points():
-  rng = np.random.default_rng(0)
-  points = rng.uniform(0, 50, (6, 20, 2))
-  valid = rng.uniform(size=(6, 20)) > 0.3
-  expected = [render.square_box(np.where(v[:, None], p, np.nan), MARGIN)
-              for p, v in zip(points, valid)]
-  got = heads.person_box(jnp.asarray(points, jnp.float32), jnp.asarray(valid), MARGIN)
-  np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-5)
-
-
-@pytest.mark.parametrize("b, expected", [((0, 0, 2), 1.0), ((1, 0, 2), 1 / 3),
-                                         ((2, 2, 2), 0.0), ((0.5, 0.5, 1), 0.25)])
-def test_box_iou(b, expected):
-  a = np.array([0.0, 0.0, 2.0])
-  np.testing.assert_allclose(float(heads.box_iou(jnp.asarray(a), jnp.asarray(b, float))),
-                             expected, rtol=1e-6)
-  np.testing.assert_allclose(boxes.iou(a, b), expected, rtol=1e-6)
 
 
 def test_box_loss_is_zero_at_the_truth_and_ignores_masked_frames():
@@ -104,13 +82,13 @@ def test_box_head_leaves_the_kinematics_and_their_gradient_unchanged():
 
 
 def test_box_targets_are_the_inference_box_of_the_markers():
-  """The target of a valid frame is the square box with ``MARGIN`` around its projected
+  """The target of a valid frame is the square box with ``boxes.MARGIN`` around its projected
   markers, as fractions of the crop; an invalid frame is masked."""
   _, _, _, batch = _network_and_batch(True)
   true_box, mask = steps.box_targets(batch)
   size = batch["image"].shape[1]
   for k in range(3):
     np.testing.assert_allclose(
-        true_box[k], np.array(render.square_box(np.asarray(batch["markers_2d"][k]), MARGIN))
-        / size, rtol=1e-5)
+        true_box[k], boxes.square(np.asarray(batch["markers_2d"][k], float), boxes.MARGIN) / size,
+        rtol=1e-5)
   np.testing.assert_array_equal(mask, [1, 1, 1, 0])

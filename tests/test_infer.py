@@ -6,17 +6,18 @@ import csv
 import io
 import os
 
+import av
 import jax
 import jax.numpy as jnp
 import numpy as np
 import PIL.Image
 import pytest
 
-from d3ke_jax import cli, devices
+from d3ke_jax import boxes, cli, devices
 from d3ke_jax.data import frames as frames_lib
 from d3ke_jax.data import render, resample, synthetic
 from d3ke_jax.data.frames import default_model
-from d3ke_jax.infer import boxes, outputs, pipeline
+from d3ke_jax.infer import locate, outputs, pipeline
 from d3ke_jax.io.mot import read_mot
 from d3ke_jax.io.trc import read_trc
 from d3ke_jax.io.video import FrameReader, write_video
@@ -106,7 +107,7 @@ def test_outputs_exist_and_reload(inferred):
 def test_box_track_covers_the_person(inferred, scene):
   found_boxes, found, sources = _frames_csv(inferred)
   overlap = boxes.iou(found_boxes, scene[1])
-  assert found.all() and np.all(sources == boxes.BACKGROUND)
+  assert found.all() and np.all(sources == locate.BACKGROUND)
   # Silhouette (ellipsoids) and marker extents differ by a few pixels here.
   assert np.mean(overlap > 0.7) >= 0.9, overlap
 
@@ -145,7 +146,7 @@ def test_angles_equal_the_evaluate_prediction_on_the_same_crops(inferred, scene,
   layout = per_frame.layout_for(config, model)
   frames = np.concatenate([f for f, _ in FrameReader(scene[0])])
   # The pipeline's boxes at full precision (frames.csv rounds them to 0.01 px).
-  found_boxes, _ = boxes.BackgroundTracker(boxes.background(scene[0]), WIDTH)(frames, 0)
+  found_boxes, _ = locate.BackgroundTracker(locate.background(scene[0]), WIDTH)(frames, 0)
   np.testing.assert_allclose(found_boxes, _frames_csv(inferred)[0], atol=0.006)
   records = []
   for frame, box in zip(frames, found_boxes):
@@ -194,25 +195,22 @@ def test_crop_samples_the_box_as_the_crop_camera_does():
 
 
 def test_boxes_file_and_missing_frames(tmp_path):
+  """Frames the file lacks hold the last box before them (before any, the first), served
+  chunk by chunk, as far as the video goes."""
   path = tmp_path / "boxes.csv"
-  path.write_text("frame,x0,y0,x1,y1\n1,10,20,30,60\n3,12,20,32,60\n")
-  found_boxes, sources = boxes.read_boxes(str(path), 5)
-  np.testing.assert_array_equal(sources, ["held", "file", "held", "file", "held"])
-  np.testing.assert_allclose(found_boxes[1], render.square_box(np.array([[10, 20], [30, 60]]),
-                                                               boxes.MARGIN))
-  np.testing.assert_allclose(found_boxes[[0, 2]], found_boxes[[1, 1]])  # nearest found before
-  for row in ("1,10,20,abc,60", "1,10,20,30"):
-    path.write_text(f"frame,x0,y0,x1,y1\n{row}\n")
-    with pytest.raises(Exception, match="boxes.csv: line 2 is not frame,x0,y0,x1,y1 numbers"):
-      boxes.read_boxes(str(path), 5)
-  for text in ("frame,x0,y0,x1,y1\n", "frame,x0,y0,x1,y1\n-1,10,20,30,60\n"):
-    path.write_text(text)
-    with pytest.raises(Exception, match="boxes.csv: no box for any of the video's 5 frames"):
-      boxes.read_boxes(str(path), 5)
-  json_path = tmp_path / "boxes.json"
-  json_path.write_text('[{"frame": 0, "box": [10, 20, 30]}]')
-  with pytest.raises(Exception, match="boxes.json: not a JSON list .* a box is not 4 numbers"):
-    boxes.read_boxes(str(json_path), 5)
+  path.write_text("frame,x0,y0,x1,y1\n3,12,20,32,60\n1,10,20,30,60\n")
+  file_boxes = locate.FileBoxes(str(path), WIDTH, HEIGHT)
+  first, first_sources = file_boxes(np.zeros((2, 1)), 0)
+  rest, rest_sources = file_boxes(np.zeros((5, 1)), 2)
+  found_boxes = np.concatenate([first, rest])
+  np.testing.assert_array_equal(np.concatenate([first_sources, rest_sources]),
+                                ["held", "file", "held", "file", "held", "held", "held"])
+  np.testing.assert_allclose(found_boxes[1], boxes.from_corners([10, 20, 30, 60], boxes.MARGIN))
+  np.testing.assert_allclose(found_boxes[3], boxes.from_corners([12, 20, 32, 60], boxes.MARGIN))
+  np.testing.assert_allclose(found_boxes[[0, 2, 4, 6]], found_boxes[[1, 1, 3, 3]])
+  file_boxes.check(2)
+  with pytest.raises(Exception, match="boxes.csv: no box for any of the video's 1 frames"):
+    file_boxes.check(1)
 
 
 def test_tracker_keeps_one_identity_and_flags_frames_without_the_person(walk, tmp_path):
@@ -229,10 +227,10 @@ def test_tracker_keeps_one_identity_and_flags_frames_without_the_person(walk, tm
     frames[t, y0:y1, x0:x1] = (250, 40, 200)
   path = write_video(str(tmp_path / "two_movers.mp4"), frames, synthetic.RATE)
   decoded = np.concatenate([f for f, _ in FrameReader(path)])
-  found_boxes, sources = boxes.BackgroundTracker(boxes.background(path), WIDTH)(decoded, 0)
-  np.testing.assert_array_equal(sources, np.where(gap, boxes.HELD, boxes.BACKGROUND))
+  found_boxes, sources = locate.BackgroundTracker(locate.background(path), WIDTH)(decoded, 0)
+  np.testing.assert_array_equal(sources, np.where(gap, locate.HELD, locate.BACKGROUND))
   np.testing.assert_array_equal(found_boxes[gap], np.repeat(found_boxes[7:8], gap.sum(), 0))
-  block_boxes = np.array([render.square_box(b.reshape(2, 2), boxes.MARGIN) for b in block])
+  block_boxes = boxes.from_corners(block, boxes.MARGIN)
   assert np.all(boxes.iou(found_boxes, block_boxes)[2:] < 0.1)
   # The 128x96 H.264 frames come out slightly differently on different machines: on an
   # earlier session's, at least 14 of the 15 frames were above 0.7; on another, 13, the
@@ -251,9 +249,9 @@ def test_tracker_holds_a_person_who_stops(walk, tmp_path, stop):
   index = np.minimum(np.arange(FRAMES), stop)
   path = write_video(str(tmp_path / "stop.mp4"), walk[0][index], synthetic.RATE)
   decoded = np.concatenate([f for f, _ in FrameReader(path)])
-  found_boxes, sources = boxes.BackgroundTracker(boxes.background(path), WIDTH)(decoded, 0)
-  np.testing.assert_array_equal(sources, np.where(np.arange(FRAMES) < stop, boxes.BACKGROUND,
-                                                  boxes.HELD))
+  found_boxes, sources = locate.BackgroundTracker(locate.background(path), WIDTH)(decoded, 0)
+  np.testing.assert_array_equal(sources, np.where(np.arange(FRAMES) < stop, locate.BACKGROUND,
+                                                  locate.HELD))
   # On the first frames the person merges with their still image in the background (stop
   # 6): lowest 0.69 (stop 6) and 0.83 (stop 12) on one machine, above 0.7 on an earlier
   # session's (the 128x96 H.264 frames come out slightly differently).
@@ -285,6 +283,32 @@ def test_bad_inputs_are_one_line(run_dir, tmp_path, capsys):
   code, out = _command(["--video", str(still), "--workdir", str(tmp_path)], capsys)
   assert code == 2 and out.err == (f"infer: {tmp_path / 'config.json'}: not found; is "
                                    f"'{tmp_path}' the workdir of a training run?\n")
+
+
+def test_a_damaged_video_and_boxes_past_its_end(run_dir, walk, scene, tmp_path, capsys):
+  """A video cut before its first frame is one line, as with ``--boxes``. A box for frame
+  1e11 of an .mkv (which does not state its frame count) is left out, with a warning."""
+  data = open(scene[0], "rb").read()
+  cut = tmp_path / "cut.mp4"
+  cut.write_bytes(data[:data.index(b"mdat") + 100])
+  code, out = _command(["--video", str(cut), "--workdir", run_dir, "--out", str(tmp_path / "o")],
+                       capsys)
+  assert code == 2 and out.err.startswith(f"infer: {cut}: decoding stopped after 0 frames (")
+  assert out.err.count("\n") == 1 and not (tmp_path / "o").exists()
+  mkv = str(tmp_path / "walk.mkv")
+  with av.open(mkv, "w", format="matroska") as container:
+    stream = container.add_stream("libx264", rate=round(synthetic.RATE))
+    stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+    for frame in walk[0]:
+      container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+    container.mux(stream.encode())
+  assert FrameReader(mkv).info.frames is None
+  far = tmp_path / "far.csv"
+  far.write_text("frame,x0,y0,x1,y1\n0,40,10,80,90\n100000000000,40,10,80,90\n")
+  code, out = _command(["--video", mkv, "--workdir", run_dir, "--out", str(tmp_path / "o"),
+                        "--boxes", str(far), "--batch_size", "8", "--no_overlay"], capsys)
+  assert code == 0 and out.err == (f"warning: {far}: 1 box(es) past the video's {FRAMES} "
+                                   "frames left out (frames count from 0)\n")
 
 
 def test_sequence_windows_cover_every_frame_once():
@@ -323,9 +347,8 @@ def _sees_the_bright_person(size, calls):
     found = []
     for image in crops:
       rows, cols = np.nonzero(image.sum(-1) > 380)
-      found.append(render.square_box(np.array([[cols.min(), rows.min()],
-                                               [cols.max() + 1, rows.max() + 1]]),
-                                     boxes.MARGIN) if len(rows) else (np.nan,) * 3)
+      found.append(boxes.from_corners([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1],
+                                      boxes.MARGIN) if len(rows) else (np.nan,) * 3)
     count = len(crops)
     kinematics = heads.Kinematics(np.zeros((count, 1)), np.ones((count, 1, 3)),
                                   np.broadcast_to(np.eye(3), (count, 3, 3)))
@@ -341,7 +364,7 @@ def _block_video(tmp_path, count=10):
   for t in range(count):
     x0, y0 = 10 + 8 * t, 30
     frames[t, y0:y0 + 40, x0:x0 + 16] = 230
-    truth.append(render.square_box(np.array([[x0, y0], [x0 + 16, y0 + 40]]), boxes.MARGIN))
+    truth.append(boxes.from_corners([x0, y0, x0 + 16, y0 + 40], boxes.MARGIN))
   return write_video(str(tmp_path / "block.mp4"), frames, 30), np.array(truth)
 
 
@@ -360,18 +383,18 @@ def test_steering_moves_crops_onto_the_person_the_network_sees(tmp_path):
   path, truth = _block_video(tmp_path)
   start = truth + [truth[0, 2] / 3, 0, 0]
   start[-2:] = (0.0, 0.0, truth[0, 2])  # the top-left corner: no person in these crops
-  locate = _fixed_boxes(start, np.full(len(truth), boxes.BACKGROUND))
+  locator = _fixed_boxes(start, np.full(len(truth), locate.BACKGROUND))
   calls = []
   predictor = pipeline.Predictor(model=None, layout=None, size=size, mesh=pipeline.local_mesh(),
                                  frames=_sees_the_bright_person(size, calls), steers=True)
-  steered = pipeline.predict_video(predictor, path, locate, batch_size=batch, steer_steps=2)
+  steered = pipeline.predict_video(predictor, path, locator, batch_size=batch, steer_steps=2)
   before, after = boxes.iou(start, truth), boxes.iou(steered.boxes, truth)
   assert np.all(before[:-2] < 0.6) and np.all(after[:-2] > 0.9), (before, after)
   np.testing.assert_array_equal(steered.boxes[-2:], start[-2:])
   assert np.all(steered.steered[:-2] >= 1) and np.all(steered.steered[-2:] == 0)
   assert set(calls) == {batch}  # fixed-size batches: nothing recompiles
   assert len(calls) <= 3 * 3  # 3 batches, each run once and again for up to 2 moves
-  kept = pipeline.predict_video(predictor, path, locate, batch_size=batch, steer_steps=0)
+  kept = pipeline.predict_video(predictor, path, locator, batch_size=batch, steer_steps=0)
   np.testing.assert_array_equal(kept.boxes, start)
   assert np.all(kept.steered == 0)
 
@@ -384,11 +407,11 @@ def test_steering_follows_a_person_the_finder_lost(tmp_path):
   path, truth = _block_video(tmp_path)
   found = np.arange(len(truth)) < 2
   start = np.where(found[:, None], truth, truth[1])
-  locate = _fixed_boxes(start, np.where(found, boxes.BACKGROUND, boxes.HELD))
+  locator = _fixed_boxes(start, np.where(found, locate.BACKGROUND, locate.HELD))
   predictor = pipeline.Predictor(model=None, layout=None, size=size, mesh=pipeline.local_mesh(),
                                  frames=_sees_the_bright_person(size, []), steers=True)
-  followed = pipeline.predict_video(predictor, path, locate, batch_size=2, steer_steps=2)
+  followed = pipeline.predict_video(predictor, path, locator, batch_size=2, steer_steps=2)
   assert np.all(boxes.iou(followed.boxes, truth) > 0.9), boxes.iou(followed.boxes, truth)
   np.testing.assert_array_equal(followed.found, found)  # still flagged: the finder lost them
-  held = pipeline.predict_video(predictor, path, locate, batch_size=2, steer_steps=0)
+  held = pipeline.predict_video(predictor, path, locator, batch_size=2, steer_steps=0)
   assert np.all(boxes.iou(held.boxes, truth)[4:] < 0.6)

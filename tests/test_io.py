@@ -29,6 +29,18 @@ def test_trc_round_trip_in_metres(tmp_path, units):
   np.testing.assert_allclose(back.time, data.time)
 
 
+@pytest.mark.parametrize("name, shown", [("line\nend", "line?end"), ("tab\there", "tab?here"),
+                                         ("cr\r", "cr?")])
+def test_trc_named_with_control_characters_reads_back(tmp_path, name, shown):
+  """The header's file name shows them as ``?``, so that its lines stay lines."""
+  data = _trajectories(np.random.default_rng(0))
+  write_trc(tmp_path / f"{name}.trc", data)
+  np.testing.assert_allclose(read_trc(tmp_path / f"{name}.trc").positions, data.positions,
+                             atol=1e-6)
+  with open(tmp_path / f"{name}.trc") as f:
+    assert f.readline() == f"PathFileType\t4\t(X/Y/Z)\t{shown}.trc\n"
+
+
 def test_opensim_reads_our_trc_with_the_last_marker_missing(tmp_path):
   import opensim  # pylint: disable=g-import-not-at-top
   data = _trajectories(np.random.default_rng(1))

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from d3ke_jax import boxes
 from d3ke_jax.data import frames, render
 from d3ke_jax.data.d3ke_synthetic import D3keSynthetic, SyntheticConfig, encode_jpeg
 from d3ke_jax.data.d3ke_synthetic import split_subjects
@@ -36,7 +37,7 @@ def _arms_out(size):
   out = forward_kinematics(model, q[None])
   camera = frames.camera("frontal")
   pixels, _ = render.project(camera, out.markers[0])
-  return out, render.crop_camera(camera, render.square_box(np.asarray(pixels)), size)
+  return out, render.crop_camera(camera, boxes.square(np.asarray(pixels), 0.2).tolist(), size)
 
 
 def _forearm_pixels(colours, size=64):

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from d3ke_jax import boxes
 from d3ke_jax.data import augment, frames, loader, render, synthetic
 from d3ke_jax.data.records import decode, labels as read_labels
 from d3ke_jax.data.windows import covering_windows, window_starts
@@ -41,7 +42,7 @@ def test_markers_project_onto_the_drawn_body():
   subject, _, out = _pose(model)
   camera = frames.camera("frontal")
   pixels, _ = render.project(camera, out.markers[0])
-  crop = render.crop_camera(camera, render.square_box(np.asarray(pixels)), 128)
+  crop = render.crop_camera(camera, boxes.square(np.asarray(pixels), 0.2).tolist(), 128)
   _, body = render.render(crop, render.body_shapes(model), out.body_transforms[0],
                           jnp.asarray(subject.scales), jnp.zeros((128, 128, 3)))
   uv, _ = render.project(crop, out.markers[0])

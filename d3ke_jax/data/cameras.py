@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from d3ke_jax import boxes
 from d3ke_jax.data import render, resample
 from d3ke_jax.errors import UserError, did_you_mean
 from d3ke_jax.io.atomic import atomic_write
@@ -126,7 +127,7 @@ def undistort_pixels(camera: DistortedCamera, pixels):
 
 def person_box(pixels, margin, image_size):
   """The square box (x0, y0, side) around the (K, 2) projected points, with a relative margin
-  (``render.square_box``); None where fewer than two points are in the image.
+  (``boxes.square``); None where fewer than two points are in the image.
 
   Points outside the image (width, height) and NaN rows are left out: the box holds what
   the camera sees of the person, as a detector's would.
@@ -135,7 +136,7 @@ def person_box(pixels, margin, image_size):
   inside = np.all((pixels >= 0) & (pixels < np.asarray(image_size, float)), axis=-1)
   if np.count_nonzero(inside) < 2:
     return None
-  return render.square_box(pixels[inside], margin)
+  return boxes.square(pixels, margin, inside)
 
 
 def crop_camera(camera: DistortedCamera, box, size, up=WORLD_UP):
@@ -147,9 +148,8 @@ def crop_camera(camera: DistortedCamera, box, size, up=WORLD_UP):
   the middles of the box's left and right sides are ``size`` px apart, and its principal
   point is the crop's centre (MeTRAbs's crop, digest 4.2).
   """
-  x0, y0, side = box
-  centre = np.array([x0 + side / 2, y0 + side / 2])
-  pixels = centre + np.array([[0.0, 0.0], [-side / 2, 0.0], [side / 2, 0.0]])
+  side = box[2]
+  pixels = boxes.centre(np.asarray(box)) + np.array([[0.0, 0.0], [-side / 2, 0.0], [side / 2, 0.0]])
   normalised = np.asarray(_normalised(camera.intrinsics, camera.distortion, pixels), float)
   rotation = np.asarray(camera.rotation, float)
   rays = np.concatenate([normalised, np.ones((3, 1))], -1) @ rotation  # world directions

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from d3ke_jax import boxes
 from d3ke_jax.data import render, synthetic
 from d3ke_jax.skeleton import forward_kinematics, load_osim
 
@@ -14,9 +15,9 @@ VIEWS = {  # MoVi's two cameras: in front of the subject (facing +x) and at its 
     "sagittal": (0.0, 1.1, 4.0),
 }
 FOCAL, CENTRE = 1000.0, (960.0, 540.0)  # a 1920 x 1080 camera
-# The person box's margin around the projected points, relative, drawn once per clip.
+# The person box's margin around the projected points, relative, drawn once per clip
+# (inference uses ``boxes.MARGIN``).
 MARGIN_RANGE = (0.1, 0.25)
-MARGIN = 0.15  # the margin of a person box outside training (inference): the middle
 
 
 @functools.lru_cache(maxsize=1)
@@ -68,11 +69,11 @@ def _clip(model, shapes, subject, movement, view, clip, coords, out, size, seed)
   rng = np.random.default_rng([seed, clip])
   full = camera(view)
   markers_px, _ = render.project(full, out.markers)
-  crops, boxes = [], []
+  crops, person_boxes = [], []
   margin = rng.uniform(*MARGIN_RANGE)
   for t in range(len(coords)):
-    box = render.square_box(np.asarray(markers_px[t]), margin=margin)
-    boxes.append(box)
+    box = np.asarray(boxes.square(np.asarray(markers_px[t]), margin), float)
+    person_boxes.append(box)
     crops.append(render.crop_camera(full, box, size))
   cameras = render.Camera(*(np.stack(parts) for parts in zip(*crops)))
   backgrounds = np.repeat(render.background(rng, size)[None], len(coords), 0)
@@ -96,7 +97,7 @@ def _clip(model, shapes, subject, movement, view, clip, coords, out, size, seed)
         "markers": to_camera(out.markers[t]).astype(np.float32),
         "joints_2d": np.asarray(render.project(crop, out.joint_origins[t])[0], np.float32),
         "markers_2d": np.asarray(render.project(crop, out.markers[t])[0], np.float32),
-        "box": np.asarray(boxes[t], np.float32),
+        "box": np.asarray(person_boxes[t], np.float32),
         "intrinsics": crop.intrinsics.astype(np.float32),
         "camera_rotation": rotation.astype(np.float32),
         "camera_translation": np.asarray(full.translation, np.float32),
@@ -110,7 +111,7 @@ def crossing_scene(subject_index, movement, frames, width, height, focal, distan
                    seed=0, colours="sided"):
   """A static camera, ``distance`` metres in front of the origin, watching a subject do
   ``movement`` while crossing its view (``travel`` metres either way): (images (T, height,
-  width, 3) uint8, true boxes (T, 3) with ``MARGIN`` around the projected markers,
+  width, 3) uint8, true boxes (T, 3) with ``boxes.MARGIN`` around the projected markers,
   coordinates (T, C), the empty backdrop uint8). The backdrop (and the outfit, for
   ``colours="clothing"``) come from ``seed``."""
   model = default_model()
@@ -128,6 +129,6 @@ def crossing_scene(subject_index, movement, frames, width, height, focal, distan
   images, _ = draw(view, shapes, out.body_transforms, jnp.asarray(subject.scales),
                    jnp.asarray(backdrop), jnp.asarray((-0.3, 0.5, 1.0)), 0.35)
   pixels = np.asarray(render.project(view, out.markers)[0])
-  truth = np.array([render.square_box(p, MARGIN) for p in pixels])
+  truth = np.asarray(boxes.square(pixels, boxes.MARGIN), float)
   uint8 = lambda image: (np.asarray(image) * 255).astype(np.uint8)
   return uint8(images), truth, coords, uint8(backdrop)

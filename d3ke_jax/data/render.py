@@ -51,14 +51,6 @@ def crop_camera(camera: Camera, box, size):
   return Camera(shift @ np.asarray(camera.intrinsics), camera.rotation, camera.translation)
 
 
-def square_box(pixels, margin=0.2):
-  """(x0, y0, side) of a square around 2D points with a relative margin."""
-  low, high = np.nanmin(pixels, axis=0), np.nanmax(pixels, axis=0)
-  side = float(np.max(high - low) * (1 + 2 * margin))
-  centre = (low + high) / 2
-  return float(centre[0] - side / 2), float(centre[1] - side / 2), side
-
-
 class BodyShapes(NamedTuple):
   """One ellipsoid per body, in the body frame of the unscaled model."""
   centre: np.ndarray  # (B, 3)

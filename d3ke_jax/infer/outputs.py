@@ -18,6 +18,7 @@ import PIL.Image
 import scipy.spatial.transform
 from matplotlib.figure import Figure
 
+from d3ke_jax import boxes
 from d3ke_jax.drawing import bones, draw_skeleton
 from d3ke_jax.io.atomic import atomic_write, save_png
 from d3ke_jax.io.mot import write_mot
@@ -145,14 +146,13 @@ def plot_angles(path, model, coords, time, found):
   return save_png(figure, path, dpi=80)
 
 
-def skeleton_in_box(joints, box, margin=0.15):
+def skeleton_in_box(joints, box, margin=boxes.MARGIN):
   """Root-relative camera-frame joints (J, 3) drawn into a box (x0, y0, side): their
   image-plane extent scaled to the box less its margin and centred (weak perspective)."""
-  x0, y0, side = box
   planar = joints[:, :2]
   low, high = planar.min(0), planar.max(0)
-  scale = side / (1 + 2 * margin) / max(float(np.max(high - low)), 1e-6)
-  return (planar - (low + high) / 2) * scale + (x0 + side / 2, y0 + side / 2)
+  scale = box[2] / (1 + 2 * margin) / max(float(np.max(high - low)), 1e-6)
+  return (planar - (low + high) / 2) * scale + boxes.centre(box)
 
 
 class OverlayFrames:
@@ -220,7 +220,7 @@ def write_overlay(path, overlay: OverlayFrames, model, prediction, fps=None):
         colour = SKELETON_COLOUR if prediction.found[index] else (128, 128, 128)
         image = draw_skeleton(frame, skeleton_in_box(prediction.joints[index], box), pairs,
                               colour, width=max(1, int(box[2] // 150)))
-        image = draw_skeleton(image, _corners(box), [(0, 1), (1, 2), (2, 3), (3, 0)],
+        image = draw_skeleton(image, boxes.corners(box), [(0, 1), (1, 2), (2, 3), (3, 0)],
                               BOX_COLOUR)
         yield image
         index += 1
@@ -229,11 +229,6 @@ def write_overlay(path, overlay: OverlayFrames, model, prediction, fps=None):
     return write_video(path, frames(), fps or _rate(prediction.time))
   finally:
     os.remove(frames_path)
-
-
-def _corners(box):
-  x0, y0, side = box
-  return np.array([[x0, y0], [x0 + side, y0], [x0 + side, y0 + side], [x0, y0 + side]])
 
 
 def _even(image):

@@ -11,17 +11,19 @@ network sees them, and predicted again (``_Steering``). ``stage="sequence"`` ref
 per-frame estimates with the stage-2 run's network over windows covering every frame.
 """
 
+import contextlib
+import os
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from d3ke_jax import devices
+from d3ke_jax import boxes, devices
 from d3ke_jax.data import resample
 from d3ke_jax.data.windows import refine_windows
 from d3ke_jax.errors import UserError
-from d3ke_jax.infer.boxes import FOUND, GATE, HELD, SIZE_RATIO, iou
+from d3ke_jax.infer.locate import FOUND, HELD
 from d3ke_jax.io.video import FrameReader
 from d3ke_jax.nets.d3ke import BOX, skeletal_layer
 from d3ke_jax.train import checkpoints, per_frame, runs, temporal
@@ -71,9 +73,9 @@ def frame_predictor(network, variables, model, layout, size, mesh=None):
   """A per-frame ``Predictor`` of a Flax network and its variables."""
   mesh = mesh or local_mesh()
 
-  def apply(variables, frames, boxes):
+  def apply(variables, frames, crop_boxes):
     crops = jnp.round(jax.vmap(lambda frame, box: resample.crop(frame, box, size))(
-        frames, boxes)).astype(jnp.uint8)  # levels, as the images trained on
+        frames, crop_boxes)).astype(jnp.uint8)  # levels, as the images trained on
     kinematics, state = network.apply(variables, images_from_batch({"image": crops}),
                                       train=False, mutable=["intermediates"])
     found = state.get("intermediates", {}).get(BOX, (jnp.full((len(crops), 3), jnp.nan),))[0]
@@ -87,33 +89,41 @@ def load_predictor(workdir, stage=None, dtype=None, checkpoint="best"):
   """The ``Predictor`` of a trained run (either stage; ``stage="per_frame"`` on a sequence
   run uses its stage-1 run alone); ``dtype`` "bfloat16" runs the image network in it."""
   config = runs.load_config(workdir)
-  stage = stage or config.get("stage")
-  if stage not in STAGES:
-    raise UserError(f"--stage {stage!r}: choose from {', '.join(STAGES)}")
-  if stage == "sequence" and config.get("stage") != "sequence":
-    raise UserError(f"{workdir}: a {config.get('stage')!r} run has no sequence network "
-                    "(--stage sequence needs the workdir of a stage-2 run)")
-  two_stages = config.get("stage") == "sequence"
-  first_dir = config.per_frame_workdir if two_stages else workdir
-  first = temporal.per_frame_run(config) if two_stages else config
-  if dtype:
-    first = first.copy_and_resolve_references()
-    first.model.dtype = dtype
-  model = stages.load_model(first)
-  layout = per_frame.layout_for(first, model)
+  with _naming_config(workdir):
+    if config.get("stage") not in STAGES:
+      raise runs.ConfigError(f"stage={config.get('stage')!r}: inference needs a "
+                             f"{' or '.join(STAGES)} run")
+    stage = stage or config.stage
+    if stage not in STAGES:
+      raise UserError(f"--stage {stage!r}: choose from {', '.join(STAGES)}")
+    if stage == "sequence" and config.stage != "sequence":
+      raise UserError(f"{workdir}: a {config.stage!r} run has no sequence network "
+                      "(--stage sequence needs the workdir of a stage-2 run)")
+    two_stages = config.stage == "sequence"
+    first = temporal.per_frame_run(config) if two_stages else config
+    first_dir = config.per_frame_workdir if two_stages else workdir
+  with _naming_config(first_dir):
+    if dtype:
+      first = first.copy_and_resolve_references()
+      first.model.dtype = dtype
+    model = stages.load_model(first)
+    layout = per_frame.layout_for(first, model)
+    network = per_frame.build_network(first, model, layout)
+    size = runs.dataset_config(first)[1].image_size  # the crops it was trained on
+  if stage == "sequence":
+    with _naming_config(workdir):
+      sequence, window = temporal.build_network(config, model, layout), int(config.window)
   mesh = local_mesh()
   state = checkpoints.restore_state(first_dir, "best" if two_stages else checkpoint, mesh)
-  predictor = frame_predictor(per_frame.build_network(first, model, layout), _variables(state),
-                              model, layout, _crop_size(first), mesh)
+  predictor = frame_predictor(network, _variables(state), model, layout, size, mesh)
   if stage == "per_frame":
     return predictor
-  sequence = temporal.build_network(config, model, layout)
 
   def refine(variables, kinematics):
     refined = sequence.apply(variables, kinematics, train=False)
     return refined, skeletal_layer(model, layout, refined)
 
-  return predictor._replace(window=int(config.window), windows=data_parallel(
+  return predictor._replace(window=window, windows=data_parallel(
       refine, _variables(checkpoints.restore_state(workdir, checkpoint, mesh)), mesh))
 
 
@@ -121,17 +131,27 @@ def _variables(state):
   return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def _crop_size(config):
-  """The crop size the run was trained on (that of its dataset's records)."""
-  builder = runs.DATASETS[config.dataset.name]
-  return next(c.image_size for c in builder.BUILDER_CONFIGS if c.name == config.dataset.config)
+@contextlib.contextmanager
+def _naming_config(workdir):
+  """Errors in reading the config of the run in ``workdir`` as ``ConfigError``s naming its
+  file: a ``ConfigError`` (unless it names a config file already), or a key missing or of
+  the wrong type."""
+  path = os.path.join(workdir, runs.CONFIG_FILE)
+  try:
+    yield
+  except runs.ConfigError as e:
+    if runs.CONFIG_FILE in str(e):
+      raise
+    raise runs.ConfigError(f"{path}: {e}") from None
+  except (AttributeError, KeyError, TypeError) as e:
+    raise runs.ConfigError(f"{path}: not the config of a run ({type(e).__name__}: {e})") from None
 
 
 class Prediction(NamedTuple):
   """Per-frame results over a whole video (T frames)."""
   time: np.ndarray  # (T,) seconds
   boxes: np.ndarray  # (T, 3) x0, y0, side in upright frame pixels: each frame's crop
-  source: np.ndarray  # (T,) str: where each frame's first box came from (``boxes.SOURCES``)
+  source: np.ndarray  # (T,) str: where each frame's first box came from (``locate.SOURCES``)
   steered: np.ndarray  # (T,) int: how often the network moved the frame's crop
   coords: np.ndarray  # (T, P) layout coordinates, radians / metres
   scales: np.ndarray  # (T, G, 3) scale groups relative to the model
@@ -159,30 +179,19 @@ def _batches(reader, locate, batch_size):
   ``batch_size``), each frame's box found by ``locate(frames, first)``."""
   first = 0
   for frames, times in reader:
-    boxes, sources = locate(frames, first)
+    found, sources = locate(frames, first)
     count = len(frames)
     pad = lambda rows: rows if count == batch_size else np.concatenate(
         [rows, np.repeat(rows[-1:], batch_size - count, 0)])
-    yield _Batch(pad(frames), pad(np.asarray(boxes)), np.asarray(sources), times, count)
+    yield _Batch(pad(frames), pad(np.asarray(found)), np.asarray(sources), times, count)
     first += count
-
-
-def frame_boxes(relative, crop_boxes):
-  """Boxes (..., 3) given as fractions of their crops -> frame pixels (x0, y0, side)."""
-  side = crop_boxes[..., 2:]
-  return np.concatenate([crop_boxes[..., :2] + relative[..., :2] * side,
-                         relative[..., 2:] * side], -1)
 
 
 def steer_moves(new, old):
   """(N,) bool: frames whose crop ``old`` (N, 3) moves to the network's box ``new``: it
-  overlaps the crop less than ``STEER_IOU`` and passes the tracker's gate (centre within
-  ``boxes.GATE`` sides, side within a factor ``boxes.SIZE_RATIO``), so a crop without the
-  person cannot wander off."""
-  ratio = new[:, 2] / old[:, 2]
-  distance = np.hypot(*((new[:, :2] + new[:, 2:] / 2) - (old[:, :2] + old[:, 2:] / 2)).T)
-  return (np.isfinite(new).all(1) & (iou(new, old) < STEER_IOU)
-          & (distance <= GATE * old[:, 2]) & (1 / SIZE_RATIO <= ratio) & (ratio <= SIZE_RATIO))
+  overlaps the crop less than ``STEER_IOU`` and passes the tracker's gate
+  (``boxes.passes_gate``), so a crop without the person cannot wander off."""
+  return np.isfinite(new).all(1) & (boxes.iou(new, old) < STEER_IOU) & boxes.passes_gate(new, old)
 
 
 class _Steering:
@@ -200,20 +209,20 @@ class _Steering:
     """(outputs, boxes (count, 3), moves (count,)) of a ``_Batch`` whose frames are
     ``placed`` on the devices."""
     count = batch.count
-    boxes, moves = batch.boxes.copy(), np.zeros(count, int)
+    crops, moves = batch.boxes.copy(), np.zeros(count, int)
     if self.last is not None:
-      boxes[np.flatnonzero(batch.sources == HELD)] = self.last
-    outputs = self.predictor.frames(placed, boxes)
+      crops[np.flatnonzero(batch.sources == HELD)] = self.last
+    outputs = self.predictor.frames(placed, crops)
     for _ in range(self.steps):
-      new = frame_boxes(outputs[2][:count], boxes[:count])
-      moved = np.flatnonzero(steer_moves(new, boxes[:count]))
+      new = boxes.in_frame(outputs[2][:count], crops[:count])
+      moved = np.flatnonzero(steer_moves(new, crops[:count]))
       if not len(moved):
         break
-      boxes[moved], moves[moved] = new[moved], moves[moved] + 1
-      again = self.predictor.frames(placed, boxes)
+      crops[moved], moves[moved] = new[moved], moves[moved] + 1
+      again = self.predictor.frames(placed, crops)
       outputs = jax.tree.map(lambda x, y: _put(x, moved, y[moved]), outputs, again)
-    self.last = boxes[count - 1]
-    return outputs, boxes[:count], moves
+    self.last = crops[count - 1]
+    return outputs, crops[:count], moves
 
 
 def _put(array, rows, values):
@@ -242,7 +251,7 @@ def predict_video(predictor: Predictor, path, locate, batch_size=64, steer_steps
   info = FrameReader(path).info
   batch_size = batch_size_for(predictor, batch_size, info.frames, info.height, info.width)
   reader = FrameReader(path, batch_size)
-  times, sources, boxes, moves, outputs = [], [], [], [], []
+  times, sources, crops, moves, outputs = [], [], [], [], []
   batches = ((batch.frames, batch) for batch in _batches(reader, locate, batch_size))
   for frames, batch in devices.prefetch(batches, predictor.mesh):
     count = batch.count
@@ -256,14 +265,14 @@ def predict_video(predictor: Predictor, path, locate, batch_size=64, steer_steps
       keep(batch.frames[:count])
     times.append(batch.times)
     sources.append(batch.sources)
-    boxes.append(batch_boxes)
+    crops.append(batch_boxes)
     moves.append(batch_moves)
   if not outputs:
     raise UserError(reader.cut or f"{path}: no frames")
   kinematics, pose = jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
   if predictor.windows is not None:
     kinematics, pose = _sequence(predictor, kinematics, batch_size)
-  return Prediction(time=np.concatenate(times), boxes=np.concatenate(boxes),
+  return Prediction(time=np.concatenate(times), boxes=np.concatenate(crops),
                     source=np.concatenate(sources), steered=np.concatenate(moves),
                     coords=kinematics.coords, scales=kinematics.scales,
                     rotation=kinematics.rotation, joints=pose.joints, markers=pose.markers,

@@ -127,12 +127,14 @@ def _data_rows(path, lines, complete, width):
 
 def write_trc(path, trajectories: MarkerTrajectories, units="mm"):
   """Writes marker trajectories as a .trc file (atomically); missing values are written
-  ``NaN`` (OpenSim's reader drops empty cells at the end of a row and then refuses it)."""
+  ``NaN`` (OpenSim's reader drops empty cells at the end of a row and then refuses it).
+  The header names the file with ``?`` for characters that cannot be printed (a line end)."""
   scale = 1.0 / _UNITS[units]
   names, time = trajectories.names, trajectories.time
   num_frames, num_markers = len(time), len(names)
+  name = "".join(c if c.isprintable() else "?" for c in os.path.basename(os.fspath(path)))
   with atomic_write(path) as f:
-    f.write(f"PathFileType\t4\t(X/Y/Z)\t{os.path.basename(os.fspath(path))}\n")
+    f.write(f"PathFileType\t4\t(X/Y/Z)\t{name}\n")
     f.write("DataRate\tCameraRate\tNumFrames\tNumMarkers\tUnits\tOrigDataRate\t"
             "OrigDataStartFrame\tOrigNumFrames\n")
     f.write(f"{trajectories.rate:g}\t{trajectories.rate:g}\t{num_frames}\t{num_markers}\t"

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from d3ke_jax import boxes
 from d3ke_jax.skeleton.kinematics import forward_kinematics
 from d3ke_jax.skeleton.model import root_relative
 from d3ke_jax.skeleton.rotations import sixd_to_matrix
@@ -161,23 +162,5 @@ class BoxHead(nn.Module):
     features = reduced.reshape(reduced.shape[0], -1)
     features = nn.relu(nn.Dense(self.hidden, name="hidden")(features))
     raw = nn.Dense(3, kernel_init=nn.initializers.normal(1e-3), name="out")(features)
-    side = jnp.exp(raw[..., 2:])
-    return jnp.concatenate([0.5 + raw[..., :2] - side / 2, side], -1)
+    return boxes.from_centre(0.5 + raw[..., :2], jnp.exp(raw[..., 2:]))
 
-
-def person_box(points, valid, margin):
-  """Square boxes (..., 3) x0, y0, side around the ``valid`` (..., K) of 2D points
-  (..., K, 2) with a relative ``margin`` (as ``render.square_box``)."""
-  valid = valid[..., None] > 0
-  low = jnp.min(jnp.where(valid, points, jnp.inf), -2)
-  high = jnp.max(jnp.where(valid, points, -jnp.inf), -2)
-  side = jnp.max(high - low, -1, keepdims=True) * (1 + 2 * margin)
-  return jnp.concatenate([(low + high) / 2 - side / 2, side], -1)
-
-
-def box_iou(a, b):
-  """Intersection over union of square boxes (..., 3) x0, y0, side."""
-  low = jnp.maximum(a[..., :2], b[..., :2])
-  high = jnp.minimum(a[..., :2] + a[..., 2:], b[..., :2] + b[..., 2:])
-  inter = jnp.prod(jnp.clip(high - low, 0, None), -1)
-  return inter / (a[..., 2] ** 2 + b[..., 2] ** 2 - inter)

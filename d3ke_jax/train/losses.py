@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
+from d3ke_jax import boxes
 from d3ke_jax.skeleton.model import root_relative
 
 PAPER_WEIGHTS = {"joint": 1.0, "marker": 2.0, "body": 0.1, "angle": 0.06}
@@ -42,7 +43,7 @@ def box_loss(box, true_box, mask):
   """Mean L1 difference of square boxes (..., 3) (x0, y0, side, fractions of the crop) as
   centre and log side, over the frames where ``mask`` (...,) is 1."""
   def centre_and_log_side(b):
-    return jnp.concatenate([b[..., :2] + b[..., 2:] / 2, jnp.log(b[..., 2:])], -1)
+    return jnp.concatenate([boxes.centre(b), jnp.log(b[..., 2:])], -1)
   mask = jnp.broadcast_to(mask[..., None], box.shape) > 0
   difference = jnp.abs(centre_and_log_side(box) - centre_and_log_side(jnp.where(mask, true_box, 1)))
   return _masked_mean(jnp.where(mask, difference, 0), mask.astype(jnp.float32))

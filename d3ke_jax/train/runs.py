@@ -37,14 +37,9 @@ def load_dataset(config, splits=("train", "validation")):
   """{split: ``records.Records``} of ``config.dataset``, built on first use: the synthetic
   dataset is generated; MoVi is built from the downloads in ``dataset.manual_dir``. In a
   job of several processes, process 0 builds it while the others wait."""
-  require(config, "dataset.name", "dataset.config", "dataset.data_dir")
+  builder_class, _ = dataset_config(config)
+  require(config, "dataset.data_dir")
   name = config.dataset.name
-  if name not in DATASETS:
-    raise ConfigError(f"dataset.name={name!r}: unknown dataset (available: {sorted(DATASETS)})")
-  builder_class = DATASETS[name]
-  names = [c.name for c in builder_class.BUILDER_CONFIGS]
-  if config.dataset.config not in names:
-    raise ConfigError(f"dataset.config={config.dataset.config!r}: unknown (choose from {names})")
   data_dir = config.dataset.data_dir
   if os.path.exists(data_dir) and not os.path.isdir(data_dir):
     raise ConfigError(f"dataset.data_dir={data_dir!r}: a file, not a directory")
@@ -66,6 +61,20 @@ def load_dataset(config, splits=("train", "validation")):
                               file_format="array_record")
   sources = builder.as_data_source()
   return {split: Records(sources[split]) for split in splits}
+
+
+def dataset_config(config):
+  """(builder class, builder config) of ``config.dataset``; ``ConfigError`` naming an
+  unknown dataset or variant."""
+  require(config, "dataset.name", "dataset.config")
+  name = config.dataset.name
+  if name not in DATASETS:
+    raise ConfigError(f"dataset.name={name!r}: unknown dataset (available: {sorted(DATASETS)})")
+  variants = {c.name: c for c in DATASETS[name].BUILDER_CONFIGS}
+  if config.dataset.config not in variants:
+    raise ConfigError(f"dataset.config={config.dataset.config!r}: unknown (choose from "
+                      f"{list(variants)})")
+  return DATASETS[name], variants[config.dataset.config]
 
 
 def loss_weights(config):
@@ -101,6 +110,8 @@ def load_config(workdir):
       config = json.load(f)
   except ValueError as e:
     raise ConfigError(f"{path}: not a JSON config ({e})") from None
+  if not isinstance(config, dict):
+    raise ConfigError(f"{path}: not a JSON config (not an object of config keys)")
   return ml_collections.ConfigDict(_with_later_keys(config))
 
 

@@ -19,10 +19,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from d3ke_jax import devices
-from d3ke_jax.data.frames import MARGIN
+from d3ke_jax import boxes, devices
 from d3ke_jax.nets.d3ke import BOX, skeletal_layer
-from d3ke_jax.nets.heads import Kinematics, box_iou, person_box
+from d3ke_jax.nets.heads import Kinematics
 from d3ke_jax.train.losses import Targets, box_loss, d3ke_loss
 
 @flax.struct.dataclass
@@ -95,11 +94,11 @@ def d3ke_objective(model, layout, weights, kinematics, batch):
 
 def box_targets(batch):
   """(true person boxes (..., 3) as fractions of the crop, mask (...,)): the square box
-  with ``frames.MARGIN`` around the valid markers' projections; the mask is 1 where the
+  with ``boxes.MARGIN`` around the valid markers' projections; the mask is 1 where the
   frame is valid and the box is not empty."""
   size = batch["image"].shape[-2]
   valid = marker_labels_valid(batch)
-  box = person_box(batch["markers_2d"] / size, valid, MARGIN)
+  box = boxes.square(batch["markers_2d"] / size, boxes.MARGIN, valid)
   mask = batch["frame_valid"] & (jnp.sum(valid, -1) >= 2) & (box[..., 2] > 0)
   return box, mask.astype(jnp.float32)
 
@@ -111,7 +110,7 @@ def _with_box_loss(loss, terms, box, batch):
   true_box, mask = box_targets(batch)
   true_box = jnp.where(mask[..., None] > 0, true_box, 1)
   term = box_loss(box, true_box, mask)
-  iou = jnp.sum(jnp.where(mask > 0, box_iou(box, true_box), 0)) / jnp.maximum(jnp.sum(mask), 1)
+  iou = jnp.sum(jnp.where(mask > 0, boxes.iou(box, true_box), 0)) / jnp.maximum(jnp.sum(mask), 1)
   return loss + term, dict(terms, box=term), {"box_iou": iou}
 
 
