@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from d3ke_jax.nets import heads
 from d3ke_jax.nets.resnext import ResNeXt
 from d3ke_jax.nets.sequence import SEQUENCE_NETWORKS
+from d3ke_jax.nets.uncertainty import UNCERTAINTY, UncertaintyHead
 from d3ke_jax.skeleton.kinematics import forward_kinematics
 from d3ke_jax.skeleton.subset import PredictionLayout, expand_coordinates, expand_scales
 
@@ -63,8 +64,11 @@ BOX = "box"  # the name under which a box head's output is sown (collection "int
 class PerFrameD3KE(nn.Module):
   """Images (N, H, W, 3) in [0, 1] -> ``Kinematics`` (the skeletal layer is applied by the
   caller). With ``box_head``, the person's box in each crop (``heads.BoxHead``) is sown as
-  ``intermediates/box``; it reads the third stage's feature map (stride 16) without
-  training it (stop_gradient), so D3KE's objective and its backbone are the paper's."""
+  ``intermediates/box``; it reads the third stage's feature map (stride 16). With
+  ``uncertainty_head``, the Laplace scales of the kinematics' errors
+  (``uncertainty.UncertaintyHead``) are sown as ``intermediates/uncertainty``; it reads the
+  backbone's features. Both read without training what they read (stop_gradient), so
+  D3KE's objective and its backbone are the paper's."""
   bounds: heads.Bounds
   stage_sizes: Any = (3, 4, 6, 3)
   groups: int = 32
@@ -74,6 +78,7 @@ class PerFrameD3KE(nn.Module):
   axis_name: Any = None  # pmap axis for BatchNorm statistics in training
   normalisation: str = "imagenet"  # a key of INPUT_NORMALISATIONS
   box_head: bool = False
+  uncertainty_head: bool = False
 
   @nn.compact
   def __call__(self, images, train=False):
@@ -82,6 +87,10 @@ class PerFrameD3KE(nn.Module):
       features, stages = features
       box = heads.BoxHead(name="box_head")(jax.lax.stop_gradient(stages[-2]))
       self.sow("intermediates", BOX, box)
+    if self.uncertainty_head:
+      head = UncertaintyHead(len(self.bounds.coordinate_low), len(self.bounds.scale_centre),
+                             name="uncertainty_head")
+      self.sow("intermediates", UNCERTAINTY, head(jax.lax.stop_gradient(features)))
     return heads.KinematicHead(self.bounds, hidden=self.head_hidden, name="head")(features)
 
 

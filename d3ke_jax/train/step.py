@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from d3ke_jax import boxes, devices
+from d3ke_jax.nets import uncertainty as uncertainty_lib
 from d3ke_jax.nets.d3ke import BOX, skeletal_layer
 from d3ke_jax.nets.heads import Kinematics
 from d3ke_jax.train.losses import Targets, box_loss, d3ke_loss
@@ -114,8 +115,25 @@ def _with_box_loss(loss, terms, box, batch):
   return loss + term, dict(terms, box=term), {"box_iou": iou}
 
 
+def _with_uncertainty_loss(loss, terms, uncertainty, kinematics, batch, layout):
+  """(loss, terms): the objective plus the uncertainty head's loss, the Laplace negative
+  log-likelihood of the kinematics' errors (taken without gradient: it trains the head's
+  own parameters only, the head reading stop_gradient features)."""
+  targets = targets_from_batch(batch, layout)
+  true = Kinematics(targets.coords, targets.scales, batch["pelvis_rotation"])
+  error = jax.lax.stop_gradient(uncertainty_lib.errors(kinematics, true))
+  frame = targets.frame_mask
+  nll = uncertainty_lib.negative_log_likelihood
+  term = (nll(error.coords, uncertainty.coords, targets.coordinate_mask * frame[..., None])
+          + nll(error.scales, uncertainty.scales, frame[..., None, None])
+          + nll(error.rotation, uncertainty.rotation, frame))
+  return loss + term, dict(terms, uncertainty=term)
+
+
 def _loss(network, model, layout, weights, inputs, objective, params, batch_stats, batch, rng,
           train):
+  """(loss, (terms, batch_stats, predictions, scores)); a network with an uncertainty head
+  adds its scales to the predictions."""
   variables = {"params": params, "batch_stats": batch_stats}
   outputs, updates = network.apply(
       variables, inputs(batch), train=train,
@@ -124,9 +142,13 @@ def _loss(network, model, layout, weights, inputs, objective, params, batch_stat
   batch_stats = updates.get("batch_stats", batch_stats)
   loss, terms, predictions = objective(model, layout, weights, outputs, batch)
   scores = {}
-  box = updates.get("intermediates", {}).get(BOX)
-  if box is not None:
-    loss, terms, scores = _with_box_loss(loss, terms, box[0], batch)
+  intermediates = updates.get("intermediates", {})
+  if BOX in intermediates:
+    loss, terms, scores = _with_box_loss(loss, terms, intermediates[BOX][0], batch)
+  if uncertainty_lib.UNCERTAINTY in intermediates:
+    uncertainty = intermediates[uncertainty_lib.UNCERTAINTY][0]
+    loss, terms = _with_uncertainty_loss(loss, terms, uncertainty, predictions[0], batch, layout)
+    predictions = tuple(predictions) + (uncertainty,)
   return loss, (terms, batch_stats, predictions, scores)
 
 
