@@ -16,13 +16,13 @@ import time
 import jax
 import numpy as np
 
-from d3ke_jax import boxes, cli
+from d3ke_jax import boxes, cli, runs
 from d3ke_jax.errors import UserError
 from d3ke_jax.data import frames as frames_lib
 from d3ke_jax.data import synthetic
 from d3ke_jax.infer import locate, pipeline
 from d3ke_jax.io.video import write_video
-from d3ke_jax.train import metrics, runs
+from d3ke_jax.train import metrics
 
 SUBJECT = 10_000  # far above every dataset config's subjects: never trained on
 WIDTH, HEIGHT, FOCAL = 480, 360, 420.0

@@ -26,15 +26,15 @@ import time
 import jax
 import jax.numpy as jnp
 
-from d3ke_jax import cli, configs, devices
+from d3ke_jax import cli, configs, devices, runs
 from d3ke_jax.data import augment, frames, loader
 from d3ke_jax.data.d3ke_synthetic import encode_jpeg
-from d3ke_jax.data.registry import DATASETS
 from d3ke_jax.data.synthetic import MOVEMENTS
 from d3ke_jax.errors import UserError
-from d3ke_jax.train import per_frame, runs, trainer
-from d3ke_jax.train import stage as stages
+from d3ke_jax.nets import from_config
+from d3ke_jax.train import trainer
 from d3ke_jax.train import step as steps
+from d3ke_jax.train.losses import loss_weights
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 # Without --config: these configs, at these batch sizes (None: the config's). ResNeXt-50 at
@@ -96,7 +96,7 @@ def bench_train(args):
   print(header)
   print("|---|---|---|---|---|---|---|---|---|", flush=True)
   for name, config in configs.items():
-    size = image_size(config)
+    size = runs.dataset_config(config)[1].image_size  # the crops it trains on
     batch = config.batch_size
     first, seconds = interleaved_seconds(train_calls(config, size), args.steps)
     seconds += [pipeline_seconds(config, size, workers, processes, args.steps)
@@ -117,20 +117,6 @@ def _figures(value):
   return f"{value:,.{max(0, 2 - math.floor(math.log10(value)))}f}"
 
 
-def image_size(config):
-  """The crop size of ``config.dataset`` in pixels."""
-  runs.require(config, "dataset.name", "dataset.config")
-  builder = DATASETS.get(config.dataset.name)
-  if builder is None:
-    raise runs.ConfigError(f"dataset.name={config.dataset.name!r}: unknown dataset "
-                           f"(available: {sorted(DATASETS)})")
-  sizes = {c.name: c.image_size for c in builder.BUILDER_CONFIGS}
-  if config.dataset.config not in sizes:
-    raise runs.ConfigError(f"dataset.config={config.dataset.config!r}: unknown (choose from "
-                           f"{sorted(sizes)})")
-  return sizes[config.dataset.config]
-
-
 def head_l2_objective(model, layout, weights, kinematics, batch):
   """A plain L2 of the head's outputs: the train step without the skeletal layer and loss."""
   del model, layout, weights, batch
@@ -148,9 +134,9 @@ def rendered_records(count, size):
 
 def train_calls(config, size):
   """(D3KE step, step without layer and loss): calls that return once their work is done."""
-  model = stages.load_model(config)
-  layout = per_frame.layout_for(config, model)
-  network = per_frame.build_network(config, model, layout)
+  model = from_config.load_model(config)
+  layout = from_config.layout_for(config, model)
+  network = from_config.per_frame_network(config, model, layout)
   mesh = devices.make_mesh()
   optimizer, _ = trainer.make_optimizer(config.optimizer, 1000, config.epochs)
   with contextlib.closing(_stream(config, size, 1, False)) as batches:
@@ -159,7 +145,7 @@ def train_calls(config, size):
                                config=augment.Augmentation()) if config.augmentation else None)
   calls = []
   for objective in (steps.d3ke_objective, head_l2_objective):
-    train, _ = steps.compile_steps(network, model, layout, runs.loss_weights(config), optimizer,
+    train, _ = steps.compile_steps(network, model, layout, loss_weights(config), optimizer,
                                    mesh, seed=config.seed, objective=objective,
                                    prepare=prepare)
     state = [steps.init_state(network, optimizer, jnp.zeros((1, size, size, 3)), config.seed,

@@ -75,10 +75,10 @@ def reference_file(*parts):
 def micro_data(tmp_path_factory):
   """The ``data_dir`` of the micro synthetic dataset (32 px, 160 frames), built once for the
   whole session; tests that damage it work on a copy."""
-  from d3ke_jax.train import runs  # pylint: disable=g-import-not-at-top
+  from d3ke_jax.train.dataset import load_dataset  # pylint: disable=g-import-not-at-top
   from experiments.configs import synthetic_tiny  # pylint: disable=g-import-not-at-top
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   config = synthetic_tiny.get_config()
   config.dataset.config, config.dataset.data_dir = "micro", data_dir
-  runs.load_dataset(config, splits=("train",))
+  load_dataset(config, splits=("train",))
   return data_dir

@@ -13,12 +13,11 @@ import optax
 
 from d3ke_jax import devices
 from d3ke_jax.data import augment
-from d3ke_jax.nets import heads
-from d3ke_jax.nets.d3ke import PerFrameD3KE, skeletal_layer
+from d3ke_jax.nets import from_config, heads
+from d3ke_jax.nets.d3ke import PerFrameD3KE, images_from_batch, skeletal_layer
 from d3ke_jax.skeleton import load_osim, make_layout
 from d3ke_jax.skeleton.sampling import random_poses
 from d3ke_jax.train import step as train_step
-from d3ke_jax.train import temporal
 from experiments.configs import common, tcn
 
 WINDOW = 9
@@ -63,7 +62,7 @@ def per_frame_network(model, layout):
   network = PerFrameD3KE(heads.bounds_for(model, layout), stage_sizes=(1, 1, 1, 1), groups=4,
                          axis_name=devices.AXIS, box_head=True)
   prepare = functools.partial(augment.augment_batch, seed=SEED, config=augment.Augmentation())
-  return network, jnp.zeros((1, 32, 32, 3)), train_step.images_from_batch, prepare
+  return network, jnp.zeros((1, 32, 32, 3)), images_from_batch, prepare
 
 
 def sequence_network(name, model, layout):
@@ -82,7 +81,7 @@ def sequence_network(name, model, layout):
   window = lambda x: jnp.broadcast_to(jnp.asarray(x, jnp.float32), (1, WINDOW) + np.shape(x))
   sample = heads.Kinematics(window(bounds.coordinate_centre), window(bounds.scale_centre),
                             window(np.eye(3)))
-  return (temporal.build_network(config, model, layout), sample,
+  return (from_config.sequence_network(config, model, layout), sample,
           train_step.kinematics_from_batch, None)
 
 

@@ -35,7 +35,7 @@ def main():
   if processes > 1:
     jax.distributed.initialize(f"localhost:{port}", processes, index)
   from d3ke_jax import devices  # pylint: disable=g-import-not-at-top
-  from d3ke_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
+  from d3ke_jax import checkpoints  # pylint: disable=g-import-not-at-top
   mesh = devices.make_mesh()
   layout = f"{jax.process_count()}x{jax.local_device_count()}"
   sharding = devices.replicated(mesh)

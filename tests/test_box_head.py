@@ -7,7 +7,7 @@ import numpy as np
 
 from d3ke_jax import boxes
 from d3ke_jax.nets import heads
-from d3ke_jax.nets.d3ke import BOX, PerFrameD3KE
+from d3ke_jax.nets.d3ke import BOX, PerFrameD3KE, images_from_batch
 from d3ke_jax.skeleton import load_osim, make_layout
 from d3ke_jax.train import step as steps
 from d3ke_jax.train.losses import box_loss
@@ -48,11 +48,11 @@ def test_box_head_leaves_the_kinematics_and_their_gradient_unchanged():
   gradients; the head starts at the whole crop."""
   model, layout, network, batch = _network_and_batch(True)
   _, _, plain, _ = _network_and_batch(False)
-  variables = network.init(jax.random.PRNGKey(0), steps.images_from_batch(batch))
+  variables = network.init(jax.random.PRNGKey(0), images_from_batch(batch))
   assert "box_head" in variables["params"]
   without = {"params": {k: v for k, v in variables["params"].items() if k != "box_head"},
              "batch_stats": variables["batch_stats"]}
-  images = steps.images_from_batch(batch)
+  images = images_from_batch(batch)
   kinematics, state = network.apply(variables, images, mutable=["intermediates"])
   box = state["intermediates"][BOX][0]
   np.testing.assert_allclose(box, np.broadcast_to([0, 0, 1], box.shape), atol=0.02)
@@ -61,7 +61,7 @@ def test_box_head_leaves_the_kinematics_and_their_gradient_unchanged():
 
   def loss_of(net, params, variables):
     loss, (terms, _, _, scores) = steps._loss(  # pylint: disable=protected-access
-        net, model, layout, None, steps.images_from_batch, steps.d3ke_objective, params,
+        net, model, layout, None, images_from_batch, steps.d3ke_objective, params,
         variables["batch_stats"], batch, jax.random.PRNGKey(0), True)
     return loss, (terms, scores)
 

@@ -8,10 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from d3ke_jax import cli, devices
+from d3ke_jax import checkpoints, cli, devices, runs
 from d3ke_jax.data.records import labels
 from d3ke_jax.skeleton import load_osim
-from d3ke_jax.train import checkpoints, cms, metrics, per_frame, runs, trainer
+from d3ke_jax.nets import from_config
+from d3ke_jax.train import cms, metrics, per_frame, trainer
+from d3ke_jax.train.dataset import load_dataset
 from d3ke_jax.train import stage as stages
 from experiments import evaluate, train
 from experiments.configs import cms_tiny
@@ -54,7 +56,7 @@ def trained(tmp_path_factory, data_dir):
 
 
 def _labels(workdir, split):
-  return labels(runs.load_dataset(runs.load_config(str(workdir)), (split,))[split],
+  return labels(load_dataset(runs.load_config(str(workdir)), (split,))[split],
                 per_frame.LABELS)
 
 
@@ -107,7 +109,7 @@ def test_evaluate_reports_the_table_after_scaling_and_ik(trained, capsys, monkey
   valid = truth["frame_valid"]
   error = np.linalg.norm(fitted - (truth["markers"] - root(truth)), axis=-1)[valid]
   assert summary["MPBLPE_mm"] == pytest.approx(1000 * error.mean(), rel=1e-6)
-  layout = per_frame.layout_for(runs.load_config(str(trained)), model)
+  layout = from_config.layout_for(runs.load_config(str(trained)), model)
   index = np.array(layout.coordinates)
   angle = np.degrees(predicted["coords"] - truth["coordinates"][:, index])[
       truth["coordinate_valid"][:, index] & valid[:, None]]
@@ -130,8 +132,8 @@ def test_scaling_and_ik_recover_true_kinematics_from_true_markers(data_dir):
   config = cms_tiny.get_config()
   config.dataset.config, config.dataset.data_dir = "micro", data_dir
   model = load_osim()
-  layout = per_frame.layout_for(config, model)
-  source = runs.load_dataset(config, splits=("test",))["test"]
+  layout = from_config.layout_for(config, model)
+  source = load_dataset(config, splits=("test",))["test"]
   truth = labels(source, per_frame.LABELS)
   root = truth["joints"][:, model.root_joint, None]
   predicted, seconds = cms.markers_to_kinematics(model, layout, truth["markers"] - root,

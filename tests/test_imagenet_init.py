@@ -10,11 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from d3ke_jax import checkpoints, runs
 from d3ke_jax.errors import UserError
 from d3ke_jax.nets import heads
 from d3ke_jax.nets.d3ke import INPUT_NORMALISATIONS, PerFrameD3KE
 from d3ke_jax.skeleton import load_osim, make_layout
-from d3ke_jax.train import checkpoints, pretrained, runs, trainer
+from d3ke_jax.train import pretrained, trainer
 from experiments.configs import synthetic_tiny
 
 # synthetic_tiny's backbone: one block per stage, 4 groups of 4 channels at the first stage.

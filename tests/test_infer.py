@@ -13,7 +13,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from d3ke_jax import boxes, cli, devices
+from d3ke_jax import boxes, checkpoints, cli, devices, runs
 from d3ke_jax.data import frames as frames_lib
 from d3ke_jax.data import render, resample, synthetic
 from d3ke_jax.data.frames import default_model
@@ -21,12 +21,12 @@ from d3ke_jax.infer import locate, outputs, pipeline
 from d3ke_jax.io.mot import read_mot
 from d3ke_jax.io.trc import read_trc
 from d3ke_jax.io.video import FrameReader, write_video
-from d3ke_jax.nets import heads
+from d3ke_jax.nets import from_config, heads
 from d3ke_jax.nets.d3ke import Pose
 from d3ke_jax.skeleton import forward_kinematics
-from d3ke_jax.train import checkpoints, per_frame, runs, trainer
-from d3ke_jax.train import stage as stages
+from d3ke_jax.train import per_frame, trainer
 from d3ke_jax.train import step as steps
+from d3ke_jax.train.losses import loss_weights
 from experiments import infer
 from experiments.configs import synthetic_tiny
 
@@ -142,8 +142,8 @@ def test_angles_equal_the_evaluate_prediction_on_the_same_crops(inferred, scene,
   path) on the same crops stored losslessly as records; float32 through the same compiled
   network, so the difference is the .mot's 8 decimals."""
   config = runs.load_config(run_dir)
-  model = stages.load_model(config)
-  layout = per_frame.layout_for(config, model)
+  model = from_config.load_model(config)
+  layout = from_config.layout_for(config, model)
   frames = np.concatenate([f for f, _ in FrameReader(scene[0])])
   # The pipeline's boxes at full precision (frames.csv rounds them to 0.01 px).
   found_boxes, _ = locate.BackgroundTracker(locate.background(scene[0]), WIDTH)(frames, 0)
@@ -160,9 +160,9 @@ def test_angles_equal_the_evaluate_prediction_on_the_same_crops(inferred, scene,
                     "markers_2d": np.zeros((model.num_markers, 2), np.float32),
                     "frame_valid": True,
                     "coordinate_valid": np.ones(model.num_coordinates, bool)})
-  network = per_frame.build_network(config, model, layout)
+  network = from_config.per_frame_network(config, model, layout)
   mesh = devices.make_mesh()
-  _, evaluate = steps.compile_steps(network, model, layout, runs.loss_weights(config), None,
+  _, evaluate = steps.compile_steps(network, model, layout, loss_weights(config), None,
                                     mesh)
   state = checkpoints.restore_state(run_dir, mesh=mesh)
   expected = per_frame.predict_frames(evaluate, state, records, 8, mesh)

@@ -9,9 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from d3ke_jax import cli
+from d3ke_jax import cli, runs
 from d3ke_jax.io.video import write_video
-from d3ke_jax.train import runs
 from experiments import infer
 from experiments.configs import synthetic_tiny
 

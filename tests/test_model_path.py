@@ -7,11 +7,10 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from conftest import reference_file
-from d3ke_jax.nets import heads
+from d3ke_jax.nets import from_config, heads
+from d3ke_jax.runs import ConfigError
 from d3ke_jax.skeleton import default_model_path
-from d3ke_jax.train import per_frame, trainer
-from d3ke_jax.train import stage as stages
-from d3ke_jax.train.runs import ConfigError
+from d3ke_jax.train import trainer
 from experiments.configs import synthetic_tiny
 
 
@@ -24,12 +23,12 @@ def _config(tmp_path, model_path):
 
 
 def test_a_model_file_gives_the_packaged_layout(tmp_path):
-  packaged = stages.load_model(_config(tmp_path, ""))
+  packaged = from_config.load_model(_config(tmp_path, ""))
   config = _config(tmp_path, default_model_path())
-  model = stages.load_model(config)
+  model = from_config.load_model(config)
   assert model.source == default_model_path()
-  layout = per_frame.layout_for(config, model)
-  assert layout == per_frame.layout_for(config, packaged)
+  layout = from_config.layout_for(config, model)
+  assert layout == from_config.layout_for(config, packaged)
   assert heads.bounds_for(model, layout) == heads.bounds_for(packaged, layout)
 
 
@@ -47,11 +46,11 @@ def test_mismatched_models_are_refused_naming_the_key(tmp_path):
   path, old = _renamed_marker(tmp_path)
   with pytest.raises(ConfigError, match=rf"model_path='.*renamed.osim': its markers do not "
                      rf"match the labels of dataset 'synthetic' .*'{old}_moved' vs '{old}'"):
-    stages.load_model(_config(tmp_path, path))
+    from_config.load_model(_config(tmp_path, path))
   with pytest.raises(ConfigError, match=r"model_path='.*': its coordinates do not match"):
-    stages.load_model(_config(tmp_path, reference_file("models", "full_body_wo_hands.osim")))
+    from_config.load_model(_config(tmp_path, reference_file("models", "full_body_wo_hands.osim")))
   with pytest.raises(ConfigError, match=r"model_path='missing.osim': missing.osim: no such"):
-    stages.load_model(_config(tmp_path, "missing.osim"))
+    from_config.load_model(_config(tmp_path, "missing.osim"))
   # At start-up: before the dataset is built.
   with pytest.raises(ConfigError, match="its markers do not match"):
     trainer.train_and_evaluate(_config(tmp_path, path), str(tmp_path / "run"))

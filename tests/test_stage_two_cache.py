@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from d3ke_jax import devices
+from d3ke_jax import checkpoints, devices, runs
 from d3ke_jax.skeleton import load_osim
-from d3ke_jax.train import checkpoints, per_frame, runs, temporal
+from d3ke_jax.train import per_frame, temporal
 from experiments.configs import synthetic_tiny
 
 

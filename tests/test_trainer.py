@@ -12,8 +12,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from d3ke_jax import cli
-from d3ke_jax.train import ablation, checkpoints, evaluation, runs, trainer
+from d3ke_jax import checkpoints, cli, runs
+from d3ke_jax.train import ablation, evaluation, trainer
+from d3ke_jax.train.dataset import load_dataset
 from experiments import evaluate, train
 from experiments.configs import synthetic_tiny, transformer
 
@@ -186,7 +187,7 @@ def test_a_run_keeps_its_config(straight, data_dir, capsys):
 
 
 def test_a_damaged_dataset_file_is_named(tmp_path, data_dir, capsys):
-  runs.load_dataset(_config(data_dir))  # builds the dataset if no test has yet
+  load_dataset(_config(data_dir))  # builds the dataset if no test has yet
   copy = tmp_path / "tfds"
   shutil.copytree(data_dir, copy)
   path = next(copy.rglob("*-train.array_record-00000-of-00001"))

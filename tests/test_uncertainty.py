@@ -9,7 +9,7 @@ import pytest
 
 from d3ke_jax.nets import heads
 from d3ke_jax.nets import uncertainty as uncertainty_lib
-from d3ke_jax.nets.d3ke import PerFrameD3KE
+from d3ke_jax.nets.d3ke import PerFrameD3KE, images_from_batch
 from d3ke_jax.skeleton import load_osim, make_layout
 from d3ke_jax.skeleton.rotations import rotvec_to_matrix
 from d3ke_jax.train import step as steps
@@ -72,7 +72,7 @@ def test_uncertainty_head_leaves_the_kinematics_and_their_gradient_unchanged():
   loss trains the head alone; it starts at ``uncertainty.INITIAL``."""
   model, layout, network, batch = _network_and_batch(True)
   _, _, plain, _ = _network_and_batch(False)
-  images = steps.images_from_batch(batch)
+  images = images_from_batch(batch)
   variables = network.init(jax.random.PRNGKey(0), images)
   assert "uncertainty_head" in variables["params"]
   without = {"params": {k: v for k, v in variables["params"].items()
@@ -86,7 +86,7 @@ def test_uncertainty_head_leaves_the_kinematics_and_their_gradient_unchanged():
 
   def loss_of(net, params, variables):
     loss, (terms, _, predictions, _) = steps._loss(  # pylint: disable=protected-access
-        net, model, layout, None, steps.images_from_batch, steps.d3ke_objective, params,
+        net, model, layout, None, images_from_batch, steps.d3ke_objective, params,
         variables["batch_stats"], batch, jax.random.PRNGKey(0), True)
     return loss, (terms, predictions)
 

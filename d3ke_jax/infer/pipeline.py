@@ -19,16 +19,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from d3ke_jax import boxes, devices
+from d3ke_jax import boxes, checkpoints, devices, runs
 from d3ke_jax.data import resample
 from d3ke_jax.data.windows import refine_windows
 from d3ke_jax.errors import UserError
 from d3ke_jax.infer.locate import FOUND, HELD
 from d3ke_jax.io.video import FrameReader
-from d3ke_jax.nets.d3ke import BOX, skeletal_layer
-from d3ke_jax.train import checkpoints, per_frame, runs, temporal
-from d3ke_jax.train import stage as stages
-from d3ke_jax.train.step import images_from_batch
+from d3ke_jax.nets import from_config
+from d3ke_jax.nets.d3ke import BOX, images_from_batch, skeletal_layer
 
 STAGES = ("per_frame", "sequence")
 STEER_STEPS = 2  # default re-crops of a frame on the network's box of the person in it
@@ -100,22 +98,22 @@ def load_predictor(workdir, stage=None, dtype=None, checkpoint="best"):
       raise UserError(f"{workdir}: a {config.stage!r} run has no sequence network "
                       "(--stage sequence needs the workdir of a stage-2 run)")
     two_stages = config.stage == "sequence"
-    first = temporal.per_frame_run(config) if two_stages else config
+    first = runs.per_frame_run(config) if two_stages else config
     first_dir = config.per_frame_workdir if two_stages else workdir
   with _naming_config(first_dir):
     if dtype:
       first = first.copy_and_resolve_references()
       first.model.dtype = dtype
-    model = stages.load_model(first)
-    layout = per_frame.layout_for(first, model)
-    network = per_frame.build_network(first, model, layout)
+    model = from_config.load_model(first)
+    layout = from_config.layout_for(first, model)
+    network = from_config.per_frame_network(first, model, layout)
     size = runs.dataset_config(first)[1].image_size  # the crops it was trained on
   if stage == "sequence":
     with _naming_config(workdir):
-      sequence, window = temporal.build_network(config, model, layout), int(config.window)
+      sequence, window = from_config.sequence_network(config, model, layout), int(config.window)
   mesh = local_mesh()
   state = checkpoints.restore_state(first_dir, "best" if two_stages else checkpoint, mesh)
-  predictor = frame_predictor(network, _variables(state), model, layout, size, mesh)
+  predictor = frame_predictor(network, state.variables, model, layout, size, mesh)
   if stage == "per_frame":
     return predictor
 
@@ -124,11 +122,7 @@ def load_predictor(workdir, stage=None, dtype=None, checkpoint="best"):
     return refined, skeletal_layer(model, layout, refined)
 
   return predictor._replace(window=window, windows=data_parallel(
-      refine, _variables(checkpoints.restore_state(workdir, checkpoint, mesh)), mesh))
-
-
-def _variables(state):
-  return {"params": state.params, "batch_stats": state.batch_stats}
+      refine, checkpoints.restore_state(workdir, checkpoint, mesh).variables, mesh))
 
 
 @contextlib.contextmanager

@@ -28,6 +28,11 @@ INPUT_NORMALISATIONS = {
 }
 
 
+def images_from_batch(batch):
+  """The per-frame network's input: images scaled to [0, 1] (the network normalises them)."""
+  return batch["image"].astype(jnp.float32) / 255.0
+
+
 class Pose(NamedTuple):
   """The skeletal-model layer's output: root-relative positions in the camera's orientation."""
   joints: jnp.ndarray  # (..., J, 3)

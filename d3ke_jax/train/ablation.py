@@ -4,7 +4,8 @@ import copy
 import os
 import time
 
-from d3ke_jax.train import evaluation, report, runs, trainer
+from d3ke_jax import runs
+from d3ke_jax.train import evaluation, report, trainer
 from d3ke_jax.train.losses import PAPER_WEIGHTS
 
 COLUMNS = ("MAE_angle_deg", "SD_angle_deg", "MPBLPE_mm", "MAE_body_mm", "RMSE_body")

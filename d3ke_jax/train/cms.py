@@ -23,16 +23,19 @@ from d3ke_jax.nets.d3ke import PerFrameMarkers
 from d3ke_jax.skeleton import ik, root_relative, scaling
 from d3ke_jax.skeleton.kinematics import forward_kinematics
 from d3ke_jax.skeleton.subset import expand_scales
-from d3ke_jax.train import metrics, per_frame, runs
+from d3ke_jax import runs
+from d3ke_jax.nets import from_config
+from d3ke_jax.train import metrics, per_frame
 from d3ke_jax.train import stage as stages
 from d3ke_jax.train import step as steps
-from d3ke_jax.train.losses import marker_loss
+from d3ke_jax.train.dataset import load_dataset
+from d3ke_jax.train.losses import loss_weights, marker_loss
 
 VALIDATION_LABELS = ("markers", "joints", "frame_valid")
 
 
 def build_network(config, model):
-  return PerFrameMarkers(heads.marker_template(model), **per_frame.network_options(config))
+  return PerFrameMarkers(heads.marker_template(model), **from_config.network_options(config))
 
 
 def marker_objective(model, layout, weights, markers, batch):
@@ -62,7 +65,7 @@ def make_stage(config, workdir, mesh):
   check_loss(config)
   stage = per_frame.make_stage(config, workdir, mesh)
   model = stage.model
-  validation = runs.load_dataset(config, splits=("validation",))["validation"]
+  validation = load_dataset(config, splits=("validation",))["validation"]
   truth = labels(validation, VALIDATION_LABELS, optional=("markers_valid",))
   true = root_relative(truth["markers"], truth["joints"], model.root_joint)
   counted = metrics.marker_mask(true, truth["frame_valid"], truth.get("markers_valid"))
@@ -83,7 +86,7 @@ def predict(config, state, source, model, layout, clip, frame, mesh, desc=None):
   ``per_frame.predict_frames`` returns them: the network's markers, then per clip scaling
   and IK; ``seconds`` is the network's plus scaling and IK's, each at its steady rate."""
   network = build_network(config, model)
-  _, evaluate = steps.compile_steps(network, model, layout, runs.loss_weights(config), None,
+  _, evaluate = steps.compile_steps(network, model, layout, loss_weights(config), None,
                                     mesh, objective=marker_objective)
   (markers,), scores, network_seconds = per_frame.network_outputs(evaluate, state, source,
                                                                   config.batch_size, mesh, desc)

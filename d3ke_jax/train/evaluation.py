@@ -4,10 +4,13 @@ import os
 
 import numpy as np
 
-from d3ke_jax import devices
-from d3ke_jax.train import checkpoints, cms, metrics, per_frame, report, runs, temporal
+from d3ke_jax import checkpoints, devices, runs
+from d3ke_jax.nets import from_config
+from d3ke_jax.train import cms, metrics, per_frame, report, temporal
 from d3ke_jax.train import stage as stages
 from d3ke_jax.train import step as steps
+from d3ke_jax.train.dataset import load_dataset
+from d3ke_jax.train.losses import loss_weights
 
 
 def predict_split(workdir, split, checkpoint="best"):
@@ -15,18 +18,18 @@ def predict_split(workdir, split, checkpoint="best"):
   predictions as ``per_frame.predict_frames`` returns them (``seconds``: the whole
   pipeline's, a sequence run's stage 1 included), truth the split's labels."""
   config = runs.load_config(workdir)
-  first = temporal.per_frame_run(config) if config.stage == "sequence" else config
-  model = stages.load_model(first)
-  layout = per_frame.layout_for(first, model)
-  source = runs.load_dataset(first, splits=(split,))[split]
+  first = runs.per_frame_run(config) if config.stage == "sequence" else config
+  model = from_config.load_model(first)
+  layout = from_config.layout_for(first, model)
+  source = load_dataset(first, splits=(split,))[split]
   truth = per_frame.split_labels(source)
   mesh = devices.make_mesh()
   state = checkpoints.restore_state(workdir, checkpoint, mesh)
   if config.stage == "sequence":
     outputs = temporal.per_frame_outputs(workdir, config.per_frame_workdir, first,
                                          {split: source}, model, mesh)[split]
-    network = temporal.build_network(config, model, layout)
-    _, evaluate = steps.compile_steps(network, model, layout, runs.loss_weights(config), None,
+    network = from_config.sequence_network(config, model, layout)
+    _, evaluate = steps.compile_steps(network, model, layout, loss_weights(config), None,
                                       mesh, inputs=steps.kinematics_from_batch)
     predicted = temporal.predict_sequences(evaluate, state,
                                            temporal.window_arrays(outputs, truth),
@@ -37,8 +40,8 @@ def predict_split(workdir, split, checkpoint="best"):
     predicted = cms.predict(config, state, source, model, layout, truth["clip"], truth["frame"],
                             mesh, desc=f"predict {split}")
   else:
-    network = per_frame.build_network(config, model, layout)
-    _, evaluate = steps.compile_steps(network, model, layout, runs.loss_weights(config), None,
+    network = from_config.per_frame_network(config, model, layout)
+    _, evaluate = steps.compile_steps(network, model, layout, loss_weights(config), None,
                                       mesh)
     predicted = per_frame.predict_frames(evaluate, state, source, config.batch_size, mesh,
                                          desc=f"predict {split}")

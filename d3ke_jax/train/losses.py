@@ -17,6 +17,11 @@ from d3ke_jax.skeleton.model import root_relative
 PAPER_WEIGHTS = {"joint": 1.0, "marker": 2.0, "body": 0.1, "angle": 0.06}
 
 
+def loss_weights(config):
+  """{term: lambda} from ``config.loss`` (keys ``lambda_<term>``)."""
+  return {k[len("lambda_"):]: v for k, v in config.loss.items()}
+
+
 class Targets(NamedTuple):
   coords: jnp.ndarray  # (..., P)
   scales: jnp.ndarray  # (..., G, 3) relative to the model

@@ -6,18 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from d3ke_jax import devices, drawing
+from d3ke_jax import devices, drawing, runs
 from d3ke_jax.data import augment, loader
 from d3ke_jax.data.records import decode, labels
-from d3ke_jax.nets import heads
-from d3ke_jax.nets.d3ke import INPUT_NORMALISATIONS, PerFrameD3KE
-from d3ke_jax.skeleton import make_layout
-from d3ke_jax.train import runs
+from d3ke_jax.nets import from_config
+from d3ke_jax.nets.d3ke import images_from_batch
 from d3ke_jax.train import stage as stages
-from d3ke_jax.train.step import images_from_batch
-
-MODEL_KEYS = ("stage_sizes", "groups", "width_per_group", "head_hidden", "dtype",
-              "share_mirrored", "input_normalisation", "pretrained")
+from d3ke_jax.train.dataset import load_dataset
 PREVIEW_FRAMES = 4
 LABELS = ("coordinates", "scales", "joints", "markers", "frame_valid", "coordinate_valid",
           "subject", "clip", "frame", "movement", "view")
@@ -28,41 +23,15 @@ def split_labels(source):
   return labels(source, LABELS, optional=("markers_valid",))
 
 
-def layout_for(config, model):
-  return make_layout(model, include_root=False, share_mirrored=config.model.share_mirrored)
-
-
-def build_network(config, model, layout):
-  """D3KE's per-frame network; a box head where ``model.box_head`` says so (runs saved
-  before the key have none, see ``runs.LATER_MODEL_KEYS``)."""
-  return PerFrameD3KE(heads.bounds_for(model, layout),
-                      box_head=bool(config.model.get("box_head", False)),
-                      **network_options(config))
-
-
-def network_options(config):
-  """The per-frame networks' backbone and head sizes, dtype and input normalisation, checked."""
-  runs.require(config, *(f"model.{k}" for k in MODEL_KEYS))
-  if config.model.dtype not in ("float32", "bfloat16"):
-    raise runs.ConfigError(f"model.dtype={config.model.dtype!r}: use 'float32' or 'bfloat16'")
-  if config.model.input_normalisation not in INPUT_NORMALISATIONS:
-    raise runs.ConfigError(f"model.input_normalisation={config.model.input_normalisation!r}: "
-                           f"choose from {sorted(INPUT_NORMALISATIONS)}")
-  return dict(stage_sizes=tuple(config.model.stage_sizes), groups=config.model.groups,
-              width_per_group=config.model.width_per_group, head_hidden=config.model.head_hidden,
-              dtype=jnp.dtype(config.model.dtype), axis_name=devices.AXIS,
-              normalisation=config.model.input_normalisation)
-
-
 def make_stage(config, workdir, mesh):
   """The per-frame ``Stage``: frame batches augmented on the device, validation with
   images."""
   del workdir  # everything comes from the dataset
-  model = stages.load_model(config)
-  layout = layout_for(config, model)
-  sources = runs.load_dataset(config)
+  model = from_config.load_model(config)
+  layout = from_config.layout_for(config, model)
+  sources = load_dataset(config)
   train, validation = sources["train"], sources["validation"]
-  network = build_network(config, model, layout)
+  network = from_config.per_frame_network(config, model, layout)
   stages.check_batch_size(config.batch_size, mesh)
   order = loader.TrainOrder(len(train), config.batch_size,
                             devices.process_rows(mesh, config.batch_size), seed=config.seed)

@@ -9,18 +9,16 @@ import numpy as np
 
 from d3ke_jax import devices
 from d3ke_jax.data import loader
-from d3ke_jax.skeleton import OsimError, load_osim, root_relative
+from d3ke_jax.runs import ConfigError
+from d3ke_jax.skeleton import root_relative
 from d3ke_jax.skeleton.subset import expand_scales
-from d3ke_jax.train import metrics, runs
-from d3ke_jax.train.runs import ConfigError
+from d3ke_jax.train import metrics
 from d3ke_jax.train.step import d3ke_objective
 
 SCORES = ("loss", "box_iou")  # eval-step metrics kept with the predictions (as batch means)
 # The names validation logs (metrics.jsonl, TensorBoard) for ``metrics.summary``'s values.
 VALIDATION = {"mae_angle": "MAE_angle_deg", "sd_angle": "SD_angle_deg", "mpblpe": "MPBLPE_mm",
               "mae_body": "MAE_body_mm", "mv_angle": "MV_angle_deg_s", "frames": "frames"}
-LABEL_NAMES = {"coordinates": "coordinate_names", "bodies": "body_names",
-               "joints": "joint_names", "markers": "marker_names"}
 
 
 class Stage(NamedTuple):
@@ -35,31 +33,6 @@ class Stage(NamedTuple):
   objective: Callable = d3ke_objective  # see ``step.compile_steps``
   prepare: Optional[Callable] = None  # batch -> batch in the train step (augmentation)
   selection: str = "mae_angle"  # the validation metric (lower is better) ``best/`` keeps
-
-
-def load_model(config):
-  """The skeletal model of a per-frame config, ``model_path`` ("" = the packaged model);
-  ``ConfigError`` unless its coordinates, bodies, joints and markers are, in order, those
-  of the dataset's labels."""
-  runs.require(config, "model_path", "dataset.name")
-  try:
-    model = load_osim(config.model_path or None)
-  except (FileNotFoundError, OsimError) as e:
-    raise ConfigError(f"model_path={config.model_path!r}: {' '.join(str(e).split())}") from None
-  builder = runs.DATASETS.get(config.dataset.name)
-  if builder is None:  # runs.load_dataset names the unknown dataset
-    return model
-  labels = builder.label_model()
-  for kind, field in LABEL_NAMES.items():
-    ours, theirs = getattr(model, field), getattr(labels, field)
-    if ours != theirs:
-      first = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b),
-                   min(len(ours), len(theirs)))
-      name = lambda names: repr(names[first]) if first < len(names) else "none"
-      raise ConfigError(f"model_path={config.model_path!r}: its {kind} do not match the "
-                        f"labels of dataset {config.dataset.name!r} ({len(ours)} vs "
-                        f"{len(theirs)}; #{first}: {name(ours)} vs {name(theirs)})")
-  return model
 
 
 def check_batch_size(batch_size, mesh):

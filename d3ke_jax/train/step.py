@@ -21,7 +21,7 @@ import optax
 
 from d3ke_jax import boxes, devices
 from d3ke_jax.nets import uncertainty as uncertainty_lib
-from d3ke_jax.nets.d3ke import BOX, skeletal_layer
+from d3ke_jax.nets.d3ke import BOX, images_from_batch, skeletal_layer
 from d3ke_jax.nets.heads import Kinematics
 from d3ke_jax.train.losses import Targets, box_loss, d3ke_loss
 
@@ -73,11 +73,6 @@ def marker_labels_valid(batch):
   if valid is None:
     return jnp.ones(batch["markers"].shape[:-1], jnp.float32)
   return valid.astype(jnp.float32)
-
-
-def images_from_batch(batch):
-  """The per-frame network's input: images scaled to [0, 1] (the network normalises them)."""
-  return batch["image"].astype(jnp.float32) / 255.0
 
 
 def kinematics_from_batch(batch):

@@ -15,52 +15,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from d3ke_jax import devices
+from d3ke_jax import checkpoints, devices, runs
 from d3ke_jax.data import loader
 from d3ke_jax.data.windows import refine_windows, window_starts
 from d3ke_jax.io.atomic import atomic_path
-from d3ke_jax.nets import heads
-from d3ke_jax.nets.d3ke import TemporalD3KE
-from d3ke_jax.nets.sequence import SEQUENCE_NETWORKS
-from d3ke_jax.train import checkpoints, per_frame, runs
+from d3ke_jax.nets import from_config, heads
+from d3ke_jax.train import per_frame
 from d3ke_jax.train import stage as stages
 from d3ke_jax.train import step as steps
+from d3ke_jax.train.dataset import load_dataset
+from d3ke_jax.train.losses import loss_weights
 
 INPUTS = {"input_coords": "coords", "input_scales": "scales", "input_rotation": "rotation"}
 TARGETS = ("coordinates", "scales", "joints", "markers", "frame_valid", "coordinate_valid")
 
 
-def build_network(config, model, layout):
-  runs.require(config, "model.network", "model.options", "window")
-  if config.model.network not in SEQUENCE_NETWORKS:
-    raise runs.ConfigError(f"model.network={config.model.network!r}: unknown (choose from "
-                           f"{sorted(SEQUENCE_NETWORKS)})")
-  options = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model.options.items()}
-  if config.model.network == "transformer":
-    options["max_frames"] = config.window  # one learned position per frame of the window
-  options["axis_name"] = devices.AXIS  # per-example dropout, BatchNorm over all devices
-  return TemporalD3KE(heads.bounds_for(model, layout), network=config.model.network,
-                      options=tuple(sorted(options.items())))
-
-
-def per_frame_run(config):
-  """The stage-1 run's config, checked."""
-  runs.require(config, "per_frame_workdir")
-  if not config.per_frame_workdir:
-    raise runs.ConfigError("per_frame_workdir: set it to the workdir of a trained per-frame "
-                           "run (stage 1), e.g. --config.per_frame_workdir=workdirs/synthetic")
-  first = runs.load_config(config.per_frame_workdir)
-  if first.get("stage") != "per_frame":
-    raise runs.ConfigError(f"per_frame_workdir={config.per_frame_workdir!r} holds a "
-                           f"{first.get('stage')!r} run, not a per-frame one")
-  return first
-
-
 def per_frame_outputs(workdir, per_frame_workdir, first, sources, model, mesh):
   """{split: stage-1 predictions} for every frame of each source, cached in
   ``<workdir>/per_frame/`` under ``checkpoint_key`` (stale entries are removed; process 0
-  writes); ``first`` is the stage-1 run's config (``per_frame_run``)."""
-  layout = per_frame.layout_for(first, model)
+  writes); ``first`` is the stage-1 run's config (``runs.per_frame_run``)."""
+  layout = from_config.layout_for(first, model)
   state = checkpoints.restore_state(per_frame_workdir, "best", mesh)
   key = checkpoint_key(per_frame_workdir, first, state)
   directory = os.path.join(workdir, "per_frame")
@@ -69,8 +43,8 @@ def per_frame_outputs(workdir, per_frame_workdir, first, sources, model, mesh):
     path = os.path.join(directory, f"{split}_{key}.npz")
     if not os.path.exists(path):
       if evaluate is None:
-        network = per_frame.build_network(first, model, layout)
-        _, evaluate = steps.compile_steps(network, model, layout, runs.loss_weights(first),
+        network = from_config.per_frame_network(first, model, layout)
+        _, evaluate = steps.compile_steps(network, model, layout, loss_weights(first),
                                           None, mesh)
       outputs[split] = per_frame.predict_frames(evaluate, state, source, first.batch_size,
                                                 mesh, desc=f"per-frame {split}")
@@ -109,10 +83,10 @@ def make_stage(config, workdir, mesh):
   clips against the per-frame network's own predictions. The skeletal model is the
   stage-1 run's."""
   runs.require(config, "window", "window_stride")
-  first = per_frame_run(config)
-  model = stages.load_model(first)
-  layout = per_frame.layout_for(first, model)
-  sources = runs.load_dataset(first)
+  first = runs.per_frame_run(config)
+  model = from_config.load_model(first)
+  layout = from_config.layout_for(first, model)
+  sources = load_dataset(first)
   outputs = per_frame_outputs(workdir, config.per_frame_workdir, first, sources, model, mesh)
   truth = {split: per_frame.split_labels(source) for split, source in sources.items()}
   starts = window_starts(truth["train"]["clip"], config.window, config.window_stride)
@@ -121,7 +95,7 @@ def make_stage(config, workdir, mesh):
     raise runs.ConfigError(f"window={config.window}: longer than every training clip of "
                            f"{first.dataset.name}/{first.dataset.config} (longest: {longest} "
                            f"frames); use --config.window={longest} or less")
-  network = build_network(config, model, layout)
+  network = from_config.sequence_network(config, model, layout)
   stages.check_batch_size(config.batch_size, mesh)
   train_arrays = window_arrays(outputs["train"], truth["train"])
   validation = window_arrays(outputs["validation"], truth["validation"])

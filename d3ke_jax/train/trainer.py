@@ -18,13 +18,13 @@ import jax
 import optax
 import tqdm
 
-from d3ke_jax import devices
+from d3ke_jax import checkpoints, devices, runs
 from d3ke_jax.errors import Interrupted, Stopped, UserError
-from d3ke_jax.train import (checkpoints, cms, per_frame, pretrained, runs, stopping, summaries,
-                            temporal)
+from d3ke_jax.nets import from_config
+from d3ke_jax.runs import ConfigError
+from d3ke_jax.train import cms, per_frame, pretrained, stopping, summaries, temporal
 from d3ke_jax.train import step as steps
-from d3ke_jax.train.losses import PAPER_WEIGHTS
-from d3ke_jax.train.runs import ConfigError
+from d3ke_jax.train.losses import PAPER_WEIGHTS, loss_weights
 
 STAGES = {"per_frame": per_frame.make_stage, "sequence": temporal.make_stage,
           "cms": cms.make_stage}
@@ -62,7 +62,7 @@ def check_config(config):
   if not any(config.loss.values()):
     raise ConfigError("loss: every weight is 0, nothing to train")
   if config.stage in ("per_frame", "cms"):  # trained on images
-    per_frame.network_options(config)
+    from_config.network_options(config)
     runs.require(config, "input_workers", "input_processes")
     _check_number(config, "input_workers", 0, integer=True)
     if not isinstance(config.input_processes, bool):
@@ -148,7 +148,7 @@ def fit(config, workdir, stage, mesh, backbone=None):
       data_state = checkpoints.restore_data(latest, restored)
     step = restored or 0
     train, evaluate = steps.compile_steps(stage.network, stage.model, stage.layout,
-                                          runs.loss_weights(config), optimizer, mesh,
+                                          loss_weights(config), optimizer, mesh,
                                           inputs=stage.inputs, seed=config.seed,
                                           objective=stage.objective, prepare=stage.prepare)
     writer = summaries.Writer(workdir, enabled=jax.process_index() == 0, step=step)

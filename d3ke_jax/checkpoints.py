@@ -1,5 +1,5 @@
 """A run's orbax checkpoints: ``checkpoints/`` (the two latest) and ``best/`` (the lowest
-validation metric).
+validation metric), written by training and restored by every use of the run.
 
 Each holds the train state as global arrays, which restore into any layout of processes and
 devices (they are replicated on every device), and, from training, each process's
@@ -10,6 +10,7 @@ before the data item hold the state alone, as the item ``default``.
 import json
 import os
 import sys
+from typing import Any, NamedTuple
 
 import grain
 import jax
@@ -17,9 +18,20 @@ import orbax.checkpoint as ocp
 
 from d3ke_jax import devices
 from d3ke_jax.errors import UserError
-from d3ke_jax.train.step import TrainState
 
 STATE, DATA, LEGACY = "state", "data", "default"
+
+
+class Trained(NamedTuple):
+  """A checkpoint's trained variables (its train state without the optimizer's)."""
+  step: Any
+  params: Any
+  batch_stats: Any
+
+  @property
+  def variables(self):
+    """The Flax variables to apply the network with."""
+    return {"params": self.params, "batch_stats": self.batch_stats}
 
 
 class IteratorState:
@@ -147,7 +159,7 @@ def _set_aside(path):
 
 
 def restore_state(workdir, which="best", mesh=None):
-  """The trained ``TrainState`` (no optimizer state) of a run, replicated on ``mesh``
+  """The ``Trained`` variables of a run, replicated on ``mesh``
   (default: every device): its ``best`` checkpoint, or the ``latest`` (also used when no
   validation has run yet)."""
   if which not in ("best", "latest"):
@@ -169,5 +181,5 @@ def restore_state(workdir, which="best", mesh=None):
   finally:
     latest.close()
     best.close()
-  return TrainState(step=restored["step"], params=restored["params"],
-                    batch_stats=restored.get("batch_stats", {}), opt_state=None)
+  return Trained(step=restored["step"], params=restored["params"],
+                 batch_stats=restored.get("batch_stats", {}))
