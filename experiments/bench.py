@@ -32,6 +32,13 @@ REFERENCE_MODEL = os.path.join(REPO, os.pardir, "shared", "reference", "models",
                                "full_body_wo_hands.osim")
 
 
+def reference_missing(instead):
+  """The note a benchmark prints when ``REFERENCE_MODEL`` (the paper's full-body model) is
+  absent, saying what it measures ``instead``."""
+  return (f"note: {os.path.normpath(REFERENCE_MODEL)} not found: the paper's full-body model "
+          f"skipped; {instead}\n")
+
+
 def median_seconds(fn, repeats, min_seconds=0.2):
   """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up (compilation)."""
   jax.block_until_ready(fn())
@@ -145,6 +152,9 @@ _OPENSIM_COMMAND = ("import sys; from experiments.bench import run_opensim_ik; "
 def bench_ik(args):
   path = args.model or (REFERENCE_MODEL if os.path.exists(REFERENCE_MODEL)
                         else default_model_path())
+  if not args.model and not os.path.exists(REFERENCE_MODEL):
+    print(reference_missing("the project's model instead (--model PATH.osim measures another)"),
+          flush=True)
   model = load_osim(path)
   rotational = [i for i in free_coordinates(model) if model.coordinate_types[i] == "rotational"]
   blind = set(unobserved_coordinates(model))

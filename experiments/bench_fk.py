@@ -21,7 +21,7 @@ from d3ke_jax.skeleton.kinematics import axis_values, on_device, resolve_coordin
 from d3ke_jax.skeleton.model import GROUND
 from d3ke_jax.skeleton.rotations import axis_angle_to_matrix
 from d3ke_jax.skeleton.sampling import random_poses
-from experiments.bench import REFERENCE_MODEL, median_seconds
+from experiments.bench import REFERENCE_MODEL, median_seconds, reference_missing
 
 
 def add_parser(subparsers):
@@ -114,8 +114,7 @@ def _bench_fk(args):
   models = args.models or [default_model_path()] + (
       [REFERENCE_MODEL] if os.path.exists(REFERENCE_MODEL) else [])
   if not args.models and not os.path.exists(REFERENCE_MODEL):
-    print(f"note: {os.path.normpath(REFERENCE_MODEL)} not found: the project's model alone "
-          "(--models PATH ... measures others)\n")
+    print(reference_missing("the project's model alone (--models PATH ... measures others)"))
   dtype = jnp.float64 if args.float64 else jnp.float32
   device = jax.devices()[0]
   print(f"forward kinematics, {device.platform.upper()} ({device.device_kind}, "

@@ -39,3 +39,44 @@ def test_bench_fk_prints_its_table(capsys):
   assert len(rows) == 1
   cells = [c.strip() for c in rows[0].strip("|").split("|")]
   assert cells[1] == "2" and all(float(c.replace(",", "")) > 0 for c in cells[2:4] + cells[5:7])
+
+
+@pytest.fixture
+def no_reference(monkeypatch, tmp_path):
+  """``../shared/reference`` absent: its model path points at nothing."""
+  missing = str(tmp_path / "reference" / "full_body_wo_hands.osim")
+  monkeypatch.setattr(bench, "REFERENCE_MODEL", missing)
+  monkeypatch.setattr(bench_fk, "REFERENCE_MODEL", missing)
+  return missing
+
+
+def test_bench_fk_says_when_the_reference_model_is_skipped(capsys, no_reference):
+  with pytest.raises(SystemExit) as exit_:
+    cli.run(bench.main, ["fk", "--batches", "2", "--repeats", "1", "--opensim-poses", "2"],
+            prog="cmd")
+  assert exit_.value.code == 0
+  out = capsys.readouterr().out
+  assert out.startswith(f"note: {no_reference} not found: the paper's full-body model skipped; "
+                        "the project's model alone (--models PATH ... measures others)\n")
+  assert [line.split("|")[1].strip() for line in out.splitlines()
+          if line.startswith("| ")][1:] == ["d3ke_full_body"]
+
+
+class _Loaded(Exception):
+  """Stops ``bench ik`` at its first step after the note: loading the model."""
+
+
+def test_bench_ik_says_when_the_reference_model_is_skipped(capsys, monkeypatch, no_reference):
+  loaded = []
+
+  def load_osim(path):
+    loaded.append(path)
+    raise _Loaded
+
+  monkeypatch.setattr(bench, "load_osim", load_osim)
+  with pytest.raises(_Loaded):
+    bench.main(["ik", "--trials", "gait"])
+  assert loaded == [default_model_path()]
+  assert capsys.readouterr().out == (
+      f"note: {no_reference} not found: the paper's full-body model skipped; the project's "
+      "model instead (--model PATH.osim measures another)\n\n")
