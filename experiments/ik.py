@@ -98,8 +98,12 @@ def check_output(path, inputs):
   cli.check_writable_directory(os.path.dirname(path) or os.curdir, "--out")
 
 
+SCALE_LIMITS = (0.01, 100.0)  # scale factors outside these fit no body (wrong units, typos)
+
+
 def load_scales(path, model):
-  """(bodies, 3) scale factors from a .npy file, checked."""
+  """(bodies, 3) scale factors from a .npy file, checked: real numbers within
+  ``SCALE_LIMITS``."""
   try:
     scales = np.load(path, allow_pickle=False)
   except FileNotFoundError:
@@ -109,10 +113,14 @@ def load_scales(path, model):
   if scales.shape != (model.num_bodies, 3) or not np.issubdtype(scales.dtype, np.number):
     raise UserError(f"{path}: scales must be numbers of shape ({model.num_bodies}, 3), one "
                     f"row per body of {model.source}; got {scales.dtype} {scales.shape}")
-  bad = ~(np.isfinite(scales) & (scales > 0))
+  low, high = SCALE_LIMITS
+  if np.iscomplexobj(scales):
+    bad = np.ones(scales.shape, bool)
+  else:
+    bad = ~(np.isfinite(scales) & (scales >= low) & (scales <= high))
   if bad.any():
     body, axis = np.argwhere(bad)[0]
-    raise UserError(f"{path}: scale factors must be finite and positive; "
+    raise UserError(f"{path}: scale factors must be real numbers from {low:g} to {high:g}; "
                     f"{model.body_names[body]} {'xyz'[axis]} is {scales[body, axis]} "
                     f"({int(bad.sum())} bad values)")
   return scales

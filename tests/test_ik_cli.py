@@ -56,10 +56,16 @@ def trial(tmp_path_factory):
   _write_trial(directory / "rate.trc", model, list(model.marker_names), frames=4, rate=0.0)
   (directory / "text.npy").write_text("1 1 1")
   np.save(directory / "row.npy", np.ones(3))
-  for name, value in (("nan", np.nan), ("zero", 0.0)):
-    np.save(directory / f"{name}.npy", np.full((model.num_bodies, 3), value))
+  for name, value in (("nan", np.nan), ("zero", 0.0), ("inf", np.inf), ("negative", -1.0),
+                      ("tiny", 1e-3), ("huge", 1e3), ("complex", 1 + 0j)):
+    scales = np.ones((model.num_bodies, 3), np.asarray(value).dtype)
+    scales[1:, 1] = value  # every body but the pelvis, along y
+    np.save(directory / f"{name}.npy", scales)
   (directory / "broken.osim").write_text("<OpenSimDocument><Model>")
   return directory
+
+
+BAD_SCALES = "scale factors must be real numbers from 0.01 to 100; {body} y is "
 
 
 @pytest.mark.parametrize("args, message", [
@@ -74,10 +80,15 @@ def trial(tmp_path_factory):
     (["--scales", "{d}/text.npy"], "{d}/text.npy: not a NumPy .npy array file (--scales)"),
     (["--scales", "{d}/row.npy"], "{d}/row.npy: scales must be numbers of shape (32, 3), one "
      "row per body of {model}; got float64 (3,)"),
-    (["--scales", "{d}/nan.npy"], "{d}/nan.npy: scale factors must be finite and positive; "
-     "pelvis x is nan (96 bad values)"),
-    (["--scales", "{d}/zero.npy"], "{d}/zero.npy: scale factors must be finite and positive; "
-     "pelvis x is 0.0 (96 bad values)"),
+    (["--scales", "{d}/nan.npy"], "{d}/nan.npy: " + BAD_SCALES + "nan (31 bad values)"),
+    (["--scales", "{d}/zero.npy"], "{d}/zero.npy: " + BAD_SCALES + "0.0 (31 bad values)"),
+    (["--scales", "{d}/inf.npy"], "{d}/inf.npy: " + BAD_SCALES + "inf (31 bad values)"),
+    (["--scales", "{d}/negative.npy"], "{d}/negative.npy: " + BAD_SCALES + "-1.0 (31 bad "
+     "values)"),
+    (["--scales", "{d}/tiny.npy"], "{d}/tiny.npy: " + BAD_SCALES + "0.001 (31 bad values)"),
+    (["--scales", "{d}/huge.npy"], "{d}/huge.npy: " + BAD_SCALES + "1000.0 (31 bad values)"),
+    (["--scales", "{d}/complex.npy"], "{d}/complex.npy: scale factors must be real numbers "
+     "from 0.01 to 100; pelvis x is (1+0j) (96 bad values)"),
     (["--scales", "{d}/none.npy"], "{d}/none.npy: no such file (--scales)"),
     (["--model", "{d}/none.osim"], "{d}/none.osim: no such OpenSim model file"),
     (["--trc", "{d}/none.trc"], "{d}/none.trc: no such .trc file"),
@@ -91,7 +102,8 @@ def trial(tmp_path_factory):
 def test_user_errors_are_one_line(trial, capsys, args, message):
   argv = {"--trc": str(trial / "trial.trc"), "--out": str(trial / "out.mot")}
   argv.update(zip(args[::2], (a.format(d=trial) for a in args[1::2])))
-  expected = message.format(d=trial, model=default_model_path())
+  expected = message.format(d=trial, model=default_model_path(),
+                            body=load_osim().body_names[1])
   assert _error([x for kv in argv.items() for x in kv], capsys) == expected
   assert not (trial / "out.mot").exists()
 
