@@ -24,8 +24,9 @@ LABELS = ("coordinates", "scales", "joints", "markers", "frame_valid", "coordina
 
 
 def split_labels(source):
-  """The ``LABELS`` of every record of ``source``, and ``markers_valid`` where it has them."""
-  return labels(source, LABELS, optional=("markers_valid",))
+  """The ``LABELS`` of every record of ``source``, and ``markers_valid`` and
+  ``pelvis_rotation`` where it has them."""
+  return labels(source, LABELS, optional=("markers_valid", "pelvis_rotation"))
 
 
 def layout_for(config, model):
@@ -33,10 +34,12 @@ def layout_for(config, model):
 
 
 def build_network(config, model, layout):
-  """D3KE's per-frame network; a box head where ``model.box_head`` says so (runs saved
-  before the key have none, see ``runs.LATER_MODEL_KEYS``)."""
+  """D3KE's per-frame network; a box head and an uncertainty head where ``model.box_head``
+  and ``model.uncertainty_head`` say so (runs saved before the keys have none, see
+  ``runs.LATER_MODEL_KEYS``)."""
   return PerFrameD3KE(heads.bounds_for(model, layout),
                       box_head=bool(config.model.get("box_head", False)),
+                      uncertainty_head=bool(config.model.get("uncertainty_head", False)),
                       **network_options(config))
 
 

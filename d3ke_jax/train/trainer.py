@@ -20,8 +20,8 @@ import tqdm
 
 from d3ke_jax import devices
 from d3ke_jax.errors import Interrupted, Stopped, UserError
-from d3ke_jax.train import (checkpoints, cms, per_frame, pretrained, runs, stopping, summaries,
-                            temporal)
+from d3ke_jax.train import (checkpoints, cms, evaluation, per_frame, pretrained, runs, stopping,
+                            summaries, temporal)
 from d3ke_jax.train import step as steps
 from d3ke_jax.train.losses import PAPER_WEIGHTS
 from d3ke_jax.train.runs import ConfigError
@@ -119,7 +119,10 @@ def train_and_evaluate(config, workdir):
     os.makedirs(workdir, exist_ok=True)
     runs.save_config(workdir, config)
   devices.sync_processes("workdir made")
-  return fit(config, workdir, stage, mesh, backbone)
+  result = fit(config, workdir, stage, mesh, backbone)
+  if config.stage == "per_frame" and config.model.get("uncertainty_head", False):
+    evaluation.calibrate(workdir)  # the best checkpoint's, on the validation split
+  return result
 
 
 def fit(config, workdir, stage, mesh, backbone=None):
