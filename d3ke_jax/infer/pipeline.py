@@ -52,6 +52,7 @@ class Predictor(NamedTuple):
   mesh: Any
   frames: Callable
   steers: bool = False  # the network has a box head
+  uncertain: bool = False  # the network has an uncertainty head
   window: int = 0
   windows: Optional[Callable] = None
   temperatures: Optional[Uncertainty] = None
@@ -88,7 +89,8 @@ def frame_predictor(network, variables, model, layout, size, mesh=None):
     return (kinematics, skeletal_layer(model, layout, kinematics), found) + scales
   return Predictor(model=model, layout=layout, size=size, mesh=mesh,
                    frames=data_parallel(apply, variables, mesh, inputs=2),
-                   steers=bool(getattr(network, "box_head", False)))
+                   steers=bool(getattr(network, "box_head", False)),
+                   uncertain=bool(getattr(network, "uncertainty_head", False)))
 
 
 def load_predictor(workdir, stage=None, dtype=None, checkpoint="best"):
