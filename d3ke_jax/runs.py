@@ -52,7 +52,8 @@ def load_config(workdir):
 
 # Keys per-frame configs gained later, with the values that give runs saved without them
 # the behaviour they were trained with.
-LATER_MODEL_KEYS = {"input_normalisation": "centred", "pretrained": "", "box_head": False}
+LATER_MODEL_KEYS = {"input_normalisation": "centred", "pretrained": "", "box_head": False,
+                    "uncertainty_head": False}
 
 
 def _with_later_keys(config):

@@ -3,6 +3,11 @@
 Writes the paper's metrics (Tables 1-4 and 6: per coordinate, movement, subject and view)
 as CSV and Markdown, and PNG plots (per-coordinate MAE; predicted vs true angle over time),
 into ``DIR/eval/<split>/``, and prints the summary. Works for per-frame and sequence runs.
+A run with an uncertainty head also gets ``uncertainty.csv``/``.md`` (per coordinate and
+overall: coverage of the calibrated 50 % and 90 % Laplace intervals, Spearman's rho of
+scale and error, MAE on the most confident half of the frames and on all) and
+``risk_coverage.png``; its calibration (``WORKDIR/calibration.json``) is fitted on the
+validation split first if missing.
 An unreadable checkpoint is skipped for the newest readable one of the same kind.
 """
 
@@ -39,6 +44,14 @@ def main(argv=None):
   paths = result["paths"]
   with open(paths["summary.md"]) as f:
     print(f.read())
+  summary = result["uncertainty"]
+  if summary is None:
+    print("uncertainty: not available (the run has no uncertainty head)")
+  else:
+    print(f"uncertainty (calibrated): coverage {summary['coverage_50']:.2f} of the 50 % and "
+          f"{summary['coverage_90']:.2f} of the 90 % intervals, Spearman rho(scale, |error|) "
+          f"{summary['rho_scale_error']:.2f}, MAE_angle {summary['MAE_confident_half']:.2f} deg "
+          f"on the surer half of the frames vs {summary['MAE_all']:.2f} on all")
   print(f"report: {os.path.dirname(paths['summary.md'])} ({len(paths)} files)")
 
 

@@ -10,7 +10,11 @@ boxes come from ``--boxes`` (CSV ``frame,x0,y0,x1,y1`` or JSON; or a folder hold
 ``<name>.csv`` or ``.json`` for each video) or, without it, from background subtraction
 (a static camera) following one person (``locate.BackgroundTracker``). A run trained with a
 box head then moves each frame's crop onto the person as the network sees them
-(``--steer`` times at most; ``steered`` in ``frames.csv`` counts the moves).
+(``--steer`` times at most; ``steered`` in ``frames.csv`` counts the moves). A per-frame
+run with a calibrated uncertainty head (its ``calibration.json``) also gives
+``<name>_sd.mot`` (each coordinate's standard deviation, the same columns and units as
+``<name>.mot``) and ``confidence_sd_deg`` in ``frames.csv`` (the median standard deviation
+of the frame's rotational coordinates, degrees).
 """
 
 import contextlib
@@ -143,6 +147,10 @@ def main(argv=None):
       file_boxes.check(info.frames)
     jobs.append((video, info, name, out_dir, file_boxes))
   predictor = load_predictor(args.workdir, args.stage, args.dtype, args.checkpoint)
+  if predictor.uncertain and predictor.windows is None and predictor.temperatures is None:
+    print(f"warning: {args.workdir}: no calibration.json of its {args.checkpoint} checkpoint "
+          f"(python -m experiments.evaluate --workdir {args.workdir} --checkpoint "
+          f"{args.checkpoint} fits it): no standard deviations written", file=sys.stderr)
   for video, info, name, out_dir, file_boxes in jobs:
     start = time.perf_counter()
     new = [folder for folder in (out_dir, args.out) if not os.path.exists(folder)]

@@ -7,7 +7,6 @@ import io
 import os
 
 import av
-import jax
 import jax.numpy as jnp
 import numpy as np
 import PIL.Image
@@ -24,6 +23,7 @@ from d3ke_jax.io.video import FrameReader, write_video
 from d3ke_jax.nets import from_config, heads
 from d3ke_jax.nets.d3ke import Pose
 from d3ke_jax.skeleton import forward_kinematics
+from d3ke_jax import calibration
 from d3ke_jax.train import per_frame, trainer
 from d3ke_jax.train import step as steps
 from d3ke_jax.train.losses import loss_weights
@@ -91,7 +91,7 @@ def test_outputs_exist_and_reload(inferred):
   model = default_model()
   names = sorted(os.listdir(inferred))
   assert names == ["angles.png", "frames.csv", "walk.mot", "walk.trc", "walk_overlay.mp4",
-                   "walk_scaled.osim"]
+                   "walk_scaled.osim", "walk_sd.mot"]
   motion = read_mot(os.path.join(inferred, "walk.mot"))
   assert motion.names == model.coordinate_names and motion.values.shape == (FRAMES,
                                                                             len(motion.names))
@@ -158,7 +158,7 @@ def test_angles_equal_the_evaluate_prediction_on_the_same_crops(inferred, scene,
                     "joints": np.zeros((model.num_joints, 3), np.float32),
                     "markers": np.zeros((model.num_markers, 3), np.float32),
                     "markers_2d": np.zeros((model.num_markers, 2), np.float32),
-                    "frame_valid": True,
+                    "frame_valid": True, "pelvis_rotation": np.eye(3, dtype=np.float32),
                     "coordinate_valid": np.ones(model.num_coordinates, bool)})
   network = from_config.per_frame_network(config, model, layout)
   mesh = devices.make_mesh()
@@ -172,6 +172,19 @@ def test_angles_equal_the_evaluate_prediction_on_the_same_crops(inferred, scene,
                                       if t == "rotational"])
   got = motion.values[:, np.array(layout.coordinates)]
   np.testing.assert_allclose(got, expected["coords"], atol=1e-6)
+  # The standard deviations: sqrt(2) b t of the head's scales b and the run's temperatures t.
+  sd = read_mot(os.path.join(inferred, "walk_sd.mot"), rotational_names=[
+      n for n, t in zip(model.coordinate_names, model.coordinate_types) if t == "rotational"])
+  assert sd.names == motion.names
+  _, temperatures = calibration.load(run_dir)
+  np.testing.assert_allclose(sd.values[:, np.array(layout.coordinates)],
+                             np.sqrt(2) * expected["uncertainty_coords"] * temperatures.coords,
+                             rtol=1e-4, atol=1e-7)
+  rotational = np.array(model.coordinate_types)[np.array(layout.coordinates)] == "rotational"
+  with open(os.path.join(inferred, "frames.csv")) as f:
+    confidence = [float(r["confidence_sd_deg"]) for r in csv.DictReader(f)]
+  np.testing.assert_allclose(confidence, np.degrees(np.median(
+      sd.values[:, np.array(layout.coordinates)][:, rotational], 1)), atol=1e-3)
   # The pelvis coordinates turn the pelvis as the network's rotation does (in OpenSim axes).
   full = forward_kinematics(model, jnp.asarray(motion.values, jnp.float32))
   np.testing.assert_allclose(np.asarray(full.body_transforms)[:, model.root_body, :3, :3],

@@ -4,7 +4,9 @@ Frame of the 3D outputs: the camera's, turned to OpenSim's axes (``CAMERA_TO_GRO
 x to the image's right, y up, z towards the viewer. The ``.mot``'s pelvis coordinates are
 the predicted pelvis orientation in that frame (the pelvis translations are 0: positions
 are root-relative); the ``.trc`` holds the markers of the scaled model in that frame, the
-pelvis at the origin, so the ``.mot`` with the scaled ``.osim`` reproduces them.
+pelvis at the origin, so the ``.mot`` with the scaled ``.osim`` reproduces them. A run
+with a calibrated uncertainty head adds ``_sd.mot``: each coordinate's standard deviation
+(``standard_deviations``).
 """
 
 import csv
@@ -24,9 +26,11 @@ from d3ke_jax.io.atomic import atomic_write, save_png
 from d3ke_jax.io.mot import write_mot
 from d3ke_jax.io.trc import MarkerTrajectories, write_trc
 from d3ke_jax.io.video import FrameReader, VideoWriter, write_video
+from d3ke_jax.nets.uncertainty import standard_deviation
 from d3ke_jax.skeleton import forward_kinematics
 from d3ke_jax.skeleton.scaling import write_scaled_osim
 from d3ke_jax.skeleton.subset import expand_coordinates, expand_scales
+from d3ke_jax.calibration import frame_sd_deg
 
 CAMERA_TO_GROUND = np.diag([1.0, -1.0, -1.0])  # camera (x right, y down, z ahead) -> OpenSim
 PLOTTED = ("hip_flexion", "knee_angle", "ankle_angle", "shoulder_flex", "elbow_flexion",
@@ -85,26 +89,33 @@ def scaled_markers(model, coords, scales, chunk=FK_CHUNK):
 def output_paths(out_dir, name):
   """{kind: path} of the files ``write_outputs`` writes for the video ``name``."""
   path = lambda suffix: os.path.join(out_dir, name + suffix)
-  return {"mot": path(".mot"), "trc": path(".trc"), "osim": path("_scaled.osim"),
+  return {"mot": path(".mot"), "sd": path("_sd.mot"), "trc": path(".trc"),
+          "osim": path("_scaled.osim"),
           "frames": os.path.join(out_dir, "frames.csv"),
           "plot": os.path.join(out_dir, "angles.png"), "overlay": path("_overlay.mp4")}
 
 
 def write_outputs(model, layout, prediction, out_dir, name, overlay=None, fps=None):
-  """Writes ``name``.mot, .trc, ``name``_scaled.osim, frames.csv, angles.png and (given the
-  video's ``OverlayFrames``) ``name``_overlay.mp4 into ``out_dir`` (``output_paths``);
-  returns {kind: path} of those written."""
+  """Writes ``name``.mot, .trc, ``name``_scaled.osim, frames.csv, angles.png, (with the
+  prediction's calibrated ``uncertainty``) ``name``_sd.mot and (given the video's
+  ``OverlayFrames``) ``name``_overlay.mp4 into ``out_dir`` (``output_paths``); returns
+  {kind: path} of those written."""
   os.makedirs(out_dir, exist_ok=True)
   paths = output_paths(out_dir, name)
   coords = full_coordinates(model, layout, prediction)
   rotational = [t == "rotational" for t in model.coordinate_types]
   write_mot(paths["mot"], prediction.time, coords, model.coordinate_names, rotational)
+  if prediction.uncertainty is None:
+    del paths["sd"]
+  else:
+    write_mot(paths["sd"], prediction.time, standard_deviations(model, layout, prediction),
+              model.coordinate_names, rotational, title="Standard deviations")
   scales = subject_scales(model, layout, prediction)
   write_trc(paths["trc"], MarkerTrajectories(model.marker_names, prediction.time,
                                              scaled_markers(model, coords, scales),
                                              fps or _rate(prediction.time)), units="m")
   write_scaled_osim(model.source, scales, paths["osim"], body_names=list(model.body_names))
-  write_frames_csv(paths["frames"], prediction)
+  write_frames_csv(paths["frames"], prediction, _confidence(model, layout, prediction))
   plot_angles(paths["plot"], model, coords, prediction.time, prediction.found)
   if overlay is None:
     del paths["overlay"]
@@ -113,15 +124,41 @@ def write_outputs(model, layout, prediction, out_dir, name, overlay=None, fps=No
   return paths
 
 
-def write_frames_csv(path, prediction):
+def standard_deviations(model, layout, prediction):
+  """(T, C) each model coordinate's calibrated standard deviation (sqrt(2) b t): the
+  predicted coordinates', the pelvis rotation angle's for the root's rotational
+  coordinates, 0 for those the network does not predict (the root's translations, the
+  defaults)."""
+  sd = np.zeros((len(prediction.time), model.num_coordinates))
+  sd[:, np.array(layout.coordinates, int)] = standard_deviation(prediction.uncertainty.coords)
+  for j, axis, c in model.axis_inputs:
+    if j == model.root_joint and axis < 3:
+      sd[:, c] = standard_deviation(prediction.uncertainty.rotation)
+  return sd
+
+
+def _confidence(model, layout, prediction):
+  """(T,) ``calibration.frame_sd_deg`` of a prediction with calibrated scales, else None."""
+  if prediction.uncertainty is None:
+    return None
+  types = np.asarray(model.coordinate_types)[np.array(layout.coordinates, int)]
+  return frame_sd_deg(prediction.uncertainty.coords, types == "rotational")
+
+
+def write_frames_csv(path, prediction, confidence=None):
+  """One row per frame: its time, crop box, whether the person was found, the box's source,
+  the crop's moves and (given ``confidence`` (T,) degrees) ``confidence_sd_deg``."""
+  extra = ["confidence_sd_deg"] if confidence is not None else []
   with atomic_write(path) as f:
     out = csv.writer(f)
     out.writerow(["frame", "time", "x0", "y0", "side", "person_found", "box_source",
-                  "steered"])
+                  "steered"] + extra)
     for k, (t, box, found, source, steered) in enumerate(zip(
         prediction.time, prediction.boxes, prediction.found, prediction.source,
         prediction.steered)):
-      out.writerow([k, f"{t:.6f}", *(f"{v:.2f}" for v in box), int(found), source, steered])
+      sd = [f"{confidence[k]:.3f}"] if extra else []
+      out.writerow([k, f"{t:.6f}", *(f"{v:.2f}" for v in box), int(found), source, steered,
+                    *sd])
   return path
 
 

@@ -19,14 +19,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from d3ke_jax import boxes, checkpoints, devices, runs
+from d3ke_jax import boxes, calibration, checkpoints, devices, runs
 from d3ke_jax.data import resample
 from d3ke_jax.data.windows import refine_windows
 from d3ke_jax.errors import UserError
 from d3ke_jax.infer.locate import FOUND, HELD
 from d3ke_jax.io.video import FrameReader
 from d3ke_jax.nets import from_config
+from d3ke_jax.nets import uncertainty as uncertainty_lib
 from d3ke_jax.nets.d3ke import BOX, images_from_batch, skeletal_layer
+from d3ke_jax.nets.uncertainty import UNCERTAINTY, Uncertainty
 
 STAGES = ("per_frame", "sequence")
 STEER_STEPS = 2  # default re-crops of a frame on the network's box of the person in it
@@ -38,17 +40,20 @@ class Predictor(NamedTuple):
   """A trained network ready for inference on the devices of ``mesh``: ``frames(frames
   (N, H, W, 3) uint8, boxes (N, 3) x0, y0, side)`` crops the frames (NumPy, or already
   placed by ``devices.put_rows``) there and gives NumPy (kinematics, pose, boxes (N, 3):
-  the person's box in each crop as fractions of it, NaN without a box head); ``windows(
-  Kinematics (N, window, ...))`` (None for a per-frame run) gives (kinematics, pose). N
-  must be a multiple of the device count."""
+  the person's box in each crop as fractions of it, NaN without a box head), then for a
+  network with an uncertainty head its ``Uncertainty``; ``windows(Kinematics (N, window,
+  ...))`` (None for a per-frame run) gives (kinematics, pose). N must be a multiple of the
+  device count. ``temperatures``: the run's calibration (``calibration.load``), if any."""
   model: Any
   layout: Any
   size: int  # crop size in pixels
   mesh: Any
   frames: Callable
   steers: bool = False  # the network has a box head
+  uncertain: bool = False  # the network has an uncertainty head
   window: int = 0
   windows: Optional[Callable] = None
+  temperatures: Optional[Uncertainty] = None
 
 
 def data_parallel(apply, variables, mesh, inputs=1):
@@ -76,11 +81,14 @@ def frame_predictor(network, variables, model, layout, size, mesh=None):
         frames, crop_boxes)).astype(jnp.uint8)  # levels, as the images trained on
     kinematics, state = network.apply(variables, images_from_batch({"image": crops}),
                                       train=False, mutable=["intermediates"])
-    found = state.get("intermediates", {}).get(BOX, (jnp.full((len(crops), 3), jnp.nan),))[0]
-    return kinematics, skeletal_layer(model, layout, kinematics), found
+    sown = state.get("intermediates", {})
+    found = sown.get(BOX, (jnp.full((len(crops), 3), jnp.nan),))[0]
+    scales = (sown[UNCERTAINTY][0],) if UNCERTAINTY in sown else ()
+    return (kinematics, skeletal_layer(model, layout, kinematics), found) + scales
   return Predictor(model=model, layout=layout, size=size, mesh=mesh,
                    frames=data_parallel(apply, variables, mesh, inputs=2),
-                   steers=bool(getattr(network, "box_head", False)))
+                   steers=bool(getattr(network, "box_head", False)),
+                   uncertain=bool(getattr(network, "uncertainty_head", False)))
 
 
 def load_predictor(workdir, stage=None, dtype=None, checkpoint="best"):
@@ -115,6 +123,10 @@ def load_predictor(workdir, stage=None, dtype=None, checkpoint="best"):
   state = checkpoints.restore_state(first_dir, "best" if two_stages else checkpoint, mesh)
   predictor = frame_predictor(network, state.variables, model, layout, size, mesh)
   if stage == "per_frame":
+    with _naming_config(first_dir):
+      calibrated = calibration.load(first_dir)
+    if calibrated is not None and calibrated[0] == int(state.step):  # of this checkpoint
+      predictor = predictor._replace(temperatures=calibrated[1])
     return predictor
 
   def refine(variables, kinematics):
@@ -153,6 +165,7 @@ class Prediction(NamedTuple):
   joints: np.ndarray  # (T, J, 3) root-relative, camera orientation, metres
   markers: np.ndarray  # (T, M, 3)
   cut: Optional[str]  # where decoding broke off, if it did
+  uncertainty: Optional[Uncertainty] = None  # (T, ...) the head's calibrated scales
 
   @property
   def found(self):
@@ -254,7 +267,7 @@ def predict_video(predictor: Predictor, path, locate, batch_size=64, steer_steps
           :count], np.zeros(count, int)
     else:
       result, batch_boxes, batch_moves = steer(batch, frames)
-    outputs.append(jax.tree.map(lambda x, n=count: x[:n], result[:2]))
+    outputs.append(jax.tree.map(lambda x, n=count: x[:n], result[:2] + result[3:]))
     if keep is not None:
       keep(batch.frames[:count])
     times.append(batch.times)
@@ -263,14 +276,17 @@ def predict_video(predictor: Predictor, path, locate, batch_size=64, steer_steps
     moves.append(batch_moves)
   if not outputs:
     raise UserError(reader.cut or f"{path}: no frames")
-  kinematics, pose = jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
+  kinematics, pose, *scales = jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
   if predictor.windows is not None:
     kinematics, pose = _sequence(predictor, kinematics, batch_size)
+  uncertainty = None
+  if scales and predictor.temperatures is not None and predictor.windows is None:
+    uncertainty = uncertainty_lib.calibrated(scales[0], predictor.temperatures)
   return Prediction(time=np.concatenate(times), boxes=np.concatenate(crops),
                     source=np.concatenate(sources), steered=np.concatenate(moves),
                     coords=kinematics.coords, scales=kinematics.scales,
                     rotation=kinematics.rotation, joints=pose.joints, markers=pose.markers,
-                    cut=reader.cut)
+                    cut=reader.cut, uncertainty=uncertainty)
 
 
 def _sequence(predictor, kinematics, batch_size):

@@ -62,10 +62,12 @@ def network_options(config):
 
 
 def per_frame_network(config, model, layout):
-  """D3KE's per-frame network; a box head where ``model.box_head`` says so (runs saved
-  before the key have none, see ``runs.LATER_MODEL_KEYS``)."""
+  """D3KE's per-frame network; a box head and an uncertainty head where
+  ``model.box_head`` and ``model.uncertainty_head`` say so (runs saved before the keys
+  have none, see ``runs.LATER_MODEL_KEYS``)."""
   return PerFrameD3KE(heads.bounds_for(model, layout),
                       box_head=bool(config.model.get("box_head", False)),
+                      uncertainty_head=bool(config.model.get("uncertainty_head", False)),
                       **network_options(config))
 
 

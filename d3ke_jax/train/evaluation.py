@@ -2,9 +2,10 @@
 
 import os
 
+import jax
 import numpy as np
 
-from d3ke_jax import checkpoints, devices, runs
+from d3ke_jax import calibration, checkpoints, devices, runs
 from d3ke_jax.nets import from_config
 from d3ke_jax.train import cms, metrics, per_frame, report, temporal
 from d3ke_jax.train import stage as stages
@@ -16,7 +17,8 @@ from d3ke_jax.train.losses import loss_weights
 def predict_split(workdir, split, checkpoint="best"):
   """(model, layout, predictions, truth, frame rate) of the run in ``workdir`` on ``split``:
   predictions as ``per_frame.predict_frames`` returns them (``seconds``: the whole
-  pipeline's, a sequence run's stage 1 included), truth the split's labels."""
+  pipeline's, a sequence run's stage 1 included; ``step``: the checkpoint's), truth the
+  split's labels."""
   config = runs.load_config(workdir)
   first = runs.per_frame_run(config) if config.stage == "sequence" else config
   model = from_config.load_model(first)
@@ -45,7 +47,21 @@ def predict_split(workdir, split, checkpoint="best"):
                                       mesh)
     predicted = per_frame.predict_frames(evaluate, state, source, config.batch_size, mesh,
                                          desc=f"predict {split}")
+  predicted["step"] = int(state.step)
   return model, layout, predicted, truth, runs.frame_rate(first)
+
+
+def calibrate(workdir, checkpoint="best"):
+  """(step, temperatures) of the uncertainty head of the run in ``workdir`` at
+  ``checkpoint``, fitted on the validation split and saved (process 0) as its
+  ``calibration.json``; None for a run without the head."""
+  _, layout, predicted, truth, _ = predict_split(workdir, "validation", checkpoint)
+  if not calibration.has_uncertainty(predicted):
+    return None
+  temperatures = calibration.fit(layout, predicted, truth)
+  if jax.process_index() == 0:
+    calibration.save(workdir, predicted["step"], temperatures)
+  return predicted["step"], temperatures
 
 
 def evaluate_run(workdir, split="test", checkpoint="best", out_dir=None, coordinate=None,
@@ -55,8 +71,23 @@ def evaluate_run(workdir, split="test", checkpoint="best", out_dir=None, coordin
   model, layout, predicted, truth, rate = predict_split(workdir, split, checkpoint)
   axis, extent = metrics.body_extents(model)
   out_dir = out_dir or os.path.join(workdir, "eval", split)
-  return report.write_report(stages.predictions(model, layout, predicted, truth),
-                             [model.coordinate_names[i] for i in layout.coordinates],
-                             model.body_names, axis, extent, out_dir, rate,
-                             coordinate=coordinate, clip=clip,
-                             frames_per_s=len(truth["clip"]) / predicted["seconds"])
+  names = [model.coordinate_names[i] for i in layout.coordinates]
+  result = report.write_report(stages.predictions(model, layout, predicted, truth), names,
+                               model.body_names, axis, extent, out_dir, rate,
+                               coordinate=coordinate, clip=clip,
+                               frames_per_s=len(truth["clip"]) / predicted["seconds"])
+  result["uncertainty"] = None
+  if calibration.has_uncertainty(predicted):
+    calibrated = calibration.load(workdir)
+    if calibrated is None or calibrated[0] != predicted["step"]:  # missing, or another step's
+      calibrated = calibrate(workdir, checkpoint)
+    rotational = [model.coordinate_types[i] == "rotational" for i in layout.coordinates]
+    rows, summary, curve = calibration.judge(names, rotational, predicted, truth, layout,
+                                             calibrated[1])
+    result["paths"].update(report.write_table(
+        out_dir, "uncertainty", rows, title=f"Uncertainty on {split} (calibrated on "
+        f"validation; MAE in deg, or m for translations)"))
+    result["paths"]["risk_coverage.png"] = calibration.plot_risk_coverage(
+        os.path.join(out_dir, "risk_coverage.png"), curve)
+    result["uncertainty"] = summary
+  return result

@@ -19,8 +19,9 @@ LABELS = ("coordinates", "scales", "joints", "markers", "frame_valid", "coordina
 
 
 def split_labels(source):
-  """The ``LABELS`` of every record of ``source``, and ``markers_valid`` where it has them."""
-  return labels(source, LABELS, optional=("markers_valid",))
+  """The ``LABELS`` of every record of ``source``, and ``markers_valid`` and
+  ``pelvis_rotation`` where it has them."""
+  return labels(source, LABELS, optional=("markers_valid", "pelvis_rotation"))
 
 
 def make_stage(config, workdir, mesh):

@@ -89,12 +89,15 @@ def steady_seconds(items, seconds):
 
 
 def prediction_arrays(predicted, scores):
-  """``predict_batches``' (kinematics, pose) -> the dict of arrays stages report, with its
-  ``scores``."""
-  kinematics, pose = predicted
-  return {"coords": kinematics.coords, "scales": kinematics.scales,
-          "rotation": kinematics.rotation, "joints": pose.joints, "markers": pose.markers,
-          **scores}
+  """``predict_batches``' (kinematics, pose) or (kinematics, pose, uncertainty) -> the dict
+  of arrays stages report (with the head's ``uncertainty_coords``, ``uncertainty_scales``
+  and ``uncertainty_rotation``), with its ``scores``."""
+  kinematics, pose = predicted[:2]
+  arrays = {"coords": kinematics.coords, "scales": kinematics.scales,
+            "rotation": kinematics.rotation, "joints": pose.joints, "markers": pose.markers}
+  if len(predicted) > 2:
+    arrays.update({f"uncertainty_{k}": v for k, v in predicted[2]._asdict().items()})
+  return {**arrays, **scores}
 
 
 def mae_angle_of(coords, truth, layout):

@@ -22,7 +22,8 @@ from d3ke_jax import checkpoints, devices, runs
 from d3ke_jax.errors import Interrupted, Stopped, UserError
 from d3ke_jax.nets import from_config
 from d3ke_jax.runs import ConfigError
-from d3ke_jax.train import cms, per_frame, pretrained, stopping, summaries, temporal
+from d3ke_jax.train import (cms, evaluation, per_frame, pretrained, stopping, summaries,
+                            temporal)
 from d3ke_jax.train import step as steps
 from d3ke_jax.train.losses import PAPER_WEIGHTS, loss_weights
 
@@ -119,7 +120,10 @@ def train_and_evaluate(config, workdir):
     os.makedirs(workdir, exist_ok=True)
     runs.save_config(workdir, config)
   devices.sync_processes("workdir made")
-  return fit(config, workdir, stage, mesh, backbone)
+  result = fit(config, workdir, stage, mesh, backbone)
+  if config.stage == "per_frame" and config.model.get("uncertainty_head", False):
+    evaluation.calibrate(workdir)  # the best checkpoint's, on the validation split
+  return result
 
 
 def fit(config, workdir, stage, mesh, backbone=None):

@@ -15,4 +15,5 @@ def markers_only(config):
   config.stage = "cms"
   config.loss = {"lambda_marker": 1.0}
   del config.model["box_head"]  # D3KE's: inference steers crops with it
+  del config.model["uncertainty_head"]  # D3KE's kinematics' error scales
   return config

@@ -50,6 +50,10 @@ def per_frame(dataset, dataset_config, image_model, batch_size, epochs):
   # it does not train (the paper's objective is unchanged); it lets experiments.infer
   # steer the crops onto the person.
   config.model.box_head = True
+  # An uncertainty head: the Laplace scale of each output's error, trained likewise on
+  # features it does not train; calibrated on the validation split (calibration.json) it
+  # gives experiments.evaluate's coverage and experiments.infer's standard deviations.
+  config.model.uncertainty_head = True
   config.augmentation = True
   # Training frames are read, decoded and augmented by ``input_workers`` threads (0: one per
   # usable CPU core), or as many processes where ``input_processes``: they share no GIL with

@@ -1,0 +1,93 @@
+"""The uncertainty head through a run: training ends with the calibration, evaluate reports
+the head on the test split (fitting the calibration where it is missing), and a run saved
+before the head (no ``model.uncertainty_head`` key) still evaluates and infers."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from d3ke_jax import cli
+from d3ke_jax.infer import pipeline
+from d3ke_jax import calibration, runs
+from d3ke_jax.train import trainer
+from experiments import evaluate
+from experiments.configs import synthetic_tiny
+
+
+def _train(root, data_dir, head):
+  config = synthetic_tiny.get_config()
+  config.dataset.config, config.dataset.data_dir = "micro", data_dir
+  config.model.head_hidden, config.batch_size, config.max_steps = 16, 8, 2
+  if not head:
+    del config.model["uncertainty_head"]  # as runs saved before the key
+  trainer.train_and_evaluate(config, str(root))
+  return str(root)
+
+
+@pytest.fixture(scope="module")
+def with_head(tmp_path_factory, micro_data):
+  return _train(tmp_path_factory.mktemp("head") / "run", micro_data, True)
+
+
+@pytest.fixture(scope="module")
+def old_run(tmp_path_factory, micro_data):
+  return _train(tmp_path_factory.mktemp("old") / "run", micro_data, False)
+
+
+def _evaluate(argv, capsys):
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as exit_:
+    cli.run(evaluate.main, argv, prog="evaluate")
+  return exit_.value.code, capsys.readouterr().out
+
+
+def test_training_ends_with_the_calibration_of_the_best_checkpoint(with_head):
+  assert runs.load_config(with_head).model.uncertainty_head
+  step, temperatures = calibration.load(with_head)
+  assert step == 2
+  with open(os.path.join(with_head, calibration.CALIBRATION_FILE)) as f:
+    assert json.load(f)["split"] == "validation"
+  layout_size = len(temperatures.coords)
+  assert layout_size > 10 and temperatures.scales.shape[1:] == (3,)
+  assert temperatures.rotation.shape == ()
+  for t in temperatures:
+    assert np.all(np.isfinite(t)) and np.all(t > 0)
+
+
+def test_evaluate_reports_the_head_and_fits_a_missing_calibration(with_head, capsys):
+  path = os.path.join(with_head, calibration.CALIBRATION_FILE)
+  saved = calibration.load(with_head)
+  os.remove(path)
+  code, out = _evaluate(["--workdir", with_head, "--split", "test"], capsys)
+  assert code == 0 and "uncertainty (calibrated): coverage" in out, out
+  step, fitted = calibration.load(with_head)  # fitted again, the same
+  assert step == saved[0]
+  np.testing.assert_allclose(fitted.coords, saved[1].coords, rtol=1e-5)
+  out_dir = os.path.join(with_head, "eval", "test")
+  with open(os.path.join(out_dir, "uncertainty.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 1 + len(fitted.coords) and rows[-1]["coordinate"] == "all"
+  summary = {k: float(v) for k, v in rows[-1].items() if k != "coordinate"}
+  assert 0 <= summary["coverage_50"] <= summary["coverage_90"] <= 1
+  assert np.isfinite(summary["MAE_all"]) and np.isfinite(summary["MAE_confident_half"])
+  with open(os.path.join(out_dir, "risk_coverage.png"), "rb") as f:
+    assert f.read(4) == b"\x89PNG"
+
+
+def test_a_run_saved_without_the_head_evaluates_and_infers(old_run, capsys):
+  with open(os.path.join(old_run, runs.CONFIG_FILE)) as f:
+    assert "uncertainty_head" not in json.load(f)["model"]
+  assert runs.load_config(old_run).model.uncertainty_head is False
+  assert not os.path.exists(os.path.join(old_run, calibration.CALIBRATION_FILE))
+  code, out = _evaluate(["--workdir", old_run, "--split", "test"], capsys)
+  assert code == 0 and "uncertainty: not available" in out, out
+  assert not os.path.exists(os.path.join(old_run, "eval", "test", "uncertainty.csv"))
+  predictor = pipeline.load_predictor(old_run)
+  assert predictor.temperatures is None
+  count = predictor.mesh.devices.size
+  outputs = predictor.frames(np.zeros((count, 48, 48, 3), np.uint8),
+                             np.tile([[4.0, 4.0, 40.0]], (count, 1)))
+  assert len(outputs) == 3 and np.all(np.isfinite(outputs[0].coords))
