@@ -2,8 +2,10 @@
 
 Uses the project's default model unless ``--model`` names another .osim. Markers present
 in both the file and the model are fitted; the others are listed. The frames are solved as
-a sequence with the temporal prior of ``d3ke_jax.skeleton.ik`` (``--smoothing 0`` turns it
-off). Writes an OpenSim .mot with a time column and every coordinate (rotations in degrees).
+a sequence with the temporal prior of ``d3ke_jax.skeleton.ik``, weighed by the marker noise
+the solver estimates from the trial (``--smoothing 0`` turns it off). Prints which
+coordinates the markers leave undetermined and which frames did not converge. Writes an
+OpenSim .mot with a time column and every coordinate (rotations in degrees).
 """
 
 import os
@@ -17,7 +19,8 @@ from d3ke_jax import cli
 from d3ke_jax.errors import UserError
 from d3ke_jax.io import read_trc, write_mot
 from d3ke_jax.skeleton import forward_kinematics, load_osim
-from d3ke_jax.skeleton.ik import SMOOTHING_WEIGHT, inverse_kinematics_chunks, unobserved_coordinates
+from d3ke_jax.skeleton.ik import (SMOOTHING_WEIGHT, inseparable_coordinates,
+                                  inverse_kinematics_chunks, unobserved_coordinates)
 
 
 def parse_args(argv):
@@ -31,7 +34,8 @@ def parse_args(argv):
                       help="frames per solve (each chunk continues from the one before)")
   parser.add_argument("--smoothing", type=cli.number(float, 0, inclusive=True),
                       default=SMOOTHING_WEIGHT, help="weight of the temporal prior per "
-                      "squared radian per second of each coordinate's velocity (0: none)")
+                      "squared radian per second of each coordinate's velocity at 5 mm of "
+                      "marker noise, scaled by the trial's estimated noise squared (0: none)")
   parser.add_argument("--float64", action="store_true", help="solve in double precision")
   return parser.parse_args(argv)
 
@@ -39,8 +43,12 @@ def parse_args(argv):
 def main(argv=None):
   args = parse_args(argv)
   check_output(args.out, [args.trc, args.model, args.scales])
-  if args.float64:
-    jax.config.update("jax_enable_x64", True)
+  with jax.enable_x64(args.float64):  # 64-bit arrays for this command only
+    solve(args)
+
+
+def solve(args):
+  """Reads the inputs, solves, writes the .mot and reports."""
   model = load_osim(args.model)
   scales = None if args.scales is None else load_scales(args.scales, model)
   trajectories = read_trc(args.trc)
@@ -59,10 +67,7 @@ def main(argv=None):
                     "frames per second (the temporal prior needs it; --smoothing 0 solves "
                     "without it)")
   check_units(model, markers, args.trc)
-  blind = unobserved_coordinates(model, used)
-  if blind:
-    print(f"no marker moves {', '.join(model.coordinate_names[c] for c in blind)}: "
-          "left at their default values")
+  report_undetermined(model, used)
 
   results = []
   with tqdm.tqdm(total=len(markers), unit="frame", desc="inverse kinematics") as bar:
@@ -81,9 +86,23 @@ def main(argv=None):
         f"{1000 * np.nanmax(rms):.2f} mm; max {1000 * np.nanmax(worst):.2f} mm")
   failed = np.nonzero(~converged)[0]
   if failed.size:
-    print(f"{failed.size} frames did not converge or had < 3 markers: "
+    print(f"{failed.size} frames did not converge (step or gradient still large) or had "
+          f"< 3 markers: "
           f"{', '.join(map(str, failed[:20] + 1))}{' ...' if failed.size > 20 else ''}")
   print(f"wrote {args.out}")
+
+
+def report_undetermined(model, used):
+  """Prints the coordinates that the markers ``used`` leave undetermined: those no marker
+  moves, and groups of which only a combination moves the markers."""
+  names = model.coordinate_names
+  blind = unobserved_coordinates(model, used)
+  if blind:
+    print(f"no marker moves {', '.join(names[c] for c in blind)}: left at their default "
+          "values")
+  for group in inseparable_coordinates(model, used):
+    print(f"the markers move {', '.join(names[c] for c in group)} only together: their "
+          "sum is determined, the split between them is not")
 
 
 def check_output(path, inputs):

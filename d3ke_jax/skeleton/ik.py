@@ -22,22 +22,35 @@ from d3ke_jax.skeleton.rotations import axis_angle_to_matrix
 
 
 # The temporal prior of a sequence (see ``inverse_kinematics``): weight per squared
-# radian per second of each rotational coordinate's velocity. In a frame's units (marker
-# weight times squared metres) a change from one frame to the next weighs
-# ``SMOOTHING_WEIGHT * rate**2`` per squared radian (0.02 at 100 Hz), so that a coordinate
-# the markers barely determine, with curvature h per squared radian, is averaged over about
-# ``sqrt(SMOOTHING_WEIGHT / h)`` seconds whatever the frame rate.
+# radian per second of each rotational coordinate's velocity, at markers as noisy as
+# ``REFERENCE_NOISE``. The solver estimates the noise of each trial from its residuals and
+# scales the weight by (noise / REFERENCE_NOISE)^2, as a Gaussian velocity prior's weight
+# in the marker cost would scale: exact markers get no prior, and a coordinate the markers
+# determine keeps its fit. In a frame's units (marker weight times squared metres) a
+# change from one frame to the next weighs ``SMOOTHING_WEIGHT * rate**2`` per squared
+# radian (0.02 at 100 Hz), so that a coordinate the markers barely determine, with
+# curvature h per squared radian, is averaged over about ``sqrt(SMOOTHING_WEIGHT / h)``
+# seconds whatever the frame rate.
 SMOOTHING_WEIGHT = 2e-6
-# The same pass pulls every rotational coordinate towards the model's default pose with this
-# weight per squared radian: negligible where markers determine a coordinate (curvature
-# 1e-2 and more), it decides the directions they leave open (how the spine's nine joints
-# share a bend) instead of the marker noise, which would make them drift.
-POSE_WEIGHT = 1e-4
-# Tracking: each solve of a sequence also pulls the rotational coordinates towards its
-# starting pose with this weight per squared radian, so that coordinates the markers do
-# not separate (the spine's nine joints, gimbal-locked shoulders) stay where they were
-# instead of following the noise or jumping to an equally good mirror solution.
+REFERENCE_NOISE = 0.005  # metres, RMS distance
+# Tracking (the starting point of the final pass, not its answer): each solve of a
+# sequence also pulls the rotational coordinates towards its starting pose with this
+# weight per squared radian, so that coordinates the markers barely separate (the spine's
+# nine joints, gimbal-locked shoulders) start where they were instead of following the
+# noise or jumping to an equally good mirror solution.
 TRACKING_WEIGHT = 1e-3
+# A frame has converged when its next step moves no coordinate by more than
+# STEP_TOLERANCE (radians or metres) and no coordinate's gradient could lower the cost by
+# more than GRADIENT_TOLERANCE^2 / 2 (|g| / sqrt(curvature) below it, in metres of marker
+# distance), both times the square root of the float type's epsilon (3.5e-4 in float32,
+# where forward kinematics' rounding leaves steps of about 4e-5 rad and gradients of
+# 2e-6 m at the solution).
+STEP_TOLERANCE = 0.3
+GRADIENT_TOLERANCE = 0.03
+# The convergence test measures the Gauss-Newton step with this relative damping (a
+# damped step is short because of the damping, not because the frame has converged).
+_UNDAMPED = 1e-4
+_INITIAL_DAMPING = 1e-3
 
 
 class IKResult(NamedTuple):
@@ -211,6 +224,18 @@ def _weighted_error(problem, markers):
   return sqrt_w, sqrt_w * (markers - jnp.where(present[..., None], problem.targets, 0.0))
 
 
+def _rounding(problem, residual):
+  """(N,): how much rounding can change the frames' costs, given their weighted
+  residuals (N, 3M): forward kinematics places each marker to within a few float
+  roundings of its distance from the origin. A trial within this of the cost is no
+  worse; its acceptance lets the solver follow a valley flatter than the rounding."""
+  eps = jnp.finfo(residual.dtype).eps
+  position = jnp.abs(jnp.nan_to_num(problem.targets)).reshape(residual.shape) + 1.0
+  sqrt_w = jnp.sqrt(jnp.repeat(jnp.where(_present(problem.targets), problem.weights, 0.0),
+                               3, axis=-1))
+  return 2 * jnp.sum(jnp.abs(residual) * sqrt_w * 4 * eps * position, axis=-1)
+
+
 def _cost_of(problem, x, residual):
   """Per-frame cost: squared weighted marker residuals plus the coordinate tasks."""
   return jnp.sum(residual**2, axis=(-1, -2)) + jnp.sum(
@@ -223,27 +248,94 @@ def _evaluate(model, free, base, problem, x):
   return markers, jac, _cost_of(problem, x, _weighted_error(problem, markers)[1])
 
 
-def _gauss_newton(problem, x, markers, jac, low, high, active, extra_gradient=0.0):
-  """The gradient (N, F) of the frames' costs at x (plus ``extra_gradient``), which
-  coordinates move (N, F; 0/1: ``active`` and not held at a bound the descent pushes
-  against), and the Gauss-Newton Hessian (N, F, F) of the marker and coordinate costs in
-  the moving coordinates."""
+class _Linear(NamedTuple):
+  """Frames' costs linearised at x: gradient (N, F); which coordinates move (N, F; 0/1);
+  the weighted marker Jacobian rows (N, F, 3M) and residuals (N, 3M) of the moving ones."""
+  gradient: jnp.ndarray
+  moves: jnp.ndarray
+  rows: jnp.ndarray
+  residual: jnp.ndarray
+
+
+def _linearise(problem, x, markers, jac, low, high, active, extra_gradient=0.0):
+  """``_Linear`` of the frames' costs at x, plus ``extra_gradient``: a coordinate moves
+  when ``active`` and not held at a bound the descent pushes against."""
   sqrt_w, residual = _weighted_error(problem, markers)
+  residual = residual.reshape(len(x), -1)
   # (N, F, 3M): one contracted axis makes the products batched matrix products (on
   # XLA:CPU three times faster than contracting markers and components apart).
-  weighted = (jac * sqrt_w[:, None]).reshape(jac.shape[:2] + (-1,))
-  gradient = jnp.einsum("tfa,ta->tf", weighted, residual.reshape(len(x), -1)) + (
+  rows = (jac * sqrt_w[:, None]).reshape(jac.shape[:2] + (-1,))
+  gradient = jnp.einsum("tfa,ta->tf", rows, residual) + (
       problem.coordinate_weights * (x - problem.coordinate_targets)) + extra_gradient
   blocked = ((x <= low) & (gradient > 0)) | ((x >= high) & (gradient < 0))
   moves = (active & ~blocked).astype(x.dtype)
-  weighted = weighted * moves[..., None]
-  hessian = jnp.einsum("tfa,tga->tfg", weighted, weighted)
-  hessian = hessian + jax.vmap(jnp.diag)(problem.coordinate_weights * moves)
-  return gradient, moves, hessian
+  return _Linear(gradient, moves, rows * moves[..., None], residual)
+
+
+def _curvature(problem, linear):
+  """(N, F): the Gauss-Newton Hessian's diagonal in the moving coordinates."""
+  return jnp.sum(linear.rows**2, axis=-1) + problem.coordinate_weights * linear.moves
+
+
+def _hessian(problem, linear):
+  """(N, F, F): the Gauss-Newton Hessian of the marker and coordinate costs in the moving
+  coordinates."""
+  return jnp.einsum("tfa,tga->tfg", linear.rows, linear.rows) + jax.vmap(jnp.diag)(
+      problem.coordinate_weights * linear.moves)
+
+
+def _gauss_newton_step(problem, x, linear, regulariser, residual):
+  """(N, F): the Gauss-Newton step of the moving coordinates that cancels the marker
+  ``residual`` (N, 3M) and the coordinate tasks' residuals at x, with ``regulariser``
+  (..., N, F) added to the Hessian's diagonal (several at once in one batched solve)."""
+  system = _hessian(problem, linear) + regulariser[..., None] * jnp.eye(x.shape[-1],
+                                                                        dtype=x.dtype)
+  gradient = jnp.einsum("tfa,ta->tf", linear.rows, residual) + (
+      problem.coordinate_weights * linear.moves * (x - problem.coordinate_targets))
+  return -jnp.linalg.solve(system, gradient[..., None])[..., 0] * linear.moves
+
+
+def _settled(newton, gradient, curvature, moves, rounding):
+  """Per frame: the gradient (N, F) is small (``GRADIENT_TOLERANCE``, scaled to metres of
+  marker distance by the Hessian's diagonal ``curvature``), and the undamped Gauss-Newton
+  step ``newton`` (N, F) is small (``STEP_TOLERANCE``) or would lower the cost by less
+  than ``rounding`` (N,), what rounding can change it by (along a flat valley under noise,
+  float32 fixes the step only to within a few hundredths of a radian)."""
+  precision = np.sqrt(jnp.finfo(newton.dtype).eps)
+  slope = jnp.abs(gradient * moves) / jnp.sqrt(curvature + jnp.finfo(newton.dtype).tiny)
+  short = jnp.max(jnp.abs(newton), axis=-1) < STEP_TOLERANCE * precision
+  futile = -jnp.sum(gradient * moves * newton, axis=-1) < rounding
+  return (jnp.max(slope, axis=-1) < GRADIENT_TOLERANCE * precision) & (short | futile)
+
+
+def _bounded_step(problem, x, linear, regulariser, undamped, low, high):
+  """The Gauss-Newton step (N, F) within the bounds, and the free step with the
+  ``undamped`` regulariser instead (for the convergence test). Coordinates whose free
+  step would cross a bound stop at it, and the others' step is solved again with those
+  held (clipping them alone would spoil a step whose components cancel along a weak
+  direction)."""
+  dx, newton = _gauss_newton_step(problem, x, linear, jnp.stack([regulariser, undamped]),
+                                  linear.residual)
+  bounded = jnp.clip(x + dx, low, high) - x
+  hits = (bounded != dx) & (linear.moves > 0)
+  fixed = jnp.where(hits, bounded, 0.0)
+  held = linear._replace(moves=linear.moves * ~hits, rows=linear.rows * ~hits[..., None])
+  shifted = linear.residual + jnp.einsum("tfa,tf->ta", linear.rows, fixed)
+  return _gauss_newton_step(problem, x, held, regulariser + hits, shifted) + fixed, newton
+
+
+def _nielsen(damping, growth, gain, accepted):
+  """Nielsen's update of the damping (and of its growth factor) from the gain ratio of
+  the actual to the predicted decrease of the cost: it shrinks smoothly after a step the
+  linear model predicted well, and grows ever faster while steps fail."""
+  shrink = jnp.maximum(1 / 3, 1 - (2 * gain - 1)**3)
+  return (jnp.where(accepted, damping * shrink, damping * growth),
+          jnp.where(accepted, 2.0, growth * 2))
 
 
 def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
-  """Levenberg-Marquardt iterations for frames x (N, F).
+  """Levenberg-Marquardt iterations for frames x (N, F), until every frame has converged
+  (``_settled``) or after ``iterations``.
 
   ``iterations`` may be traced (one compiled loop for several uses). ``root`` (optional):
   (iterations, weights (N, M)) of a first phase in which only the
@@ -252,65 +344,86 @@ def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
   pushes against is left out of the step). Each iteration evaluates the model once, at
   its trial point (markers and Jacobian together; an accepted trial's Jacobian is the
   next step's), so the loop body holds one forward kinematics. Returns the solution, its
-  markers, its cost, and whether the last iteration still lowered the cost by more than
-  0.1 % and (0.1 mm)^2 per marker (the frame has not settled).
+  markers, its cost, and which frames have not converged.
   """
   dtype = x.dtype
   low, high = _bounds(model, free, dtype)
   root_iterations, root_weights = root if root is not None else (0, problem.weights)
   root_coordinates = {c for j, _, c in model.axis_inputs if j == model.root_joint}
   root_active = jnp.asarray([c in root_coordinates for c in free])
-  settled = 1e-8 * model.num_markers  # an improvement below (0.1 mm)^2 per marker
+  last = root_iterations + iterations
 
-  def step(i, state):
-    x, markers, jac, damping, _, _ = state
-    # Iteration 0 evaluates the start (a zero step); then the iterations proper.
+  def step(state):
+    i, x, markers, jac, damping, growth, _, settled = state
+    # Iteration 0 evaluates the start (a zero step); then the iterations proper. The
+    # damping starts afresh when all coordinates start moving.
     in_root_phase = i <= root_iterations
+    fresh = i == root_iterations + 1
+    damping = jnp.where(fresh, _INITIAL_DAMPING, damping)
+    growth = jnp.where(fresh, 2.0, growth)
     phase = problem._replace(weights=jnp.where(in_root_phase, root_weights, problem.weights))
     cost = jnp.where(i > 0, _cost_of(phase, x, _weighted_error(phase, markers)[1]), jnp.inf)
-    gradient, moves, hessian = _gauss_newton(
-        phase, x, markers, jac, low, high, jnp.where(in_root_phase, root_active, True) & (i > 0))
+    linear = _linearise(phase, x, markers, jac, low, high,
+                        jnp.where(in_root_phase, root_active, True) & (i > 0))
+    curvature = _curvature(phase, linear)
     # Marquardt scaling, plus a floor that keeps coordinates no marker sees well-posed.
-    diag = jnp.diagonal(hessian, axis1=1, axis2=2) + 1e-4
-    system = hessian + jax.vmap(jnp.diag)(damping[:, None] * diag + (1.0 - moves))
-    dx = -jnp.linalg.solve(system, (gradient * moves)[..., None])[..., 0] * moves
+    regulariser = damping[:, None] * (curvature + 1e-4) + (1.0 - linear.moves)
+    undamped = _UNDAMPED * (curvature + 1e-4) + (1.0 - linear.moves)
+    dx, newton = _bounded_step(phase, x, linear, regulariser, undamped, low, high)
+    rounding = _rounding(phase, linear.residual)
+    settled = settled | ((i > root_iterations) & _settled(
+        newton, linear.gradient, curvature, linear.moves, rounding))
     trial = jnp.clip(x + dx, low, high)
     trial_markers, trial_jac, trial_cost = _evaluate(model, free, base, phase, trial)
-    better = trial_cost < cost
+    # A converged frame stays where it is (the others' iterations do not move it).
+    better = (trial_cost < cost + rounding) & ~state[-1]
     new_cost = jnp.where(better, trial_cost, cost)
-    damping = jnp.where(i > 0, jnp.where(better, damping * 0.3, damping * 10), damping)
+    moved = jnp.einsum("tfa,tf->ta", linear.rows, dx)
+    predicted = (jnp.sum(moved**2, -1) + jnp.sum((phase.coordinate_weights * linear.moves
+                                                  + 2 * regulariser) * dx**2, -1))
+    gain = (cost - trial_cost) / jnp.maximum(predicted, jnp.finfo(dtype).tiny)
+    damping, growth = _nielsen(damping, growth, gain, better)
+    damping, growth = (jnp.where(i > 0, new, old) for new, old in
+                       ((damping, state[4]), (growth, state[5])))
     pick = lambda new, old: jnp.where(better.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
-    return (pick(trial, x), pick(trial_markers, markers), pick(trial_jac, jac), damping,
-            new_cost, cost - new_cost > 1e-3 * new_cost + settled)
+    return (i + 1, pick(trial, x), pick(trial_markers, markers), pick(trial_jac, jac), damping,
+            growth, new_cost, settled)
+
+  def running(state):
+    i, settled = state[0], state[-1]
+    return (i <= last) & ~jnp.all(settled)
 
   n, f = x.shape
-  state = (x, jnp.zeros((n, model.num_markers, 3), dtype),
-           jnp.zeros((n, f, model.num_markers, 3), dtype), jnp.full((n,), 1e-3, dtype),
-           jnp.zeros((n,), dtype), jnp.ones((n,), bool))
-  x, markers, _, _, cost, moving = jax.lax.fori_loop(0, 1 + root_iterations + iterations,
-                                                     step, state)
-  return x, markers, cost, moving
+  state = (jnp.asarray(0, jnp.int32), x, jnp.zeros((n, model.num_markers, 3), dtype),
+           jnp.zeros((n, f, model.num_markers, 3), dtype),
+           jnp.full((n,), _INITIAL_DAMPING, dtype), jnp.full((n,), 2.0, dtype),
+           jnp.zeros((n,), dtype), jnp.zeros((n,), bool))
+  _, x, markers, _, _, _, cost, settled = jax.lax.while_loop(running, step, state)
+  return x, markers, cost, ~settled
 
 
 def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None, initial=None,
                        coordinate_targets=None, coordinate_weights=None, sequence=True,
                        rate=None, smoothing_weight=SMOOTHING_WEIGHT, starts=8, segment=2,
-                       iterations=3, anchor_iterations=5, cold_iterations=60,
-                       root_iterations=8, smoothing_iterations=8):
+                       iterations=50, anchor_iterations=40, cold_iterations=60,
+                       root_iterations=8, smoothing_iterations=50):
   """Solves IK for every frame.
 
-  A sequence (the default) is solved in two passes. Tracking: the first frame from
+  A sequence (the default) is solved in three passes. Tracking: the first frame from
   ``starts`` starting poses (the best fit, with a pull towards the default pose, wins),
   then every ``segment``-th frame (an anchor) warm-started from the anchor before, as
-  OpenSim does from frame to frame; then all frames between anchors at once, each started
-  on the line between its two anchors. Smoothing (the temporal prior): the whole
-  sequence at once, from the tracked solution, minimising the marker costs of all frames
-  plus ``smoothing_weight`` times each rotational coordinate's squared velocity, and a
-  weak pull towards the default pose (``POSE_WEIGHT``). Coordinates the markers barely
-  determine (how the spine's joints share a rotation, forearm rotation, toes) are then
-  averaged over many frames instead of following the marker noise, while well-determined
-  ones keep their fit. Independent frames (``sequence=False``) are all solved at once
-  from ``initial``, without a prior.
+  OpenSim does from frame to frame. Fitting: every frame on its own, without a prior,
+  started on the line between its two anchors; the residuals give the marker noise.
+  Smoothing (the temporal prior): the whole sequence at once, minimising the marker costs
+  of all frames plus a weight times each rotational coordinate's squared velocity, the
+  weight being ``smoothing_weight`` scaled by (estimated noise / ``REFERENCE_NOISE``)^2.
+  Coordinates the markers barely determine (how the spine's joints share a rotation,
+  forearm rotation, toes) are then averaged over frames instead of following the noise,
+  well-determined ones keep their fit, exact markers are fitted exactly, and a held pose
+  is left alone (no pull towards any fixed pose). Independent frames
+  (``sequence=False``) are all solved at once from ``initial``, without a prior. Every
+  loop stops when its frames have converged (step and gradient small: ``_settled``), the
+  iteration counts below being only caps.
 
   Args:
     model: the skeletal model.
@@ -328,23 +441,23 @@ def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None,
     sequence: solve the frames as a sequence (tracking and smoothing).
     rate: frames per second of a sequence (needed to smooth one of several frames).
     smoothing_weight: weight of the temporal prior per squared radian per second, in the
-      units of the marker cost (marker weight times squared metres); 0 turns it off, and
-      the pull towards the default pose with it (the smoothing pass then fits each frame
-      on its own).
+      units of the marker cost (marker weight times squared metres), at markers as noisy
+      as ``REFERENCE_NOISE``; 0 turns it off (each frame is fitted on its own).
     starts: starting poses of the first frame of a sequence: the default pose and
       ``starts - 1`` random poses within the coordinates' ranges (fixed seed).
     segment: frames from one anchor to the next (2: larger gaps are faster but lose fast
       motions, e.g. limbs swinging 60 deg in 8 frames at 30 fps).
-    iterations: Levenberg-Marquardt iterations of the frames between anchors.
-    anchor_iterations: iterations per anchor (a segment away from its warm start).
-    cold_iterations: iterations for frames solved from a starting pose.
+    iterations: at most this many Levenberg-Marquardt iterations of the fitting pass.
+    anchor_iterations: at most this many iterations per anchor (a segment away from its
+      warm start; tracking needs only a good start for the passes after it).
+    cold_iterations: at most this many iterations for frames solved from a starting pose.
     root_iterations: iterations for the root joint alone before a cold solve, fitted to
       the root body's markers where at least three are present.
-    smoothing_iterations: iterations of the smoothing pass.
+    smoothing_iterations: at most this many iterations of the smoothing pass.
 
   Returns:
-    ``IKResult``. Frames with fewer than 3 markers, or still improving after their last
-    iteration, have ``converged`` False.
+    ``IKResult``. Frames with fewer than 3 markers, or not converged when their last pass
+    stopped, have ``converged`` False.
 
   Raises:
     ValueError: no frames, or arrays of the wrong shape.
@@ -380,7 +493,7 @@ def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None,
                         else np.asarray(coordinate_weights, dtype)[index])
   return _solve(model, markers, weights, scales, base, first, used_starts,
                 0.0 if coordinate_targets is None else coordinate_targets, coordinate_weights,
-                (smoothing_weight * rate**2, POSE_WEIGHT) if smoothing else (0.0, 0.0),
+                smoothing_weight * rate**2 if smoothing else 0.0,
                 free=free, dtype=dtype, segment=min(segment, frames), iterations=iterations,
                 anchor_iterations=anchor_iterations, cold_iterations=cold_iterations,
                 root_iterations=root_iterations, smoothing_iterations=smoothing_iterations)
@@ -390,7 +503,7 @@ def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None,
     "free", "dtype", "segment", "iterations", "anchor_iterations", "cold_iterations",
     "root_iterations", "smoothing_iterations"))
 def _solve(model, markers, weights, scales, base, first, used_starts, coordinate_targets,
-           coordinate_weights, priors, *, free, dtype, segment, iterations,
+           coordinate_weights, velocity_weight, *, free, dtype, segment, iterations,
            anchor_iterations, cold_iterations, root_iterations, smoothing_iterations):
   """``inverse_kinematics`` after its checks, compiled as one program (no operation runs
   eagerly, each of which would compile on its own)."""
@@ -411,7 +524,7 @@ def _solve(model, markers, weights, scales, base, first, used_starts, coordinate
                                            root_iterations=root_iterations)
   else:
     x, fitted, moving = _solve_sequence(
-        model, problem, base, first, used_starts, jnp.asarray(priors, dtype),
+        model, problem, base, first, used_starts, jnp.asarray(velocity_weight, dtype),
         free=free, segment=segment, iterations=iterations,
         anchor_iterations=anchor_iterations, cold_iterations=cold_iterations,
         root_iterations=root_iterations, smoothing_iterations=smoothing_iterations)
@@ -511,65 +624,83 @@ def _smooth(model, free, problem, x, base, valid, weight, previous, link, iterat
   frame to the next (a first-difference prior), and ``link`` times its change from
   ``previous`` (F,), the last frame of the chunk before, to the first frame. Each step
   solves one block-tridiagonal system, so a coordinate the markers barely determine is
-  averaged over many frames while a well-determined one keeps its fit. Returns the
-  solution, its markers, and per frame whether the last step still changed its cost by
-  more than 0.1 % and (0.1 mm)^2 per marker (as ``_levenberg_marquardt``)."""
+  averaged over many frames while a well-determined one keeps its fit. Runs until every
+  valid frame has converged (``_settled``) or after ``iterations``; returns the solution,
+  its markers, and which frames have not converged."""
   dtype = x.dtype
   low, high = _bounds(model, free, dtype)
   rotational = jnp.asarray([model.coordinate_types[c] == "rotational" for c in free], dtype)
   pair = weight * (valid[1:] & valid[:-1]).astype(dtype)  # (T - 1,)
   pair = jnp.concatenate([(link * valid[0])[None], pair])  # pair[t]: frames t - 1 and t
-  settled = 1e-8 * model.num_markers
-
   prior = pair[:, None] * rotational  # (T, F): weight of each change from the frame before
 
   def change(x):  # (T, F): from each frame's predecessor
     return x - jnp.concatenate([previous[None], x[:-1]])
 
-  def prior_cost(x):
-    return jnp.sum(prior * change(x)**2)
+  def local_cost(frame_cost, y, x):
+    """(T,): each frame's marker and coordinate cost at y plus the prior on its changes
+    from and to its neighbours in x."""
+    before = jnp.concatenate([previous[None], x[:-1]])
+    after = jnp.concatenate([x[1:], x[-1:]])
+    following = jnp.concatenate([prior[1:], jnp.zeros_like(prior[:1])])
+    return frame_cost + jnp.sum(prior * (y - before)**2 + following * (after - y)**2, -1)
 
-  def step(i, state):
-    x, markers, jac, damping, _ = state
+  def step(state):
+    i, x, markers, jac, damping, _ = state
     frame_cost = _cost_of(problem, x, _weighted_error(problem, markers)[1])
-    cost = jnp.where(i > 0, jnp.sum(frame_cost) + prior_cost(x), jnp.inf)
+    cost = jnp.where(i > 0, local_cost(frame_cost, x, x), jnp.inf)
     difference = prior * change(x)
     zero = jnp.zeros_like(x[:1])
-    gradient, moves, hessian = _gauss_newton(
-        problem, x, markers, jac, low, high, i > 0,
-        difference - jnp.concatenate([difference[1:], zero]))
+    linear = _linearise(problem, x, markers, jac, low, high, i > 0,
+                        difference - jnp.concatenate([difference[1:], zero]))
+    moves = linear.moves
     extra = (prior + jnp.concatenate([prior[1:], zero])) * moves
-    diag = jnp.diagonal(hessian, axis1=1, axis2=2) + extra + 1e-4
-    system = hessian + jax.vmap(jnp.diag)(extra + damping * diag + (1.0 - moves))
+    curvature = _curvature(problem, linear) + extra
     coupling = prior * moves * jnp.concatenate([zero, moves[:-1]])
-    dx = _block_tridiagonal_solve(system, coupling, -gradient * moves) * moves
+
+    def solve(damping):
+      system = _hessian(problem, linear) + jax.vmap(jnp.diag)(
+          extra + damping * (curvature + 1e-4) + (1.0 - moves))
+      return _block_tridiagonal_solve(system, coupling, -linear.gradient * moves) * moves
+
+    # The step, and the undamped one for the convergence test, in one batched solve.
+    dx, newton = jax.vmap(solve)(jnp.stack([damping[:, None],
+                                            jnp.full_like(damping[:, None], _UNDAMPED)]))
+    rounding = _rounding(problem, linear.residual)
+    settled = (i > 0) & _settled(newton, linear.gradient, curvature, moves, rounding)
     trial = jnp.clip(x + dx, low, high)
     trial_markers, trial_jac, trial_frame_cost = _evaluate(model, free, base, problem, trial)
-    better = jnp.sum(trial_frame_cost) + prior_cost(trial) < cost
-    progress = jnp.where(better & (i > 0), jnp.abs(trial_frame_cost - frame_cost), 0.0)
+    # Each frame takes its step where that lowers its own cost with its neighbours where
+    # they are (with a negligible prior, frames are independent problems).
+    better = local_cost(trial_frame_cost, trial, x) < cost + rounding
     damping = jnp.where(i > 0, jnp.where(better, damping * 0.3, damping * 10), damping)
-    pick = lambda new, old: jnp.where(better, new, old)
-    return (pick(trial, x), pick(trial_markers, markers), pick(trial_jac, jac), damping,
-            progress > 1e-3 * pick(trial_frame_cost, frame_cost) + settled)
+    pick = lambda new, old: jnp.where(better.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+    return (i + 1, pick(trial, x), pick(trial_markers, markers), pick(trial_jac, jac),
+            damping, settled)
+
+  def running(state):
+    i, settled = state[0], state[-1]
+    return (i <= iterations) & ~jnp.all(settled | ~valid)
 
   n, f = x.shape
-  state = (x, jnp.zeros((n, model.num_markers, 3), dtype),
-           jnp.zeros((n, f, model.num_markers, 3), dtype), jnp.asarray(1e-3, dtype),
-           jnp.ones((n,), bool))
-  x, markers, _, _, moving = jax.lax.fori_loop(0, 1 + iterations, step, state)
-  return x, markers, moving
+  state = (jnp.asarray(0, jnp.int32), x, jnp.zeros((n, model.num_markers, 3), dtype),
+           jnp.zeros((n, f, model.num_markers, 3), dtype), jnp.full((n,), _INITIAL_DAMPING, dtype),
+           jnp.zeros((n,), bool))
+  _, x, markers, _, _, settled = jax.lax.while_loop(running, step, state)
+  return x, markers, ~settled
 
 
-def _solve_sequence(model, problem, base, first, used_starts, priors, *, free, segment,
+def _solve_sequence(model, problem, base, first, used_starts, velocity_weight, *, free, segment,
                     iterations, anchor_iterations, cold_iterations, root_iterations,
                     smoothing_iterations):
   """Tracking frame to frame, then the in-between frames, then the temporal prior.
 
   Two compiled Levenberg-Marquardt loops serve the tracking: one for a single frame (the
   first frame from each start, then the anchors in turn), one for all frames at once;
-  the smoothing is one Gauss-Newton loop over the whole sequence (``_smooth``). ``priors``:
-  the weights of the temporal prior (per squared radian from one frame to the next) and of
-  the pull towards the default pose.
+  then every frame is fitted on its own (without a prior, to estimate the marker noise),
+  and the smoothing is one Gauss-Newton loop over the whole sequence (``_smooth``).
+  ``velocity_weight``: the weight of the temporal prior per squared radian from one frame
+  to the next at ``REFERENCE_NOISE``.
   """
   frames = problem.targets.shape[0]
   anchor_frames = np.arange(0, frames, segment)
@@ -578,25 +709,32 @@ def _solve_sequence(model, problem, base, first, used_starts, priors, *, free, s
 
   def track(carry, k):
     """Step k < starts: the first frame from start k (the lowest cost wins; all share one
-    objective: the markers and the pull towards the first start). Then anchor k - starts
-    from the anchor before."""
-    previous, best = carry
+    objective: the markers and the pull towards the first start). Step starts: the first
+    frame again from the winner, without the pull; its residuals set the pull's weight
+    for the anchors after it (``TRACKING_WEIGHT`` at ``REFERENCE_NOISE``, none for exact
+    markers). Then anchor k - starts from the anchor before."""
+    previous, best, pull = carry
     cold = k < starts
     skipped = cold & (k >= used_starts)
     one = _per_frame(anchors, lambda a: jax.lax.dynamic_slice_in_dim(
         a, jnp.maximum(k - starts, 0), 1))
-    one = _with_prior(model, free, one, jnp.where(cold, first[0], previous)[None],
-                      TRACKING_WEIGHT)
+    pulled = _with_prior(model, free, one, jnp.where(cold, first[0], previous)[None],
+                         jnp.where(cold, TRACKING_WEIGHT, pull))
     start = jnp.where(cold, first[jnp.minimum(k, starts - 1)], previous)
-    count = jnp.where(cold, cold_iterations, anchor_iterations) * ~skipped
-    root = (root_iterations * (cold & ~skipped), _root_weights(model, one))
-    x, _, cost, _ = _levenberg_marquardt(model, free, start[None], base, one, count, root)
+    count = jnp.where(k <= starts, cold_iterations, anchor_iterations) * ~skipped
+    root = (root_iterations * (cold & ~skipped), _root_weights(model, pulled))
+    x, markers, cost, _ = _levenberg_marquardt(model, free, start[None], base, pulled, count,
+                                               root)
     cost = jnp.where(skipped, jnp.inf, cost[0])
     previous = jnp.where(cold & (cost >= best), previous, x[0])
-    return (previous, jnp.where(cold, jnp.minimum(best, cost), best)), x[0]
+    noise = _noise(one, markers, jnp.sum(_present(one.targets), axis=1) >= 3, len(free))
+    pull = jnp.where(k == starts, TRACKING_WEIGHT * jnp.nan_to_num(
+        noise / REFERENCE_NOISE, nan=1.0)**2, pull)
+    return (previous, jnp.where(cold, jnp.minimum(best, cost), best), pull), x[0]
 
   steps = jnp.arange(starts + len(anchor_frames))
-  _, tracked = jax.lax.scan(track, (first[0], jnp.asarray(jnp.inf, first.dtype)), steps)
+  _, tracked = jax.lax.scan(
+      track, (first[0], jnp.asarray(jnp.inf, first.dtype), jnp.zeros((), first.dtype)), steps)
   tracked = tracked[starts:]
   # Frames between anchors start between them (linearly), and the frames after the last
   # anchor from it.
@@ -605,17 +743,30 @@ def _solve_sequence(model, problem, base, first, used_starts, priors, *, free, s
   above = np.minimum(below + 1, len(anchor_frames) - 1)
   fraction = jnp.asarray(position - below, tracked.dtype)[:, None]
   x = (1 - fraction) * tracked[below] + fraction * tracked[above]
-  x, markers, _, moving = _levenberg_marquardt(
-      model, free, x, base, _with_prior(model, free, problem, x, TRACKING_WEIGHT), iterations)
-  if not smoothing_iterations:
-    return x, markers, moving
-  default = jnp.broadcast_to(
-      jnp.asarray(model.coordinate_defaults, x.dtype)[np.array(free)], x.shape)
+  # Every frame fitted on its own, without a prior: its residuals tell the marker noise.
+  x, markers, _, _ = _levenberg_marquardt(model, free, x, base, problem, iterations)
   valid = jnp.sum(_present(problem.targets), axis=1) >= 3
+  weight = velocity_weight * (_noise(problem, markers, valid, len(free)) / REFERENCE_NOISE)**2
   # A continuing chunk (one start: the previous chunk's last frame) is linked to it.
-  link = priors[0] * (used_starts == 1)
-  return _smooth(model, free, _with_prior(model, free, problem, default, priors[1]), x, base,
-                 valid, priors[0], first[0], link, smoothing_iterations)
+  link = weight * (used_starts == 1)
+  return _smooth(model, free, problem, x, base, valid, weight, first[0], link,
+                 smoothing_iterations)
+
+
+def _noise(problem, fitted, valid, coordinates):
+  """The markers' noise (RMS distance, metres) estimated from the residuals of fits of
+  frames on their own (``fitted``: the model's markers): the median over ``valid``
+  frames of their weighted mean squared residual, corrected for the ``coordinates`` each
+  fit spends on the residuals."""
+  present = _present(problem.targets)
+  squared = jnp.sum(_weighted_error(problem, fitted)[1]**2, axis=(1, 2))
+  weight = jnp.sum(jnp.where(present, problem.weights, 0.0), axis=1)
+  count = jnp.sum(present, axis=1)
+  freedom = 3 * count - coordinates
+  usable = valid & (freedom > 0) & (weight > 0)
+  per_frame = squared / jnp.where(usable, weight, 1.0) * 3 * count / jnp.where(
+      usable, freedom, 1)
+  return jnp.sqrt(jnp.nanmedian(jnp.where(usable, per_frame, jnp.nan)))
 
 
 def _present(targets):
