@@ -261,7 +261,8 @@ def test_chunks_join_without_a_jump():
   assert step(chunked) < 1.75 * step(whole)
 
 
-@pytest.mark.parametrize("path", [None, "full_body_wo_hands.osim", "full_body.osim"])
+@pytest.mark.parametrize("path", [None, "full_body_wo_hands.osim",
+                                  pytest.param("full_body.osim", marks=pytest.mark.slow)])
 def test_exact_markers_give_every_determined_coordinate_back(path):
   # Motions sweeping every coordinate's range up to +-1 rad (not near the default pose),
   # scaled bodies, a subject turning +-60 deg, exact markers: the default solve has no

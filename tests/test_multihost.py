@@ -132,8 +132,11 @@ def test_two_processes_stop_resume_and_match_one_process(tmp_path, data_dir):
   losses = np.array([[r["loss"] for r in ours], [r["loss"] for r in reference]])
   assert losses[0, 0] == pytest.approx(losses[1, 0], rel=1e-6), losses
   assert losses[0, 1] == pytest.approx(losses[1, 1], rel=1e-3), losses
-  assert np.all(np.abs(losses[0] / losses[1] - 1) < 0.1), losses
-  assert np.mean(np.abs(losses[0] / losses[1] - 1)) < 0.03, losses
+  # The uncertainty head's likelihood makes the loss negative later on and can bring it near
+  # 0, so later steps are compared on the loss's scale (at least 1), not as ratios.
+  scale = np.maximum(np.abs(losses[1]), 1.0)
+  assert np.all(np.abs(losses[0] - losses[1]) / scale < 0.1), losses
+  assert np.mean(np.abs(losses[0] - losses[1]) / scale) < 0.03, losses
   for a, b in zip(_rows(two, "validation"), _rows(one, "validation")):
     assert a["step"] == b["step"] and a["frames"] == b["frames"] == 32
     assert a["mae_angle"] == pytest.approx(b["mae_angle"], abs=0.3)

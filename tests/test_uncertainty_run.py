@@ -44,6 +44,7 @@ def _evaluate(argv, capsys):
   return exit_.value.code, capsys.readouterr().out
 
 
+@pytest.mark.slow  # a whole run with the head; every trainer test calibrates too
 def test_training_ends_with_the_calibration_of_the_best_checkpoint(with_head):
   assert runs.load_config(with_head).model.uncertainty_head
   step, temperatures = calibration.load(with_head)
@@ -57,6 +58,7 @@ def test_training_ends_with_the_calibration_of_the_best_checkpoint(with_head):
     assert np.all(np.isfinite(t)) and np.all(t > 0)
 
 
+@pytest.mark.slow  # a whole run with the head; every trainer test calibrates too
 def test_evaluate_reports_the_head_and_fits_a_missing_calibration(with_head, capsys):
   path = os.path.join(with_head, calibration.CALIBRATION_FILE)
   saved = calibration.load(with_head)
