@@ -371,20 +371,20 @@ def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
     undamped = _UNDAMPED * (curvature + 1e-4) + (1.0 - linear.moves)
     dx, newton = _bounded_step(phase, x, linear, regulariser, undamped, low, high)
     rounding = _rounding(phase, linear.residual)
+    was_settled = settled
     settled = settled | ((i > root_iterations) & _settled(
         newton, linear.gradient, curvature, linear.moves, rounding))
     trial = jnp.clip(x + dx, low, high)
     trial_markers, trial_jac, trial_cost = _evaluate(model, free, base, phase, trial)
     # A converged frame stays where it is (the others' iterations do not move it).
-    better = (trial_cost < cost + rounding) & ~state[-1]
+    better = (trial_cost < cost + rounding) & ~was_settled
     new_cost = jnp.where(better, trial_cost, cost)
     moved = jnp.einsum("tfa,tf->ta", linear.rows, dx)
     predicted = (jnp.sum(moved**2, -1) + jnp.sum((phase.coordinate_weights * linear.moves
                                                   + 2 * regulariser) * dx**2, -1))
     gain = (cost - trial_cost) / jnp.maximum(predicted, jnp.finfo(dtype).tiny)
-    damping, growth = _nielsen(damping, growth, gain, better)
-    damping, growth = (jnp.where(i > 0, new, old) for new, old in
-                       ((damping, state[4]), (growth, state[5])))
+    updated = _nielsen(damping, growth, gain, better)
+    damping, growth = (jnp.where(i > 0, new, old) for new, old in zip(updated, (damping, growth)))
     pick = lambda new, old: jnp.where(better.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
     return (i + 1, pick(trial, x), pick(trial_markers, markers), pick(trial_jac, jac), damping,
             growth, new_cost, settled)
