@@ -171,6 +171,26 @@ def test_ctrl_c_stops_after_a_step_with_a_checkpoint_of_it(straight, tmp_path, d
     np.testing.assert_array_equal(a, b)
 
 
+def test_a_stop_at_the_end_of_an_epoch_still_validates_it(tmp_path, data_dir, monkeypatch,
+                                                         capsys):
+  workdir = tmp_path / "epochs"
+  interrupted = _interrupted_at(trainer.STAGES["per_frame"], 2)
+
+  def one_step_epochs(config, workdir, mesh):  # every step ends an epoch
+    stage = interrupted(config, workdir, mesh)
+    return stage._replace(steps_per_epoch=1)
+
+  with monkeypatch.context() as patch:
+    patch.setitem(trainer.STAGES, "per_frame", one_step_epochs)
+    code, err = _command(train.main, _argv(data_dir, workdir, max_steps=6), capsys)
+  assert code == 130, err
+  rows = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
+  validated = [r["step"] for r in rows if r["split"] == "validation"]
+  assert validated == _train_steps(workdir) == list(range(1, validated[-1] + 1)), rows
+  assert err[-1] == (f"cmd: interrupted at step {validated[-1]}: checkpoint saved; run the "
+                     "same command to resume"), err
+
+
 def test_a_run_keeps_its_config(straight, data_dir, capsys):
   saved = (straight / "config.json").read_bytes()
   code, err = _command(train.main, _argv(data_dir, straight, max_steps=8,

@@ -181,16 +181,19 @@ def fit(config, workdir, stage, mesh, backbone=None):
           writer.scalars(step, "train", values)
         if step % config.checkpoint_every_steps == 0 or step == stop or stopping_now:
           checkpoints.save(latest, step, state, data_state)
-        if stopping_now:
-          latest.wait_until_finished()
-          raise Stopped(f"{requests.reason()} at step {step}: checkpoint saved; run the same "
-                        "command to resume", requests.status)
+        # An epoch's validation runs even when a stop was asked for at its last step (a
+        # resumed run starts after it): the checkpoint above is already being written.
         if step % per_epoch == 0 or step == stop:
           result, images = stage.validate(evaluate, state)
           writer.scalars(step, "validation", result)
           writer.images(step, "validation", "skeleton", images)
           checkpoints.save(best, step, state, metrics={stage.selection: result[stage.selection]})
           bar.write(describe(step, result))
+        if stopping_now:
+          latest.wait_until_finished()
+          best.wait_until_finished()
+          raise Stopped(f"{requests.reason()} at step {step}: checkpoint saved; run the same "
+                        "command to resume", requests.status)
         if step >= stop:
           break
     return result
