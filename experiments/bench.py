@@ -137,11 +137,19 @@ def read_opensim_coordinates(model, mot):
 
 
 # The trials of ``bench ik``: several kinds of motion, as (frames, rate, marker_trial options).
+# name: (frames, rate, marker_trial options). limit=pi leaves every coordinate its whole
+# range: each sweeps 30-50 % of it (``smooth_motion``), far from the default pose.
 IK_TRIALS = {
     "gait": (120, 60.0, dict(limit=0.5, turn=np.radians(30), noise=0.003)),
     "turning": (600, 100.0, dict(limit=0.5, turn=np.pi, noise=0.005, scale_spread=0.15,
                                  gaps=30)),
     "wide": (300, 30.0, dict(limit=1.0, turn=np.radians(90), noise=0.003, gaps=10)),
+    "exact": (240, 60.0, dict(limit=np.pi, turn=np.radians(90), noise=0.0,
+                              scale_spread=0.1)),
+    "ranges 25 Hz": (120, 25.0, dict(limit=np.pi, turn=np.radians(60), noise=0.005,
+                                     scale_spread=0.1, gaps=10)),
+    "ranges 120 Hz": (240, 120.0, dict(limit=np.pi, turn=np.radians(60), noise=0.002,
+                                       gaps=10)),
 }
 
 _OPENSIM_COMMAND = ("import sys; from experiments.bench import run_opensim_ik; "
@@ -178,8 +186,10 @@ def bench_ik(args):
   print("|---|---|---|---|---|---|---|---|", flush=True)
   worst = []
   with tempfile.TemporaryDirectory() as tmp:
-    for k, (name, (frames, rate, options)) in enumerate(trials.items()):
-      trial = marker_trial(model, frames, np.random.default_rng(k), rate=rate, **options)
+    runs = [(f"{name}, seed {seed}" if len(args.seeds) > 1 else name, frames, rate, options,
+             seed) for name, (frames, rate, options) in trials.items() for seed in args.seeds]
+    for k, (name, frames, rate, options, seed) in enumerate(runs):
+      trial = marker_trial(model, frames, np.random.default_rng(seed), rate=rate, **options)
       files = _trial_files(tmp, f"trial{k}", path, model, trial)
       errors = {}
       runs = {"d3ke-jax": lambda: _run_ours(model, files),
@@ -279,7 +289,11 @@ def main(argv=None):
   ik.add_argument("--trials", nargs="+", choices=sorted(IK_TRIALS), default=list(IK_TRIALS),
                   help="motions: gait (120 frames at 60 Hz, pelvis +-30 deg, 3 mm noise), "
                   "turning (600 at 100 Hz, turning round both ways, scaled subject, 5 mm, "
-                  "gaps), wide (300 at 30 Hz, coordinates within +-1 rad, gaps)")
+                  "gaps), wide (300 at 30 Hz, coordinates within +-1 rad, gaps); across "
+                  "whole ranges: exact (240 at 60 Hz, scaled, no noise), 'ranges 25 Hz' "
+                  "(120, scaled, 5 mm, gaps), 'ranges 120 Hz' (240, 2 mm, gaps)")
+  ik.add_argument("--seeds", nargs="+", type=cli.number(int, 0, inclusive=True), default=[0],
+                  help="random seeds of the trials (each trial once per seed)")
   ik.add_argument("--long", type=count, help="also a trial of this many frames like "
                   "'turning' (OpenSim takes about 1 s per 10 frames)")
   ik.set_defaults(run=bench_ik)

@@ -1,22 +1,23 @@
-"""``python -m experiments.bench infer``: frames/s of video inference, per batch size and
-dtype, on whatever devices are present.
+"""``python -m experiments.bench infer``: frames/s of video inference, per batch size, dtype and
+with or without the uncertainty head, on whatever devices are present.
 
-Columns: D3KE's image network (ResNeXt-50 32x4d at ``--size`` px, with the kinematic head,
-the box head and the skeletal layer) alone, on frames already on the devices; decoding the
-video alone (PyAV, upright RGB frames); the host side alone (the command's pass over the
-video with the network replaced by nothing: decoding once, the background model from the
-key frames, finding the person, batching, putting the frames on the devices, keeping the
-overlay's frames); the whole pipeline (the same with the network, the crops made on the
-devices); the host side's frames/s per usable CPU core; the seconds then taken to write
-the files (.mot, .trc, .osim, frames.csv, angles.png, the overlay video); torchvision's
-resnext50_32x4d on the same batches when torch is installed (else "not installed"); the
-paper's Table 5 (a T4 GPU) as the reference.
+Columns: D3KE's image network (ResNeXt-50 32x4d at ``--size`` px, with the kinematic head, the
+box head, the uncertainty head where the row says so, and the skeletal layer) alone, on frames
+already on the devices; decoding the video alone (PyAV, upright RGB frames); the host side
+alone (the command's pass over the video with the network replaced by nothing: decoding once,
+the background model from the key frames, finding the person, batching, putting the frames on
+the devices, keeping the overlay's frames); the whole pipeline (the same with the network, the
+crops made on the devices); the host side's frames/s per usable CPU core; the seconds then
+taken to write the files (.mot, .trc, .osim, frames.csv, angles.png, the overlay video);
+torchvision's resnext50_32x4d on the same batches when torch is installed (else "not
+installed"); the paper's Table 5 (a T4 GPU) as the reference.
 
 The network has random weights (speed does not depend on them). The video is fabricated:
 ``--video_size`` (default 1080p), ``--frames`` long (at least two batches), a block crossing
 a textured static background, the person found as the command does by default.
 """
 
+import itertools
 import os
 import tempfile
 import time
@@ -31,6 +32,7 @@ from d3ke_jax.data.loader import usable_cpus
 from d3ke_jax.infer import locate, outputs, pipeline
 from d3ke_jax.io.video import FrameReader, write_video
 from d3ke_jax.nets import heads
+from d3ke_jax.nets.uncertainty import Uncertainty
 from d3ke_jax.nets.d3ke import PerFrameD3KE, skeletal_layer
 from d3ke_jax.skeleton import make_layout
 
@@ -48,6 +50,9 @@ def add_parser(subparsers):
   parser.add_argument("--dtypes", nargs="+", choices=("float32", "bfloat16"),
                       default=["float32"])
   parser.add_argument("--size", type=count, default=256, help="crop size in pixels")
+  parser.add_argument("--uncertainty", nargs="+", choices=("with", "without"),
+                      default=["with", "without"],
+                      help="rows with the uncertainty head (the default network) and without")
   parser.add_argument("--video_size", type=count, nargs=2, default=[1920, 1080],
                       metavar=("WIDTH", "HEIGHT"), help="the fabricated video's frames")
   parser.add_argument("--repeats", type=count, default=2, help="timed network calls")
@@ -67,36 +72,37 @@ def bench_infer(args):
         f"cores); frames/s, network median of {args.repeats} calls after warm-up; decoding "
         f"and pipelines on a {width}x{height} video of at least {args.frames} frames, after "
         f"a warm-up run; torchvision {torch_version or 'not installed'}\n")
-  header = (f"| {'batch':>5} | {'dtype':<8} | {'network':>8} | {'decode alone':>12} | "
-            f"{'host side':>9} | {'whole pipeline':>14} | {'pipeline / network':>18} | "
-            f"{'host side per core':>18} | {'files (s)':>9} | {'torchvision':>13} | "
-            f"{'paper (T4)':>10} |")
+  header = (f"| {'batch':>5} | {'dtype':<8} | {'uncertainty':<11} | {'network':>8} | "
+            f"{'decode alone':>12} | {'host side':>9} | {'whole pipeline':>14} | "
+            f"{'pipeline / network':>18} | {'host side per core':>18} | {'files (s)':>9} | "
+            f"{'torchvision':>13} | {'paper (T4)':>10} |")
   print(header)
   print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|", flush=True)
   model = default_model()
   layout = make_layout(model, include_root=False)
   with tempfile.TemporaryDirectory() as tmp:
-    for dtype in args.dtypes:
+    for dtype, batch, head in itertools.product(args.dtypes, args.batches, args.uncertainty):
       network = PerFrameD3KE(heads.bounds_for(model, layout), dtype=jnp.dtype(dtype),
-                             box_head=True)
+                             box_head=True, uncertainty_head=head == "with")
       variables = network.init(jax.random.PRNGKey(0), jnp.zeros((1, args.size, args.size, 3)))
       predictor = pipeline.frame_predictor(network, variables, model, layout, args.size)
+      if head == "with":  # calibrated as a trained run's, so that inference computes the SD
+        predictor = predictor._replace(temperatures=Uncertainty(*(np.float32(1),) * 3))
       nothing = null_predictor(predictor)
-      for batch in args.batches:
-        count = predictor.mesh.devices.size
-        batch = -(-batch // count) * count
-        path = fabricate_video(tmp, max(2 * batch, args.frames), width, height)
-        alone = network_rate(predictor, batch, height, width, args.repeats)
-        decoding = decode_rate(path)
-        host, _ = pipeline_rate(nothing, path, batch, tmp)
-        whole, files = pipeline_rate(predictor, path, batch, tmp)
-        torch_rate = torchvision_rate(batch, args.size, args.repeats, dtype) if (
-            torch_version) else None
-        paper = PAPER_TABLE_5.get(batch)
-        print(f"| {batch:>5} | {dtype:<8} | {alone:>8.2f} | {decoding:>12.1f} | {host:>9.1f} | "
-              f"{whole:>14.2f} | {whole / alone:>17.0%} | {host / cores:>18.1f} | "
-              f"{files:>9.1f} | {_cell(torch_rate, torch_version):>13} | {_cell(paper):>10} |",
-              flush=True)
+      count = predictor.mesh.devices.size
+      batch = -(-batch // count) * count
+      path = fabricate_video(tmp, max(2 * batch, args.frames), width, height)
+      alone = network_rate(predictor, batch, height, width, args.repeats)
+      decoding = decode_rate(path)
+      host, _ = pipeline_rate(nothing, path, batch, tmp)
+      whole, files = pipeline_rate(predictor, path, batch, tmp)
+      torch_rate = torchvision_rate(batch, args.size, args.repeats, dtype) if (
+          torch_version) else None
+      paper = PAPER_TABLE_5.get(batch)
+      print(f"| {batch:>5} | {dtype:<8} | {head:<11} | {alone:>8.2f} | {decoding:>12.1f} | "
+            f"{host:>9.1f} | {whole:>14.2f} | {whole / alone:>17.0%} | {host / cores:>18.1f} | "
+            f"{files:>9.1f} | {_cell(torch_rate, torch_version):>13} | {_cell(paper):>10} |",
+            flush=True)
 
 
 def _cell(value, installed=True):
