@@ -157,13 +157,13 @@ def trained_on(workdir):
   return data
 
 
-def synthetic_caveat(workdir):
-  """A sentence saying the run in ``workdir`` knows only synthetic renders, or None."""
+def synthetic_warning(workdir):
+  """A warning (one line) that the run in ``workdir`` knows only synthetic renders, or None."""
   data = trained_on(workdir)
   if not data["synthetic"]:
     return None
-  return (f"{workdir} was trained on synthetic renders ({data['dataset']}/{data['config']}); "
-          "its angles on real video are not meaningful")
+  return (f"warning: {workdir} was trained on synthetic renders ({data['dataset']}/"
+          f"{data['config']}); its angles on real video are not meaningful")
 
 
 def frame_rate(config):
