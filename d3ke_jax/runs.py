@@ -142,10 +142,13 @@ def save_training_data(workdir, config):
 
 def trained_on(workdir):
   """The data the run in ``workdir`` was trained on: its ``data.json``, or for a run saved
-  before it, ``training_data`` of its config (version None: unknown)."""
+  before it, derived from its config (a per-frame run's version None: unknown)."""
   path = os.path.join(workdir, DATA_FILE)
   if not os.path.exists(path):
-    return dict(training_data(load_config(workdir)), version=None)
+    config = load_config(workdir)
+    if config.get("stage") == "sequence":
+      return trained_on(config.per_frame_workdir)
+    return dict(training_data(config), version=None)
   try:
     with open(path) as f:
       data = json.load(f)

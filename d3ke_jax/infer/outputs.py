@@ -153,19 +153,21 @@ def standard_deviations(model, layout, prediction):
 def joint_sd_deg(model, layout, sd):
   """(T, J) each joint's uncertainty in degrees: the largest standard deviation ``sd``
   (T, C) (``standard_deviations``) of its rotational coordinates the network predicts (the
-  root's: its rotation's); a joint without any takes its parent joint's (the root: 0)."""
+  root's: its rotation's); a joint without any takes its parent joint's (on ground: 0)."""
   rotational = np.array(model.coordinate_types) == "rotational"
   known = np.zeros(model.num_coordinates, bool)
   known[np.array(layout.coordinates, int)] = True
-  member = np.zeros((model.num_coordinates, model.num_joints), bool)
+  columns = [[] for _ in range(model.num_joints)]
   for j, _, c in model.axis_inputs:
-    member[c, j] = rotational[c] and (known[c] or j == model.root_joint)
-  per_joint = np.where(member, np.degrees(sd)[:, :, None], 0.0).max(1)
+    if rotational[c] and (known[c] or j == model.root_joint):
+      columns[j].append(c)
   moved_by = {body: j for j, body in enumerate(model.joint_child_body)}
-  for level in model.levels[1:]:
-    for j in level:
-      if not member[:, j].any():
-        per_joint[:, j] = per_joint[:, moved_by[model.joint_parent_body[j]]]
+  per_joint = np.zeros((len(sd), model.num_joints))
+  for j in (j for level in model.levels for j in level):  # parents first
+    if columns[j]:
+      per_joint[:, j] = np.degrees(np.max(sd[:, columns[j]], axis=1))
+    elif model.joint_parent_body[j] in moved_by:
+      per_joint[:, j] = per_joint[:, moved_by[model.joint_parent_body[j]]]
   return per_joint
 
 
