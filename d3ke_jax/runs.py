@@ -1,5 +1,6 @@
 """A run's config: ``config.json`` in its workdir, written by training and read by whatever
-uses the run (inference, evaluation, stage 2), and the keys every user checks."""
+uses the run (inference, evaluation, stage 2), and the keys every user checks; beside it
+``data.json``, the data the run was trained on (``trained_on``)."""
 
 import json
 import os
@@ -11,6 +12,8 @@ from d3ke_jax.errors import UserError
 from d3ke_jax.io.atomic import atomic_write
 
 CONFIG_FILE = "config.json"
+DATA_FILE = "data.json"
+DATA_KEYS = ("dataset", "config", "version", "synthetic")
 
 
 class ConfigError(UserError, ValueError):
@@ -119,6 +122,51 @@ def dataset_config(config):
     raise ConfigError(f"dataset.config={config.dataset.config!r}: unknown (choose from "
                       f"{list(variants)})")
   return DATASETS[name], variants[config.dataset.config]
+
+
+def training_data(config):
+  """{dataset, config, version, synthetic} of the data ``config`` trains on: its TFDS
+  dataset, variant and version and whether its frames are rendered (a sequence run: its
+  per-frame run's, ``trained_on``)."""
+  if config.get("stage") == "sequence":
+    return trained_on(config.per_frame_workdir)
+  builder, variant = dataset_config(config)
+  return {"dataset": builder.name, "config": variant.name, "version": str(builder.VERSION),
+          "synthetic": builder.SYNTHETIC}
+
+
+def save_training_data(workdir, config):
+  with atomic_write(os.path.join(workdir, DATA_FILE)) as f:
+    json.dump(training_data(config), f, indent=2)
+
+
+def trained_on(workdir):
+  """The data the run in ``workdir`` was trained on: its ``data.json``, or for a run saved
+  before it, derived from its config (a per-frame run's version None: unknown)."""
+  path = os.path.join(workdir, DATA_FILE)
+  if not os.path.exists(path):
+    config = load_config(workdir)
+    if config.get("stage") == "sequence":
+      return trained_on(config.per_frame_workdir)
+    return dict(training_data(config), version=None)
+  try:
+    with open(path) as f:
+      data = json.load(f)
+  except ValueError as e:
+    raise ConfigError(f"{path}: not JSON ({e})") from None
+  if not isinstance(data, dict) or not set(DATA_KEYS) <= data.keys():
+    raise ConfigError(f"{path}: not a record of training data (an object with keys "
+                      f"{', '.join(DATA_KEYS)})")
+  return data
+
+
+def synthetic_warning(workdir):
+  """A warning (one line) that the run in ``workdir`` knows only synthetic renders, or None."""
+  data = trained_on(workdir)
+  if not data["synthetic"]:
+    return None
+  return (f"warning: {workdir} was trained on synthetic renders ({data['dataset']}/"
+          f"{data['config']}); its angles on real video are not meaningful")
 
 
 def frame_rate(config):

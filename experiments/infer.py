@@ -14,7 +14,11 @@ box head then moves each frame's crop onto the person as the network sees them
 run with a calibrated uncertainty head (its ``calibration.json``) also gives
 ``<name>_sd.mot`` (each coordinate's standard deviation, the same columns and units as
 ``<name>.mot``) and ``confidence_sd_deg`` in ``frames.csv`` (the median standard deviation
-of the frame's rotational coordinates, degrees).
+of the frame's rotational coordinates, degrees), drawn as +-1 SD bands in ``angles.png``
+and as each bone's colour in the overlay. A run trained on synthetic renders (its
+``data.json``, or for older runs its config's dataset) gets a warning: on stderr, once, and
+in the ``.mot``/``.trc`` headers, a ``warning`` column of ``frames.csv`` and the plot's
+title.
 """
 
 import contextlib
@@ -24,7 +28,7 @@ import time
 
 import numpy as np
 
-from d3ke_jax import cli
+from d3ke_jax import cli, runs
 from d3ke_jax.errors import UserError
 from d3ke_jax.infer import locate
 from d3ke_jax.infer.outputs import OverlayFrames, output_paths, write_outputs
@@ -147,6 +151,9 @@ def main(argv=None):
       file_boxes.check(info.frames)
     jobs.append((video, info, name, out_dir, file_boxes))
   predictor = load_predictor(args.workdir, args.stage, args.dtype, args.checkpoint)
+  warning = runs.synthetic_warning(args.workdir)
+  if warning:
+    print(warning, file=sys.stderr)
   if predictor.uncertain and predictor.windows is None and predictor.temperatures is None:
     print(f"warning: {args.workdir}: no calibration.json of its {args.checkpoint} checkpoint "
           f"(python -m experiments.evaluate --workdir {args.workdir} --checkpoint "
@@ -169,7 +176,7 @@ def main(argv=None):
           os.rmdir(folder)
       raise
     paths = write_outputs(predictor.model, predictor.layout, prediction, out_dir, name,
-                          overlay, info.fps or None)
+                          overlay, info.fps or None, warning)
     seconds = time.perf_counter() - start
     steered = (f", {int(np.count_nonzero(prediction.steered))} crops steered"
                if predictor.steers else ", crops not steered: the run has no box head")

@@ -2,9 +2,12 @@
 briefly trained tiny run: files that reload, OpenSim reading them, the box track, and the
 same numbers as ``experiments.evaluate``'s prediction path on the same crops."""
 
+import contextlib
 import csv
 import io
+import json
 import os
+import shutil
 
 import av
 import jax.numpy as jnp
@@ -12,7 +15,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from d3ke_jax import boxes, checkpoints, cli, devices, runs
+from d3ke_jax import boxes, checkpoints, cli, devices, drawing, runs
 from d3ke_jax.data import frames as frames_lib
 from d3ke_jax.data import render, resample, synthetic
 from d3ke_jax.data.frames import default_model
@@ -22,7 +25,7 @@ from d3ke_jax.io.trc import read_trc
 from d3ke_jax.io.video import FrameReader, write_video
 from d3ke_jax.nets import from_config, heads
 from d3ke_jax.nets.d3ke import Pose
-from d3ke_jax.skeleton import forward_kinematics
+from d3ke_jax.skeleton import forward_kinematics, make_layout
 from d3ke_jax import calibration
 from d3ke_jax.train import per_frame, trainer
 from d3ke_jax.train import step as steps
@@ -70,13 +73,19 @@ def _command(argv, capsys):
 
 
 @pytest.fixture(scope="module")
-def inferred(run_dir, scene, tmp_path_factory):
-  out = str(tmp_path_factory.mktemp("out"))
-  with pytest.raises(SystemExit) as exit_:
+def inference(run_dir, scene, tmp_path_factory):
+  """The command on the walk: its output folder and what it printed on stderr."""
+  out, err = str(tmp_path_factory.mktemp("out")), io.StringIO()
+  with pytest.raises(SystemExit) as exit_, contextlib.redirect_stderr(err):
     cli.run(infer.main, ["--video", scene[0], "--workdir", run_dir, "--out", out,
                          "--batch_size", "8"], prog="infer")
   assert exit_.value.code == 0
-  return os.path.join(out, "walk")
+  return os.path.join(out, "walk"), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def inferred(inference):
+  return inference[0]
 
 
 def _frames_csv(folder):
@@ -284,7 +293,8 @@ def test_bad_inputs_are_one_line(run_dir, tmp_path, capsys):
   write_video(str(still), np.full((6, 32, 32, 3), 90, np.uint8), 30)
   code, out = _command(["--video", str(still), "--workdir", run_dir, "--out",
                         str(tmp_path / "o")], capsys)
-  assert code == 2 and out.err == (f"infer: {still}: no person found in any of its 6 frames (a "
+  assert code == 2 and out.err == (f"{runs.synthetic_warning(run_dir)}\n"
+                                   f"infer: {still}: no person found in any of its 6 frames (a "
                                    "static camera is needed without --boxes)\n")
   inside = tmp_path / "o" / "still"  # a boxes file where an output of the run would go
   inside.mkdir(parents=True, exist_ok=True)
@@ -306,8 +316,10 @@ def test_a_damaged_video_and_boxes_past_its_end(run_dir, walk, scene, tmp_path, 
   cut.write_bytes(data[:data.index(b"mdat") + 100])
   code, out = _command(["--video", str(cut), "--workdir", run_dir, "--out", str(tmp_path / "o")],
                        capsys)
-  assert code == 2 and out.err.startswith(f"infer: {cut}: decoding stopped after 0 frames (")
-  assert out.err.count("\n") == 1 and not (tmp_path / "o").exists()
+  warning = runs.synthetic_warning(run_dir)  # the run is loaded before the video is read
+  assert code == 2 and out.err.startswith(f"{warning}\ninfer: {cut}: decoding stopped after 0 "
+                                          "frames (")
+  assert out.err.count("\n") == 2 and not (tmp_path / "o").exists()
   mkv = str(tmp_path / "walk.mkv")
   with av.open(mkv, "w", format="matroska") as container:
     stream = container.add_stream("libx264", rate=round(synthetic.RATE))
@@ -320,8 +332,8 @@ def test_a_damaged_video_and_boxes_past_its_end(run_dir, walk, scene, tmp_path, 
   far.write_text("frame,x0,y0,x1,y1\n0,40,10,80,90\n100000000000,40,10,80,90\n")
   code, out = _command(["--video", mkv, "--workdir", run_dir, "--out", str(tmp_path / "o"),
                         "--boxes", str(far), "--batch_size", "8", "--no_overlay"], capsys)
-  assert code == 0 and out.err == (f"warning: {far}: 1 box(es) past the video's {FRAMES} "
-                                   "frames left out (frames count from 0)\n")
+  assert code == 0 and out.err == (f"{warning}\nwarning: {far}: 1 box(es) past the video's "
+                                   f"{FRAMES} frames left out (frames count from 0)\n")
 
 
 def test_sequence_windows_cover_every_frame_once():
@@ -428,3 +440,134 @@ def test_steering_follows_a_person_the_finder_lost(tmp_path):
   np.testing.assert_array_equal(followed.found, found)  # still flagged: the finder lost them
   held = pipeline.predict_video(predictor, path, locator, batch_size=2, steer_steps=0)
   assert np.all(boxes.iou(held.boxes, truth)[4:] < 0.6)
+
+
+def test_a_run_trained_on_synthetic_renders_says_so(inference, run_dir):
+  """Training records its data (data.json); infer warns once on stderr, and the same line
+  is in the .mot and _sd.mot headers, the .trc's first line, a column of every row of
+  frames.csv and, in red, atop angles.png; every file still reads."""
+  folder, err = inference
+  with open(os.path.join(run_dir, runs.DATA_FILE)) as f:
+    assert json.load(f) == {"dataset": "d3ke_synthetic", "config": "micro", "version": "1.1.0",
+                            "synthetic": True}
+  warning = runs.synthetic_warning(run_dir)
+  assert warning == (f"warning: {run_dir} was trained on synthetic renders "
+                     "(d3ke_synthetic/micro); its angles on real video are not meaningful")
+  assert err.count("synthetic renders") == 1 and warning + "\n" in err
+  for name in ("walk.mot", "walk_sd.mot"):
+    with open(os.path.join(folder, name)) as f:
+      lines = f.read().splitlines()
+    assert lines[1] == warning and lines.count(warning) == 1
+    assert read_mot(os.path.join(folder, name)).values.shape[0] == FRAMES
+  with open(os.path.join(folder, "walk.trc")) as f:
+    assert f.readline() == f"PathFileType\t4\t(X/Y/Z)\twalk.trc\t{warning}\n"
+  assert read_trc(os.path.join(folder, "walk.trc")).positions.shape[0] == FRAMES
+  with open(os.path.join(folder, "frames.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == FRAMES and all(r["warning"] == warning for r in rows)
+  image = np.asarray(PIL.Image.open(os.path.join(folder, "angles.png")).convert("RGB"), int)
+  title, plots = image[:image.shape[0] // 40], image[image.shape[0] // 10:]
+  red = lambda part: np.count_nonzero((part[..., 0] > 200) & (part[..., 1:].max(-1) < 80))
+  assert red(title) > 100 and red(plots) < red(title)  # the title, not the curves
+
+
+def test_opensim_reads_the_headers_with_the_warning(inferred):
+  opensim = pytest.importorskip("opensim")
+  opensim.Logger.setLevelString("error")
+  warning = open(os.path.join(inferred, "walk.mot")).read().splitlines()[1]
+  for name in ("walk.mot", "walk_sd.mot"):
+    path = os.path.join(inferred, name)
+    table = opensim.TimeSeriesTable(path)
+    assert table.getNumRows() == FRAMES and warning in table.getTableMetaDataAsString("header")
+    assert opensim.Storage(path).getSize() == FRAMES
+  path = os.path.join(inferred, "walk.trc")
+  markers = opensim.TimeSeriesTableVec3(path)
+  assert markers.getNumRows() == FRAMES and warning in markers.getTableMetaDataAsString("header")
+  assert opensim.MarkerData(path).getNumFrames() == FRAMES
+
+
+def test_a_run_trained_on_movi_does_not_warn(run_dir, scene, tmp_path, capsys):
+  """The same weights recorded as trained on MoVi: nothing printed, no warning in the
+  files."""
+  movi = tmp_path / "movi_run"
+  shutil.copytree(run_dir, movi)
+  (movi / runs.DATA_FILE).write_text(json.dumps(
+      {"dataset": "movi", "config": "256px", "version": "1.0.0", "synthetic": False}))
+  code, out = _command(["--video", scene[0], "--workdir", str(movi), "--out",
+                        str(tmp_path / "o"), "--batch_size", "8", "--no_overlay"], capsys)
+  assert code == 0 and out.err == ""
+  folder = tmp_path / "o" / "walk"
+  assert (folder / "walk.mot").read_text().splitlines()[1] == "version=1"
+  assert (folder / "walk.trc").read_text().splitlines()[0] == "PathFileType\t4\t(X/Y/Z)\twalk.trc"
+  assert "warning" not in (folder / "frames.csv").read_text().splitlines()[0]
+
+
+def test_runs_saved_before_the_record_derive_it_from_their_config(run_dir, tmp_path):
+  old = tmp_path / "old"
+  old.mkdir()
+  shutil.copy(os.path.join(run_dir, runs.CONFIG_FILE), old)
+  assert runs.trained_on(str(old)) == {"dataset": "d3ke_synthetic", "config": "micro",
+                                       "version": None, "synthetic": True}
+  assert "trained on synthetic renders (d3ke_synthetic/micro)" in runs.synthetic_warning(str(old))
+  sequence = tmp_path / "sequence"  # stage 2: its stage-1 run's data
+  sequence.mkdir()
+  (sequence / runs.CONFIG_FILE).write_text(json.dumps({"stage": "sequence",
+                                                       "per_frame_workdir": run_dir}))
+  assert runs.trained_on(str(sequence)) == runs.trained_on(run_dir)
+  (old / runs.DATA_FILE).write_text("[]")
+  with pytest.raises(runs.ConfigError, match=f"{old / runs.DATA_FILE}: not a record"):
+    runs.trained_on(str(old))
+
+
+def test_angles_plot_shades_sd_bands_and_names_its_bands():
+  """Each curve's band spans +-1 SD; the first panel's legend names the bands and the grey
+  frames without a person; the warning is the title. Without either, neither is named."""
+  model = default_model()
+  time = np.arange(12) / 30.0
+  coords = np.tile(np.asarray(model.coordinate_defaults, float), (12, 1)) + 0.3 * time[:, None]
+  sd = np.full_like(coords, np.radians(4.0))
+  found = np.arange(12) % 5 != 2
+  figure = outputs.angles_figure(model, coords, time, found, sd, "warning: w")
+  first = figure.axes[0]
+  labels = [t.get_text() for t in first.get_legend().get_texts()]
+  assert labels == ["hip_flexion_r", "hip_flexion_l", "\u00b11 SD", "no person found"]
+  (band, _) = first.collections  # right and left
+  values = np.degrees(coords[:, model.coordinate_index("hip_flexion_r")])
+  extent = band.get_paths()[0].vertices[:, 1]
+  np.testing.assert_allclose([extent.min(), extent.max()], [values.min() - 4, values.max() + 4],
+                             atol=1e-6)
+  assert len(first.patches) == np.count_nonzero(~found)  # the grey frames
+  assert figure.get_suptitle() == "warning: w"
+  plain = outputs.angles_figure(model, coords, time, np.ones(12, bool))
+  assert [t.get_text() for t in plain.axes[0].get_legend().get_texts()] == labels[:2]
+  assert not plain.axes[0].collections and not plain.get_suptitle()
+
+
+def test_overlay_colours_each_bone_by_its_joint_uncertainty():
+  """An uncertain knee (SD 30 deg) draws the shank red, a confident hip (1 deg) the thigh
+  green; a joint the network does not predict takes its parent's."""
+  model = default_model()
+  layout = make_layout(model, include_root=False)
+  sd = np.full((1, model.num_coordinates), np.radians(1.0))
+  sd[0, model.coordinate_index("knee_angle_r")] = np.radians(30.0)
+  pairs = drawing.bones(model)
+  joint = model.joint_index
+  shank, thigh = (pairs.index((joint(a), joint(b))) for a, b in (("knee_r", "ankle_r"),
+                                                                 ("hip_r", "knee_r")))
+  bone_sd = outputs.bone_sd_deg(model, layout, sd)
+  np.testing.assert_allclose(bone_sd[0, [shank, thigh]], [30.0, 1.0])
+  colours = drawing.uncertainty_colours(bone_sd[0])
+  assert colours[shank, 0] > 150 > colours[shank, 1]  # red
+  assert colours[thigh, 1] > 90 > colours[thigh, 0]  # green
+  facing = np.array([[0.0, 0, -1], [0, -1, 0], [-1, 0, 0]])  # upright, facing the camera
+  joints = np.asarray(forward_kinematics(model, np.asarray(model.coordinate_defaults),
+                                         root_rotation=facing).joint_origins)
+  points = outputs.skeleton_in_box(joints, (0.0, 0.0, 96.0))
+  image = drawing.draw_skeleton(np.zeros((96, 96, 3), np.uint8), points, pairs, colours,
+                                width=3)
+  for bone in (shank, thigh):
+    middle = np.round(points[list(pairs[bone])].mean(0)).astype(int)
+    np.testing.assert_array_equal(image[middle[1], middle[0]], colours[bone])
+  without_knee = make_layout(model, [n for n in np.asarray(model.coordinate_names)[
+      np.array(layout.coordinates)] if n != "knee_angle_r"], include_root=False)
+  np.testing.assert_allclose(outputs.bone_sd_deg(model, without_knee, sd)[0, shank], 1.0)

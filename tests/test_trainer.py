@@ -285,6 +285,8 @@ def two_stages(tmp_path_factory, data_dir):
 def test_stage_two_trains_on_stage_one_outputs_and_logs_tensorboard(two_stages):
   first, second, result = two_stages
   assert runs.load_config(first).stage == "per_frame"
+  with open(second / runs.DATA_FILE) as f:  # stage 2 records the data of stage 1
+    assert json.load(f) == runs.trained_on(str(first)) and runs.trained_on(str(first))["synthetic"]
   # Validation compares the refined sequence with the per-frame network's own estimates.
   assert {"mae_angle", "mae_angle_per_frame", "mv_angle", "mv_angle_per_frame"} <= set(result)
   assert os.listdir(second / "per_frame")  # stage-1 outputs cached

@@ -62,6 +62,7 @@ class D3keSynthetic(Announced, tfds.core.GeneratorBasedBuilder):
   """Synthetic D3KE frames; see the module docstring."""
 
   FRAME_RATE = RATE  # frames per second of every clip
+  SYNTHETIC = True  # rendered, not filmed: weights trained on it say so at inference
   VERSION = tfds.core.Version("1.1.0")
   RELEASE_NOTES = {"1.0.0": "First release.",
                    "1.1.0": "The default model's 114 markers (BML-MoVi's virtual-marker set)."}

@@ -45,6 +45,7 @@ class Movi(Announced, tfds.core.GeneratorBasedBuilder):
   """BML-MoVi frames; see the module docstring."""
 
   FRAME_RATE = movi_files.VIDEO_RATE
+  SYNTHETIC = False
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = movi_files.MANUAL_DOWNLOAD_INSTRUCTIONS

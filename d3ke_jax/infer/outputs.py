@@ -6,12 +6,15 @@ the predicted pelvis orientation in that frame (the pelvis translations are 0: p
 are root-relative); the ``.trc`` holds the markers of the scaled model in that frame, the
 pelvis at the origin, so the ``.mot`` with the scaled ``.osim`` reproduces them. A run
 with a calibrated uncertainty head adds ``_sd.mot``: each coordinate's standard deviation
-(``standard_deviations``).
+(``standard_deviations``), drawn as a band in ``angles.png`` and as each bone's colour in
+the overlay. A warning (a run trained on synthetic renders, ``runs.synthetic_warning``)
+goes into every file's header, a column of ``frames.csv`` and the plot's title.
 """
 
 import csv
 import os
 import queue
+import textwrap
 import threading
 
 import jax.numpy as jnp
@@ -19,9 +22,11 @@ import numpy as np
 import PIL.Image
 import scipy.spatial.transform
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from d3ke_jax import boxes
-from d3ke_jax.drawing import bones, draw_skeleton
+from d3ke_jax.drawing import (bones, draw_skeleton, paste, uncertainty_colours,
+                              uncertainty_legend)
 from d3ke_jax.io.atomic import atomic_write, save_png
 from d3ke_jax.io.mot import write_mot
 from d3ke_jax.io.trc import MarkerTrajectories, write_trc
@@ -95,32 +100,40 @@ def output_paths(out_dir, name):
           "plot": os.path.join(out_dir, "angles.png"), "overlay": path("_overlay.mp4")}
 
 
-def write_outputs(model, layout, prediction, out_dir, name, overlay=None, fps=None):
+def write_outputs(model, layout, prediction, out_dir, name, overlay=None, fps=None,
+                  warning=None):
   """Writes ``name``.mot, .trc, ``name``_scaled.osim, frames.csv, angles.png, (with the
   prediction's calibrated ``uncertainty``) ``name``_sd.mot and (given the video's
-  ``OverlayFrames``) ``name``_overlay.mp4 into ``out_dir`` (``output_paths``); returns
-  {kind: path} of those written."""
+  ``OverlayFrames``) ``name``_overlay.mp4 into ``out_dir`` (``output_paths``), each marked
+  with ``warning`` (one line) if given; returns {kind: path} of those written."""
   os.makedirs(out_dir, exist_ok=True)
   paths = output_paths(out_dir, name)
   coords = full_coordinates(model, layout, prediction)
   rotational = [t == "rotational" for t in model.coordinate_types]
-  write_mot(paths["mot"], prediction.time, coords, model.coordinate_names, rotational)
+  notes = [warning] if warning else []
+  write_mot(paths["mot"], prediction.time, coords, model.coordinate_names, rotational,
+            notes=notes)
+  sd = None
   if prediction.uncertainty is None:
     del paths["sd"]
   else:
-    write_mot(paths["sd"], prediction.time, standard_deviations(model, layout, prediction),
-              model.coordinate_names, rotational, title="Standard deviations")
+    sd = standard_deviations(model, layout, prediction)
+    write_mot(paths["sd"], prediction.time, sd, model.coordinate_names, rotational,
+              title="Standard deviations", notes=notes)
   scales = subject_scales(model, layout, prediction)
   write_trc(paths["trc"], MarkerTrajectories(model.marker_names, prediction.time,
                                              scaled_markers(model, coords, scales),
-                                             fps or _rate(prediction.time)), units="m")
+                                             fps or _rate(prediction.time)), units="m",
+            note=warning)
   write_scaled_osim(model.source, scales, paths["osim"], body_names=list(model.body_names))
-  write_frames_csv(paths["frames"], prediction, _confidence(model, layout, prediction))
-  plot_angles(paths["plot"], model, coords, prediction.time, prediction.found)
+  write_frames_csv(paths["frames"], prediction, _confidence(model, layout, prediction),
+                   warning)
+  plot_angles(paths["plot"], model, coords, prediction.time, prediction.found, sd, warning)
   if overlay is None:
     del paths["overlay"]
   else:
-    write_overlay(paths["overlay"], overlay, model, prediction, fps)
+    bone_sd = None if sd is None else bone_sd_deg(model, layout, sd)
+    write_overlay(paths["overlay"], overlay, model, prediction, fps, bone_sd)
   return paths
 
 
@@ -137,6 +150,33 @@ def standard_deviations(model, layout, prediction):
   return sd
 
 
+def joint_sd_deg(model, layout, sd):
+  """(T, J) each joint's uncertainty in degrees: the largest standard deviation ``sd``
+  (T, C) (``standard_deviations``) of its rotational coordinates the network predicts (the
+  root's: its rotation's); a joint without any takes its parent joint's (on ground: 0)."""
+  rotational = np.array(model.coordinate_types) == "rotational"
+  known = np.zeros(model.num_coordinates, bool)
+  known[np.array(layout.coordinates, int)] = True
+  columns = [[] for _ in range(model.num_joints)]
+  for j, _, c in model.axis_inputs:
+    if rotational[c] and (known[c] or j == model.root_joint):
+      columns[j].append(c)
+  moved_by = {body: j for j, body in enumerate(model.joint_child_body)}
+  per_joint = np.zeros((len(sd), model.num_joints))
+  for j in (j for level in model.levels for j in level):  # parents first
+    if columns[j]:
+      per_joint[:, j] = np.degrees(np.max(sd[:, columns[j]], axis=1))
+    elif model.joint_parent_body[j] in moved_by:
+      per_joint[:, j] = per_joint[:, moved_by[model.joint_parent_body[j]]]
+  return per_joint
+
+
+def bone_sd_deg(model, layout, sd):
+  """(T, len(bones)) each bone's uncertainty in degrees: that of the joint moving the body
+  it lies in (the thigh's: the hip's; ``joint_sd_deg``)."""
+  return joint_sd_deg(model, layout, sd)[:, [a for a, _ in bones(model)]]
+
+
 def _confidence(model, layout, prediction):
   """(T,) ``calibration.frame_sd_deg`` of a prediction with calibrated scales, else None."""
   if prediction.uncertainty is None:
@@ -145,10 +185,12 @@ def _confidence(model, layout, prediction):
   return frame_sd_deg(prediction.uncertainty.coords, types == "rotational")
 
 
-def write_frames_csv(path, prediction, confidence=None):
+def write_frames_csv(path, prediction, confidence=None, warning=None):
   """One row per frame: its time, crop box, whether the person was found, the box's source,
-  the crop's moves and (given ``confidence`` (T,) degrees) ``confidence_sd_deg``."""
-  extra = ["confidence_sd_deg"] if confidence is not None else []
+  the crop's moves, (given ``confidence`` (T,) degrees) ``confidence_sd_deg`` and (given
+  ``warning``) a ``warning`` column repeating it (a plain CSV: every reader takes it)."""
+  extra = (["confidence_sd_deg"] if confidence is not None else []) + (
+      ["warning"] if warning else [])
   with atomic_write(path) as f:
     out = csv.writer(f)
     out.writerow(["frame", "time", "x0", "y0", "side", "person_found", "box_source",
@@ -156,31 +198,58 @@ def write_frames_csv(path, prediction, confidence=None):
     for k, (t, box, found, source, steered) in enumerate(zip(
         prediction.time, prediction.boxes, prediction.found, prediction.source,
         prediction.steered)):
-      sd = [f"{confidence[k]:.3f}"] if extra else []
+      sd = [f"{confidence[k]:.3f}"] if confidence is not None else []
       out.writerow([k, f"{t:.6f}", *(f"{v:.2f}" for v in box), int(found), source, steered,
-                    *sd])
+                    *sd, *([warning] if warning else [])])
   return path
 
 
-def plot_angles(path, model, coords, time, found):
-  """One panel per main joint angle (right solid, left dashed) over time, in degrees;
-  frames without a person shaded."""
+def plot_angles(path, model, coords, time, found, sd=None, warning=None):
+  """Saves ``angles_figure`` as a PNG."""
+  return save_png(angles_figure(model, coords, time, found, sd, warning), path, dpi=80)
+
+
+def angles_figure(model, coords, time, found, sd=None, warning=None):
+  """One panel per main joint angle (right solid, left dashed) over time, in degrees: a
+  +-1 standard deviation band around each curve given ``sd`` (T, C), frames without a
+  person shaded grey, both named in the first panel's legend; ``warning`` as a red title."""
   names = [stem for stem in PLOTTED if f"{stem}_r" in model.coordinate_names] or [
       model.coordinate_names[int(np.argmax(np.std(coords, 0)))]]
-  figure = Figure(figsize=(8, 1.8 * len(names)), layout="constrained")
+  figure = Figure(figsize=(9, 1.8 * len(names) + (0.6 if warning else 0)),
+                  layout="constrained")
+  if warning:
+    figure.suptitle(textwrap.fill(warning, 110), color="red", fontsize="medium",
+                    fontweight="bold")
   for k, stem in enumerate(names):
     axis = figure.add_subplot(len(names), 1, k + 1)
     for suffix, style in (("_r", "-"), ("_l", "--"), ("", "-")):
       if stem + suffix in model.coordinate_names:
-        values = np.degrees(coords[:, model.coordinate_index(stem + suffix)])
-        axis.plot(time, values, style, label=stem + suffix)
+        c = model.coordinate_index(stem + suffix)
+        _curve(axis, time, np.degrees(coords[:, c]), None if sd is None else np.degrees(sd[:, c]),
+               style, stem + suffix)
     half = 0.5 / _rate(time)
     for t in time[~found]:
       axis.axvspan(t - half, t + half, color="grey", alpha=0.3, linewidth=0)
     axis.set_ylabel("deg")
-    axis.legend(loc="upper right", fontsize="small")
+    keys = _keys(sd is not None, ~found) if k == 0 else []
+    axis.legend(handles=axis.get_legend_handles_labels()[0] + keys, loc="upper left",
+                bbox_to_anchor=(1.0, 1.0), fontsize="small")
   figure.axes[-1].set_xlabel("time (s)")
-  return save_png(figure, path, dpi=80)
+  return figure
+
+
+def _curve(axis, time, values, spread, style, label):
+  """A line, with a band of +-``spread`` (None: none) in its colour."""
+  (line,) = axis.plot(time, values, style, label=label)
+  if spread is not None:
+    axis.fill_between(time, values - spread, values + spread, color=line.get_color(),
+                      alpha=0.25, linewidth=0)
+
+
+def _keys(bands, missing):
+  """Legend entries of the bands (if ``bands``) and of the grey frames (if any ``missing``)."""
+  return ([Patch(color="tab:blue", alpha=0.25, label="\u00b11 SD")] if bands else []) + (
+      [Patch(color="grey", alpha=0.3, label="no person found")] if missing.any() else [])
 
 
 def skeleton_in_box(joints, box, margin=boxes.MARGIN):
@@ -242,24 +311,31 @@ class OverlayFrames:
       os.remove(self.path)
 
 
-def write_overlay(path, overlay: OverlayFrames, model, prediction, fps=None):
+def write_overlay(path, overlay: OverlayFrames, model, prediction, fps=None, bone_sd=None):
   """The video (``overlay``'s reduced frames) with each frame's box and predicted skeleton
-  drawn on it."""
+  drawn on it: given ``bone_sd`` (T, len(bones)) degrees (``bone_sd_deg``), each bone
+  coloured by it (``uncertainty_colours``, with a legend), else green; grey where no
+  person was found."""
   pairs = bones(model)
   frames_path = overlay.finish()
   scale = overlay.scale
+  colours = None if bone_sd is None else uncertainty_colours(bone_sd)
+  legend = None if colours is None else uncertainty_legend(
+      int(np.clip(FrameReader(frames_path).info.width // 8, 24, 96)))
 
   def frames():
     index = 0
     for chunk, _ in FrameReader(frames_path):
       for frame in chunk[:len(prediction.time) - index]:
         box = prediction.boxes[index] * scale
-        colour = SKELETON_COLOUR if prediction.found[index] else (128, 128, 128)
+        colour = SKELETON_COLOUR if colours is None else colours[index]
+        if not prediction.found[index]:
+          colour = (128, 128, 128)
         image = draw_skeleton(frame, skeleton_in_box(prediction.joints[index], box), pairs,
                               colour, width=max(1, int(box[2] // 150)))
         image = draw_skeleton(image, boxes.corners(box), [(0, 1), (1, 2), (2, 3), (3, 0)],
                               BOX_COLOUR)
-        yield image
+        yield image if legend is None else paste(image, legend)
         index += 1
 
   try:

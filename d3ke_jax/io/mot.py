@@ -8,7 +8,7 @@ import numpy as np
 
 from d3ke_jax.errors import UserError
 from d3ke_jax.io.atomic import atomic_write
-from d3ke_jax.io.text import check_times, read_lines, to_numbers, trimmed
+from d3ke_jax.io.text import check_times, printable, read_lines, to_numbers, trimmed
 
 
 class MotError(UserError, ValueError):
@@ -29,7 +29,7 @@ class MotionTable:
 
 
 def write_mot(path, time, values, names: Sequence[str], rotational: Sequence[bool],
-              in_degrees=True, title="Coordinates"):
+              in_degrees=True, title="Coordinates", notes: Sequence[str] = ()):
   """Writes coordinates as an OpenSim .mot file (atomically).
 
   Args:
@@ -38,6 +38,8 @@ def write_mot(path, time, values, names: Sequence[str], rotational: Sequence[boo
     values: (T, C) coordinate values in radians and metres.
     names: C coordinate names.
     rotational: C flags; rotational values are written in degrees when ``in_degrees``.
+    notes: lines for the header after the title (OpenSim keeps them in its ``header``
+      metadata), ``?`` for characters that cannot be printed.
   """
   time = np.asarray(time, float)
   values = np.array(values, float)
@@ -46,7 +48,8 @@ def write_mot(path, time, values, names: Sequence[str], rotational: Sequence[boo
   if in_degrees:
     values[:, np.asarray(rotational, bool)] = np.degrees(values[:, np.asarray(rotational, bool)])
   with atomic_write(path) as f:
-    f.write(f"{title}\nversion=1\nnRows={len(time)}\nnColumns={len(names) + 1}\n"
+    f.write(f"{title}\n" + "".join(printable(note) + "\n" for note in notes))
+    f.write(f"version=1\nnRows={len(time)}\nnColumns={len(names) + 1}\n"
             f"inDegrees={'yes' if in_degrees else 'no'}\n\n"
             "Units are S.I. units (second, meters, Newtons, ...)\n"
             "If the header above contains a line with 'inDegrees', this indicates whether "

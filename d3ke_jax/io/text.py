@@ -5,6 +5,12 @@ import os
 import numpy as np
 
 
+def printable(text):
+  """``text`` with ``?`` for characters that cannot be printed (a line end, a tab), for one
+  header field or line."""
+  return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def read_lines(path, error, kind):
   """The lines of a text file without their line ends, and whether the last one ended.
 

@@ -8,8 +8,8 @@ import numpy as np
 
 from d3ke_jax.errors import UserError
 from d3ke_jax.io.atomic import atomic_write
-from d3ke_jax.io.text import (check_times, read_lines, space_separated, to_numbers,
-                              trimmed)
+from d3ke_jax.io.text import (check_times, printable, read_lines, space_separated,
+                              to_numbers, trimmed)
 
 _UNITS = {"m": 1.0, "mm": 1e-3, "cm": 1e-2}
 
@@ -125,16 +125,18 @@ def _data_rows(path, lines, complete, width):
   return rows, numbers
 
 
-def write_trc(path, trajectories: MarkerTrajectories, units="mm"):
+def write_trc(path, trajectories: MarkerTrajectories, units="mm", note=None):
   """Writes marker trajectories as a .trc file (atomically); missing values are written
   ``NaN`` (OpenSim's reader drops empty cells at the end of a row and then refuses it).
-  The header names the file with ``?`` for characters that cannot be printed (a line end)."""
+  The header names the file, then ``note`` if given (the first line's last field: OpenSim
+  keeps that line as its ``header`` metadata and wants exactly its 8 keys on the next), with
+  ``?`` for characters that cannot be printed (a line end, a tab)."""
   scale = 1.0 / _UNITS[units]
   names, time = trajectories.names, trajectories.time
   num_frames, num_markers = len(time), len(names)
-  name = "".join(c if c.isprintable() else "?" for c in os.path.basename(os.fspath(path)))
+  fields = [os.path.basename(os.fspath(path))] + ([note] if note else [])
   with atomic_write(path) as f:
-    f.write(f"PathFileType\t4\t(X/Y/Z)\t{name}\n")
+    f.write("PathFileType\t4\t(X/Y/Z)\t" + "\t".join(map(printable, fields)) + "\n")
     f.write("DataRate\tCameraRate\tNumFrames\tNumMarkers\tUnits\tOrigDataRate\t"
             "OrigDataStartFrame\tOrigNumFrames\n")
     f.write(f"{trajectories.rate:g}\t{trajectories.rate:g}\t{num_frames}\t{num_markers}\t"

@@ -119,6 +119,7 @@ def train_and_evaluate(config, workdir):
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     runs.save_config(workdir, config)
+    runs.save_training_data(workdir, config)
   devices.sync_processes("workdir made")
   result = fit(config, workdir, stage, mesh, backbone)
   if config.stage == "per_frame" and config.model.get("uncertainty_head", False):
