@@ -109,3 +109,13 @@ def blur(image, rng):
   kernel /= kernel.sum()
   return np.stack([scipy.ndimage.convolve(image[..., c], kernel, mode="nearest")
                    for c in range(image.shape[-1])], -1)
+
+
+def groups(kinds):
+  """{group: (N,) bool} of a split's ``hard`` labels (N,): "clean", each of ``KINDS``,
+  "hard" (any kind) and "all" frames."""
+  kinds = np.asarray(kinds).astype(str)
+  out = {"clean": kinds == NONE}
+  out.update({kind: kinds == kind for kind in KINDS})
+  out.update(hard=kinds != NONE, all=np.ones(len(kinds), bool))
+  return out
