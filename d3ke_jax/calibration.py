@@ -7,7 +7,8 @@ A run with the head (``model.uncertainty_head``) gets one temperature per output
 and 90 % Laplace intervals, Spearman's rho between the predicted scale and the absolute
 error, and the MAE of the most confident half of the frames against all frames; the
 risk-coverage curve (MAE_angle of the most confident frames against their fraction) goes
-to a PNG.
+to a PNG. ``judge_groups`` reports the same per group of frames (the synthetic dataset's
+clean and hard frames), with the mean calibrated standard deviation beside the MAE.
 """
 
 import json
@@ -153,6 +154,32 @@ def judge(coordinate_names, rotational, predicted, truth, layout, temperatures):
                                                                    angle_valid)))}
   curve = np.degrees(risk_coverage(confidence, angle_error, angle_valid))
   return rows + [summary], summary, curve
+
+
+def judge_groups(rotational, predicted, truth, layout, temperatures, groups):
+  """One row per group ({name: (N,) bool over the split's frames}): its frames that count,
+  MAE_angle and the mean calibrated standard deviation of the rotational coordinates (deg),
+  and, over all coordinates as ``judge``'s overall row, the coverage of the calibrated 50 %
+  and 90 % intervals and the mean over coordinates of Spearman's rho of scale and error
+  (NaN where a group has fewer than 3 frames)."""
+  error, valid = split_errors(layout, predicted, truth)
+  b = uncertainty_lib.calibrated(scales_of(predicted), temperatures).coords
+  error, valid = error.coords, valid.coords
+  rotational = np.asarray(rotational, bool)
+  rows = []
+  for name, members in groups.items():
+    members = np.asarray(members, bool)
+    e, v, s = error[members], valid[members], b[members]
+    angle_valid = v[:, rotational]
+    rows.append({
+        "group": str(name), "frames": int(v.any(1).sum()),
+        "MAE_angle_deg": float(np.degrees(_mean(e[:, rotational], angle_valid, None))),
+        "SD_angle_deg": float(np.degrees(_mean(uncertainty_lib.standard_deviation(
+            s[:, rotational]), angle_valid, None))),
+        **{f"coverage_{round(p * 100)}": float(coverage(e, s, v, p)[1])
+           for p in PROBABILITIES},
+        "rho_scale_error": float(spearman(s, e, v)[1])})
+  return rows
 
 
 def plot_risk_coverage(path, curve, fractions=COVERAGES):

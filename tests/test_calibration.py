@@ -107,3 +107,34 @@ def test_risk_coverage_plot(tmp_path):
                                         np.linspace(1, 2, len(calibration.COVERAGES)))
   with open(path, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_groups_report_larger_sd_and_error_where_the_frames_are_harder():
+  """Frames whose true scale is in the upper half are the "hard" group: their calibrated SD
+  and error are larger, their intervals still hold; the "all" group is ``judge``'s overall
+  row."""
+  predicted, truth = _split(4)
+  true_b = predicted["uncertainty_coords"][:, 0] * TEMPERATURES[0]
+  hard = true_b > (LOW + HIGH) / 2
+  groups = {"clean": ~hard, "hard": hard, "all": np.ones(N, bool)}
+  temperatures = Uncertainty(TEMPERATURES, np.ones((G, 3)), np.ones(()))
+  rows = calibration.judge_groups([True] * P, predicted, truth, LAYOUT, temperatures, groups)
+  by = {row["group"]: row for row in rows}
+  assert [row["group"] for row in rows] == ["clean", "hard", "all"]
+  assert by["clean"]["frames"] + by["hard"]["frames"] == by["all"]["frames"]
+  counts = truth["frame_valid"] & truth["coordinate_valid"][:, LAYOUT.coordinates].any(1)
+  assert by["all"]["frames"] == np.sum(counts)  # frames with a coordinate that counts
+  for name, members in groups.items():
+    counted = members & truth["frame_valid"]
+    # The mean SD is sqrt(2) times the mean true scale (every coordinate shares it).
+    np.testing.assert_allclose(by[name]["SD_angle_deg"],
+                               np.degrees(np.sqrt(2) * true_b[counted].mean()), rtol=0.02)
+    assert abs(by[name]["coverage_50"] - 0.5) < 0.03
+    assert abs(by[name]["coverage_90"] - 0.9) < 0.02
+  assert by["hard"]["SD_angle_deg"] > 1.5 * by["clean"]["SD_angle_deg"]
+  assert by["hard"]["MAE_angle_deg"] > 1.5 * by["clean"]["MAE_angle_deg"]
+  _, summary, _ = calibration.judge([f"c{j}" for j in range(P)], [True] * P, predicted, truth,
+                                    LAYOUT, temperatures)
+  for key in ("coverage_50", "coverage_90", "rho_scale_error"):
+    assert by["all"][key] == pytest.approx(summary[key])
+  assert by["all"]["MAE_angle_deg"] == pytest.approx(summary["MAE_all"])

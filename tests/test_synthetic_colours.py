@@ -133,6 +133,7 @@ def test_each_config_has_a_nocue_twin_built_in_clothing_colours(tmp_path):
   builder = D3keSynthetic(config=config, data_dir=str(tmp_path), file_format="array_record")
   builder.download_and_prepare()
   train = builder.as_data_source()["train"]
-  expected = frames.generate(split_subjects(3)[0], ("walking",), 2, 32, colours="clothing")
+  expected = frames.generate(split_subjects(3)[0], ("walking",), 2, 32, colours="clothing",
+                             hard_fraction=config.hard_fraction)
   stored = [train[i]["image"] for i in range(len(train))]
   assert stored == [encode_jpeg(e["image"]) for e in expected]

@@ -317,6 +317,21 @@ def test_evaluate_writes_the_report_of_either_stage(two_stages, stage):
   assert result["MAE_angle_deg"] == pytest.approx(error[valid].mean(), rel=1e-5)
   rows = list(csv.DictReader(open(out / "per_subject.csv")))
   assert sorted(int(r["subject"]) for r in rows) == sorted(set(truth["subject"].tolist()))
+  if stage == "per_frame":  # a run with the uncertainty head: hard frames against clean
+    rows = list(csv.DictReader(open(out / "uncertainty_hard.csv")))
+    assert [r["group"] for r in rows] == ["clean", "occluded", "outside", "blurred", "hard",
+                                          "all"]
+    frames = {r["group"]: int(r["frames"]) for r in rows}
+    assert frames["all"] == len(truth["hard"]) and frames["hard"] == np.sum(
+        truth["hard"] != "none") > 0
+    assert frames["clean"] + frames["hard"] == frames["all"]
+    assert sum(frames[kind] for kind in ("occluded", "outside", "blurred")) == frames["hard"]
+    for r in rows:
+      assert float(r["SD_angle_deg"]) > 0 and np.isfinite(float(r["MAE_angle_deg"]))
+    assert float(rows[-1]["MAE_angle_deg"]) == pytest.approx(result["uncertainty"]["MAE_all"],
+                                                             rel=1e-4)
+    assert "hard frames against clean" in (out / "uncertainty.md").read_text()
+    assert result["uncertainty_hard"][0]["group"] == "clean"
 
 
 def test_evaluate_command_line(two_stages, capsys):
@@ -326,6 +341,7 @@ def test_evaluate_command_line(two_stages, capsys):
                           capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode == 0, result.stderr[-2000:]
   assert "MPBLPE" in result.stdout and "eval/validation" in result.stdout
+  assert "hard frames vs clean" in result.stdout and "  occluded " in result.stdout
   missing = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--workdir",
                             str(two_stages[0] / "nothing")],
                            capture_output=True, text=True, timeout=300, check=False)

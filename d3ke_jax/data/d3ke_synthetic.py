@@ -9,7 +9,10 @@ Splits hold disjoint subjects in MoVi's 63 / 3 / 16 ratio. Frames of a clip (one
 movement and camera view) are stored in order, so sequence networks can read windows. Ground
 truth per frame: coordinates (model order), body scales (relative to the model), pelvis
 rotation, joints and markers in the camera frame (metres), their 2D projections in the crop
-(pixels), the crop box, the camera, and validity masks.
+(pixels), the crop box, the camera, and validity masks. ``hard_fraction`` (30 %) of each
+clip's frames are hard to see (``d3ke_jax.data.hard``: an occluder in front of the body,
+limbs outside the crop, or strong blur); the text feature ``hard`` names the kind ("none"
+for a clean frame); the labels stay the truth.
 
 Build: ``python -m experiments.build_data synthetic`` (array_record files, no TensorFlow).
 """
@@ -23,6 +26,7 @@ import PIL.Image
 import tensorflow_datasets as tfds
 
 from d3ke_jax.data import frames as frame_generation
+from d3ke_jax.data import hard as hard_cases
 from d3ke_jax.data.synthetic import MOVEMENTS, RATE
 
 
@@ -45,6 +49,7 @@ class SyntheticConfig(tfds.core.BuilderConfig):
   movements: Tuple[str, ...] = tuple(sorted(MOVEMENTS))
   seed: int = 0
   colours: str = "sided"  # or "clothing" (``frames.COLOURS``)
+  hard_fraction: float = hard_cases.FRACTION  # of each clip's frames (``data.hard``)
 
 
 def split_subjects(num_subjects):
@@ -63,9 +68,12 @@ class D3keSynthetic(Announced, tfds.core.GeneratorBasedBuilder):
 
   FRAME_RATE = RATE  # frames per second of every clip
   SYNTHETIC = True  # rendered, not filmed: weights trained on it say so at inference
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {"1.0.0": "First release.",
-                   "1.1.0": "The default model's 114 markers (BML-MoVi's virtual-marker set)."}
+                   "1.1.0": "The default model's 114 markers (BML-MoVi's virtual-marker set).",
+                   "1.2.0": "Hard frames (30 % of each clip: occluded, limbs outside the crop, "
+                            "blurred), named by the new text feature `hard` (none, occluded, "
+                            "outside, blurred)."}
   BUILDER_CONFIGS = [
       SyntheticConfig(name="micro", description="32 px, 5 subjects, 2 movements, 8-frame "
                       "clips (unit tests)", image_size=32, num_subjects=5, frames_per_clip=8,
@@ -90,8 +98,10 @@ class D3keSynthetic(Announced, tfds.core.GeneratorBasedBuilder):
     return frame_generation.default_model()
 
   def _info(self):
+    features = example_features(self.label_model())
+    features["hard"] = tfds.features.Text()  # "none" or one of ``hard.KINDS``
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict(example_features(self.label_model())),
+        features=tfds.features.FeaturesDict(features),
         homepage="https://github.com/bittnerma/Direct3DKinematicEstimation",
         disable_shuffling=True,  # records stay in generation order: clips, frames in order
     )
@@ -106,7 +116,8 @@ class D3keSynthetic(Announced, tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, subjects):
     config = self.builder_config
     for example in frame_generation.generate(subjects, config.movements, config.frames_per_clip,
-                                             config.image_size, config.seed, config.colours):
+                                             config.image_size, config.seed, config.colours,
+                                             config.hard_fraction):
       example["image"] = encode_jpeg(example["image"])
       yield f"{example['clip']:06d}_{example['frame']:05d}", example
 

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from d3ke_jax import boxes
+from d3ke_jax.data import hard as hard_cases
 from d3ke_jax.data import render, synthetic
 from d3ke_jax.skeleton import forward_kinematics, load_osim
 
@@ -45,8 +46,10 @@ COLOURS = ("sided", "clothing")
 OUTFIT_STREAM = 1  # tells the outfits' random streams from the subjects' and the clips'
 
 
-def generate(subjects, movements, frames, size, seed=0, colours="sided"):
-  """Yields one example dict per frame, clip by clip (subject, movement, view), in order."""
+def generate(subjects, movements, frames, size, seed=0, colours="sided", hard_fraction=0.0):
+  """Yields one example dict per frame, clip by clip (subject, movement, view), in order;
+  ``hard_fraction`` of each clip's frames are made hard (``d3ke_jax.data.hard``), the
+  example's ``hard`` saying how (``"none"`` for a clean frame)."""
   if colours not in COLOURS:
     raise ValueError(f"colours={colours!r}: choose from {COLOURS}")
   model = default_model()
@@ -62,17 +65,25 @@ def generate(subjects, movements, frames, size, seed=0, colours="sided"):
         shapes = shapes._replace(colour=render.clothing_colours(model.body_names, outfit))
       for view in VIEWS:
         clip = clip_id(subject_index, movement, view, movements)
-        yield from _clip(model, shapes, subject, movement, view, clip, coords, out, size, seed)
+        yield from _clip(model, shapes, subject, movement, view, clip, coords, out, size, seed,
+                         hard_fraction)
 
 
-def _clip(model, shapes, subject, movement, view, clip, coords, out, size, seed):
+def _clip(model, shapes, subject, movement, view, clip, coords, out, size, seed,
+          hard_fraction=0.0):
   rng = np.random.default_rng([seed, clip])
+  # The hard frames draw from a stream of their own: clean frames stay as they were.
+  hard_rng = np.random.default_rng([seed, clip, hard_cases.STREAM])
+  kinds = hard_cases.choose(hard_rng, len(coords), hard_fraction)
   full = camera(view)
   markers_px, _ = render.project(full, out.markers)
+  joints_px, _ = render.project(full, out.joint_origins)
   crops, person_boxes = [], []
   margin = rng.uniform(*MARGIN_RANGE)
   for t in range(len(coords)):
     box = np.asarray(boxes.square(np.asarray(markers_px[t]), margin), float)
+    if kinds[t] == "outside":
+      box = hard_cases.outside_box(box, np.asarray(joints_px[t]), hard_rng)
     person_boxes.append(box)
     crops.append(render.crop_camera(full, box, size))
   cameras = render.Camera(*(np.stack(parts) for parts in zip(*crops)))
@@ -81,12 +92,19 @@ def _clip(model, shapes, subject, movement, view, clip, coords, out, size, seed)
   light = jnp.asarray([rng.uniform(-0.6, 0.6), rng.uniform(0.2, 0.8), 1.0])
   images, _ = _renderer()(cameras, shapes, out.body_transforms, jnp.asarray(subject.scales),
                           jnp.asarray(backgrounds), light, rng.uniform(0.25, 0.45))
-  images = np.asarray(images) + rng.normal(0, 0.02, np.shape(images))
+  images = np.array(images)
+  for t, kind in enumerate(kinds):
+    if kind == "occluded":
+      joints_2d = np.asarray(render.project(_crop_at(cameras, t), out.joint_origins[t])[0])
+      images[t] = hard_cases.occlude(images[t], joints_2d, hard_rng)[0]
+    elif kind == "blurred":
+      images[t] = hard_cases.blur(images[t], hard_rng)
+  images = images + rng.normal(0, 0.02, np.shape(images))
   images = (np.clip(images, 0, 1) * 255).astype(np.uint8)
   rotation = np.asarray(full.rotation)
   to_camera = lambda p: np.asarray(p) @ rotation.T + full.translation
   for t in range(len(coords)):
-    crop = render.Camera(cameras.intrinsics[t], cameras.rotation[t], cameras.translation[t])
+    crop = _crop_at(cameras, t)
     yield {
         "image": images[t],
         "coordinates": coords[t].astype(np.float32),
@@ -103,8 +121,12 @@ def _clip(model, shapes, subject, movement, view, clip, coords, out, size, seed)
         "camera_translation": np.asarray(full.translation, np.float32),
         "subject": subject.index, "clip": clip, "frame": t,
         "movement": movement, "view": view, "frame_valid": True,
-        "coordinate_valid": np.ones(model.num_coordinates, bool),
+        "coordinate_valid": np.ones(model.num_coordinates, bool), "hard": kinds[t],
     }
+
+
+def _crop_at(cameras, t):
+  return render.Camera(cameras.intrinsics[t], cameras.rotation[t], cameras.translation[t])
 
 
 def crossing_scene(subject_index, movement, frames, width, height, focal, distance, travel,

@@ -6,6 +6,8 @@ import jax
 import numpy as np
 
 from d3ke_jax import calibration, checkpoints, devices, runs
+from d3ke_jax.data import hard as hard_cases
+from d3ke_jax.io.atomic import atomic_write
 from d3ke_jax.nets import from_config
 from d3ke_jax.train import cms, metrics, per_frame, report, temporal
 from d3ke_jax.train import stage as stages
@@ -76,7 +78,7 @@ def evaluate_run(workdir, split="test", checkpoint="best", out_dir=None, coordin
                                model.body_names, axis, extent, out_dir, rate,
                                coordinate=coordinate, clip=clip,
                                frames_per_s=len(truth["clip"]) / predicted["seconds"])
-  result["uncertainty"] = None
+  result["uncertainty"] = result["uncertainty_hard"] = None
   if calibration.has_uncertainty(predicted):
     calibrated = calibration.load(workdir)
     if calibrated is None or calibrated[0] != predicted["step"]:  # missing, or another step's
@@ -90,4 +92,24 @@ def evaluate_run(workdir, split="test", checkpoint="best", out_dir=None, coordin
     result["paths"]["risk_coverage.png"] = calibration.plot_risk_coverage(
         os.path.join(out_dir, "risk_coverage.png"), curve)
     result["uncertainty"] = summary
+    if "hard" in truth:  # the synthetic dataset's hard frames against its clean ones
+      result["uncertainty_hard"] = _report_hard_frames(
+          out_dir, split, result["paths"], calibration.judge_groups(
+              rotational, predicted, truth, layout, calibrated[1],
+              hard_cases.groups(truth["hard"])))
   return result
+
+
+def _report_hard_frames(out_dir, split, paths, rows):
+  """Writes the hard-vs-clean table as ``uncertainty_hard.csv``/``.md`` and appends it to
+  ``uncertainty.md``; returns the rows."""
+  paths.update(report.write_table(
+      out_dir, "uncertainty_hard", rows, title=f"Uncertainty on {split}: hard frames against "
+      "clean (MAE and SD of the angles in deg; coverage and rho over all coordinates)"))
+  with open(paths["uncertainty.md"]) as f:
+    text = f.read()
+  with open(paths["uncertainty_hard.md"]) as f:
+    text += "\n#" + f.read()  # a section of the uncertainty report
+  with atomic_write(paths["uncertainty.md"]) as f:
+    f.write(text)
+  return rows

@@ -19,9 +19,9 @@ LABELS = ("coordinates", "scales", "joints", "markers", "frame_valid", "coordina
 
 
 def split_labels(source):
-  """The ``LABELS`` of every record of ``source``, and ``markers_valid`` and
-  ``pelvis_rotation`` where it has them."""
-  return labels(source, LABELS, optional=("markers_valid", "pelvis_rotation"))
+  """The ``LABELS`` of every record of ``source``, and ``markers_valid``,
+  ``pelvis_rotation`` and ``hard`` (the synthetic dataset's hard frames) where it has them."""
+  return labels(source, LABELS, optional=("markers_valid", "pelvis_rotation", "hard"))
 
 
 def make_stage(config, workdir, mesh):
