@@ -448,7 +448,7 @@ def test_a_run_trained_on_synthetic_renders_says_so(inference, run_dir):
   frames.csv and, in red, atop angles.png; every file still reads."""
   folder, err = inference
   with open(os.path.join(run_dir, runs.DATA_FILE)) as f:
-    assert json.load(f) == {"dataset": "d3ke_synthetic", "config": "micro", "version": "1.1.0",
+    assert json.load(f) == {"dataset": "d3ke_synthetic", "config": "micro", "version": "1.2.0",
                             "synthetic": True}
   warning = runs.synthetic_warning(run_dir)
   assert warning == (f"warning: {run_dir} was trained on synthetic renders "
