@@ -7,12 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from d3ke_jax.nets import heads
 from d3ke_jax.nets import uncertainty as uncertainty_lib
-from d3ke_jax.nets.d3ke import PerFrameD3KE, images_from_batch
-from d3ke_jax.skeleton import load_osim, make_layout
 from d3ke_jax.skeleton.rotations import rotvec_to_matrix
-from d3ke_jax.train import step as steps
+from heads_check import HeadCheck
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -47,64 +44,18 @@ def test_rotation_angle_is_the_angle_between_rotations():
                              atol=2e-3)
 
 
-def _network_and_batch(uncertainty_head):
-  model = load_osim()
-  layout = make_layout(model, include_root=False)
-  network = PerFrameD3KE(heads.bounds_for(model, layout), stage_sizes=(1, 1, 1, 1), groups=4,
-                         head_hidden=16, uncertainty_head=uncertainty_head)
-  rng = np.random.default_rng(1)
-  n, size = 4, 32
-  batch = {"image": rng.integers(0, 256, (n, size, size, 3)).astype(np.uint8),
-           "coordinates": rng.normal(0, 0.2, (n, model.num_coordinates)).astype(np.float32),
-           "scales": rng.uniform(0.9, 1.1, (n, model.num_bodies, 3)).astype(np.float32),
-           "pelvis_rotation": np.asarray(rotvec_to_matrix(rng.normal(size=(n, 3))),
-                                         np.float32),
-           "joints": rng.normal(0, 0.3, (n, model.num_joints, 3)).astype(np.float32),
-           "markers": rng.normal(0, 0.3, (n, model.num_markers, 3)).astype(np.float32),
-           "frame_valid": np.array([True, True, True, False]),
-           "coordinate_valid": rng.uniform(size=(n, model.num_coordinates)) > 0.1}
-  return model, layout, network, jax.tree.map(jnp.asarray, batch)
-
-
 def test_uncertainty_head_leaves_the_kinematics_and_their_gradient_unchanged():
   """The same backbone and kinematic head with and without an uncertainty head: equal
   kinematics, equal D3KE loss terms, equal gradients of every other parameter; the head's
   loss trains the head alone; it starts at ``uncertainty.INITIAL``."""
-  model, layout, network, batch = _network_and_batch(True)
-  _, _, plain, _ = _network_and_batch(False)
-  images = images_from_batch(batch)
-  variables = network.init(jax.random.PRNGKey(0), images)
-  assert "uncertainty_head" in variables["params"]
-  without = {"params": {k: v for k, v in variables["params"].items()
-                        if k != "uncertainty_head"}, "batch_stats": variables["batch_stats"]}
-  kinematics, state = network.apply(variables, images, mutable=["intermediates"])
-  scales = state["intermediates"][uncertainty_lib.UNCERTAINTY][0]
-  for b, initial in zip(scales, uncertainty_lib.INITIAL):
+  check = HeadCheck("uncertainty_head")
+  for b, initial in zip(check.sown[uncertainty_lib.UNCERTAINTY][0], uncertainty_lib.INITIAL):
     np.testing.assert_allclose(b, initial, rtol=1e-5)
-  for a, b in zip(kinematics, plain.apply(without, images)):
-    np.testing.assert_array_equal(a, b)
-
-  def loss_of(net, params, variables):
-    loss, (terms, _, predictions, _) = steps._loss(  # pylint: disable=protected-access
-        net, model, layout, None, images_from_batch, steps.d3ke_objective, params,
-        variables["batch_stats"], batch, jax.random.PRNGKey(0), True)
-    return loss, (terms, predictions)
-
-  (loss, (terms, predictions)), grads = jax.value_and_grad(
-      lambda p: loss_of(network, p, variables), has_aux=True)(variables["params"])
-  (plain_loss, (plain_terms, plain_predictions)), plain_grads = jax.value_and_grad(
-      lambda p: loss_of(plain, p, without), has_aux=True)(without["params"])
-  assert set(terms) == set(plain_terms) | {"uncertainty"}
-  assert len(predictions) == len(plain_predictions) + 1  # the scales are predicted too
-  for name in plain_terms:
-    np.testing.assert_array_equal(terms[name], plain_terms[name])
-  np.testing.assert_allclose(loss, plain_loss + terms["uncertainty"], rtol=1e-6)
-  for (path, g), g_plain in zip(jax.tree_util.tree_leaves_with_path(
-      {k: v for k, v in grads.items() if k != "uncertainty_head"}), jax.tree.leaves(plain_grads)):
-    np.testing.assert_array_equal(g, g_plain, err_msg=jax.tree_util.keystr(path))
+  check.assert_objective_unchanged("uncertainty")
+  assert len(check.predictions) == len(check.plain_predictions) + 1  # the scales too
   # The head's output layer starts at zero weights: only it moves at the first step.
   assert all(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree.leaves(
-      grads["uncertainty_head"]["out"]))
+      check.grads["uncertainty_head"]["out"]))
 
 
 def test_the_head_learns_the_scale_of_the_errors():
