@@ -88,6 +88,10 @@ def _train_command(data_dir, workdir):
            "--workdir", str(workdir)] + [f"--config.{k}={v}" for k, v in values.items()])
 
 
+# Four launches of whole training runs (about 5 minutes on 2 cores): run with -m slow. The
+# default suite keeps the multi-process checkpoint layouts below and, in test_trainer.py,
+# the stops and resumes of one process.
+@pytest.mark.slow
 def test_two_processes_stop_resume_and_match_one_process(tmp_path, data_dir):
   cache = tmp_path / "xla"
   one, two = tmp_path / "one", tmp_path / "two"
