@@ -39,6 +39,15 @@ REFERENCE_NOISE = 0.005  # metres, RMS distance
 # nine joints, gimbal-locked shoulders) start where they were instead of following the
 # noise or jumping to an equally good mirror solution.
 TRACKING_WEIGHT = 1e-3
+# Frames a fit leaves far off their markers are in a wrong local minimum (an arm tracked
+# onto the other branch of a shoulder near its singular pose, say) or see bad markers: a
+# residual above OUTLIER_FACTOR times the trial's noise (RMS) and above OUTLIER_FLOOR
+# metres. The worst RESCUED_FRAMES of them are solved again from RESCUE_STARTS random
+# poses, then each of them from its neighbours' solutions; the lowest cost wins.
+OUTLIER_FACTOR = 1.5
+OUTLIER_FLOOR = 2e-4
+RESCUED_FRAMES = 16
+RESCUE_STARTS = 8
 # A frame has converged when its next step moves no coordinate by more than
 # STEP_TOLERANCE (radians or metres) and no coordinate's gradient could lower the cost by
 # more than GRADIENT_TOLERANCE^2 / 2 (|g| / sqrt(curvature) below it, in metres of marker
@@ -333,6 +342,11 @@ def _nielsen(damping, growth, gain, accepted):
           jnp.where(accepted, 2.0, growth * 2))
 
 
+def _root_coordinates(model):
+  """The coordinates of the root joint."""
+  return [c for j, _, c in model.axis_inputs if j == model.root_joint]
+
+
 def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
   """Levenberg-Marquardt iterations for frames x (N, F), until every frame has converged
   (``_settled``) or after ``iterations``.
@@ -349,8 +363,7 @@ def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
   dtype = x.dtype
   low, high = _bounds(model, free, dtype)
   root_iterations, root_weights = root if root is not None else (0, problem.weights)
-  root_coordinates = {c for j, _, c in model.axis_inputs if j == model.root_joint}
-  root_active = jnp.asarray([c in root_coordinates for c in free])
+  root_active = jnp.asarray(np.isin(free, _root_coordinates(model)))
   last = root_iterations + iterations
 
   def step(state):
@@ -413,7 +426,8 @@ def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None,
   ``starts`` starting poses (the best fit, with a pull towards the default pose, wins),
   then every ``segment``-th frame (an anchor) warm-started from the anchor before, as
   OpenSim does from frame to frame. Fitting: every frame on its own, without a prior,
-  started on the line between its two anchors; the residuals give the marker noise.
+  started on the line between its two anchors; the residuals give the marker noise, and
+  frames left far above it are solved again (``_rescue``).
   Smoothing (the temporal prior): the whole sequence at once, minimising the marker costs
   of all frames plus a weight times each rotational coordinate's squared velocity, the
   weight being ``smoothing_weight`` scaled by (estimated noise / ``REFERENCE_NOISE``)^2.
@@ -539,14 +553,21 @@ def _bounds(model, free, dtype):
   return jnp.where(clamped, low, -jnp.inf), jnp.where(clamped, high, jnp.inf)
 
 
+def _random_rotations(model, free, count, seed):
+  """(count, F) free coordinates uniform in their ranges (within +-pi), fixed ``seed``;
+  and (F,) which of them are rotational (only those are meant to be used)."""
+  low, high = jnp.clip(jnp.asarray(model.coordinate_ranges)[np.array(free)].T, -np.pi, np.pi)
+  uniform = np.random.default_rng(seed).random((count, len(free)))
+  rotational = np.array([model.coordinate_types[i] == "rotational" for i in free])
+  return low + (high - low) * uniform, rotational
+
+
 def _starting_poses(model, free, base, starts):
   """(starts, F): the free coordinates of ``base``, then random poses (fixed seed) with
   rotations uniform in their ranges (within +-pi) and translations at ``base``."""
   index = np.array(free)
-  low, high = np.clip(np.asarray(model.coordinate_ranges, float)[index].T, -np.pi, np.pi)
-  rotational = np.array([model.coordinate_types[i] == "rotational" for i in free])
-  random = np.random.default_rng(0).uniform(low, high, (starts - 1, len(free)))
-  poses = np.where(rotational, random, base[index])
+  random, rotational = _random_rotations(model, free, starts - 1, seed=0)
+  poses = np.where(rotational, np.asarray(random), base[index])
   return np.concatenate([base[index][None], poses]).astype(base.dtype)
 
 
@@ -744,8 +765,10 @@ def _solve_sequence(model, problem, base, first, used_starts, velocity_weight, *
   fraction = jnp.asarray(position - below, tracked.dtype)[:, None]
   x = (1 - fraction) * tracked[below] + fraction * tracked[above]
   # Every frame fitted on its own, without a prior: its residuals tell the marker noise.
-  x, markers, _, _ = _levenberg_marquardt(model, free, x, base, problem, iterations)
+  x, markers, cost, _ = _levenberg_marquardt(model, free, x, base, problem, iterations)
   valid = jnp.sum(_present(problem.targets), axis=1) >= 3
+  x, markers, _ = _rescue(model, free, problem, x, markers, cost, base, valid,
+                          iterations=iterations, cold_iterations=cold_iterations)
   weight = velocity_weight * (_noise(problem, markers, valid, len(free)) / REFERENCE_NOISE)**2
   # A continuing chunk (one start: the previous chunk's last frame) is linked to it.
   link = weight * (used_starts == 1)
@@ -753,20 +776,77 @@ def _solve_sequence(model, problem, base, first, used_starts, velocity_weight, *
                  smoothing_iterations)
 
 
-def _noise(problem, fitted, valid, coordinates):
-  """The markers' noise (RMS distance, metres) estimated from the residuals of fits of
-  frames on their own (``fitted``: the model's markers): the median over ``valid``
-  frames of their weighted mean squared residual, corrected for the ``coordinates`` each
-  fit spends on the residuals."""
+def _frame_noise(problem, fitted, coordinates):
+  """(T,) each frame's weighted mean squared marker residual (m^2) at its fit (``fitted``:
+  the model's markers), corrected for the ``coordinates`` the fit spends on it; NaN where
+  no degree of freedom is left."""
   present = _present(problem.targets)
   squared = jnp.sum(_weighted_error(problem, fitted)[1]**2, axis=(1, 2))
   weight = jnp.sum(jnp.where(present, problem.weights, 0.0), axis=1)
   count = jnp.sum(present, axis=1)
   freedom = 3 * count - coordinates
-  usable = valid & (freedom > 0) & (weight > 0)
-  per_frame = squared / jnp.where(usable, weight, 1.0) * 3 * count / jnp.where(
-      usable, freedom, 1)
-  return jnp.sqrt(jnp.nanmedian(jnp.where(usable, per_frame, jnp.nan)))
+  usable = (freedom > 0) & (weight > 0)
+  return jnp.where(usable, squared / jnp.where(usable, weight, 1.0) * 3 * count
+                   / jnp.where(usable, freedom, 1), jnp.nan)
+
+
+def _noise(problem, fitted, valid, coordinates):
+  """The markers' noise (RMS distance, metres) estimated from the residuals of fits of
+  frames on their own: the median of ``_frame_noise`` over ``valid`` frames."""
+  return jnp.sqrt(jnp.nanmedian(jnp.where(valid, _frame_noise(problem, fitted, coordinates),
+                                          jnp.nan)))
+
+
+def _rescue(model, free, problem, x, fitted, cost, base, valid, *, iterations, cold_iterations):
+  """Frames fitted on their own (x, their markers ``fitted``, their costs) with the outliers
+  solved again (see ``OUTLIER_FACTOR``): the worst ``RESCUED_FRAMES`` from
+  ``RESCUE_STARTS`` random poses each, then a sweep forwards and one backwards in which
+  each outlier starts from its neighbour's solution. A frame keeps the lowest cost."""
+  frames, size = x.shape
+  coordinates = len(free)
+  limit = (OUTLIER_FACTOR**2 * _noise(problem, fitted, valid, coordinates)**2
+           + OUTLIER_FLOOR**2)
+  outlying = lambda one, markers, ok: ok & (_frame_noise(one, markers, coordinates) > limit)
+
+  def again(state):
+    x, fitted, cost = state
+    count = min(frames, RESCUED_FRAMES)
+    residual = jnp.where(outlying(problem, fitted, valid),
+                         _frame_noise(problem, fitted, coordinates), -1.0)
+    _, worst = jax.lax.top_k(residual, count)
+    # The root keeps its orientation: a start turned round would end a full turn away.
+    random, rotational = _random_rotations(model, free, RESCUE_STARTS, seed=1)
+    rotational &= ~np.isin(free, _root_coordinates(model))
+    starts = jnp.where(rotational, jnp.asarray(random, x.dtype), x[worst][:, None])
+    many = _per_frame(problem, lambda a: jnp.repeat(a[worst], RESCUE_STARTS, axis=0))
+    xs, markers, costs, _ = _levenberg_marquardt(model, free, starts.reshape(-1, size), base,
+                                                 many, cold_iterations)
+    costs = jnp.where(jnp.repeat(residual[worst] > 0, RESCUE_STARTS), costs, jnp.inf)
+    best = jnp.argmin(costs.reshape(count, -1), axis=1) + RESCUE_STARTS * jnp.arange(count)
+    better = costs[best] < cost[worst]
+    keep = lambda new, old: old.at[worst].set(
+        jnp.where(better.reshape((-1,) + (1,) * (old.ndim - 1)), new[best], old[worst]))
+    state = (keep(xs, x), keep(markers, fitted), keep(costs, cost))
+
+    def from_neighbour(state, pair):
+      x, fitted, cost = state
+      frame, neighbour = pair
+      one = _per_frame(problem, lambda a: jax.lax.dynamic_slice_in_dim(a, frame, 1))
+      redo = outlying(one, fitted[frame][None], valid[frame][None])[0]
+      new_x, new_markers, new_cost, _ = _levenberg_marquardt(
+          model, free, x[neighbour][None], base, one, jnp.where(redo, iterations, 0))
+      better = redo & (new_cost[0] < cost[frame])
+      keep = lambda new, old: old.at[frame].set(jnp.where(better, new[0], old[frame]))
+      return (keep(new_x, x), keep(new_markers, fitted), keep(new_cost, cost)), None
+
+    # (frame, neighbour): forwards, then backwards; one loop (one compiled solver).
+    later = np.arange(1, frames)
+    pairs = np.concatenate([np.stack([later, later - 1], 1),
+                            np.stack([later - 1, later], 1)[::-1]])
+    return jax.lax.scan(from_neighbour, state, pairs)[0]
+
+  return jax.lax.cond(jnp.any(outlying(problem, fitted, valid)), again, lambda s: s,
+                      (x, fitted, cost))
 
 
 def _present(targets):
