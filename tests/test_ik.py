@@ -204,6 +204,7 @@ def test_at_least_as_accurate_as_opensim_inverse_kinematics_tool():
   assert np.max(worse) < 1.0, names[int(np.argmax(worse))]
 
 
+@pytest.mark.slow  # about 40 s on 2 cores: two programs of the sequence solver
 def test_chunks_pad_short_trials_without_changing_the_solution():
   # 60 frames are solved as 64 (a shared compilation); the empty frames at the end change
   # nothing: tracking runs forward and the moving average skips frames without markers.
@@ -261,8 +262,9 @@ def test_chunks_join_without_a_jump():
   assert step(chunked) < 1.75 * step(whole)
 
 
-@pytest.mark.parametrize("path", [None, "full_body_wo_hands.osim",
-                                  pytest.param("full_body.osim", marks=pytest.mark.slow)])
+# The paper's two models (about 45 s each on 2 cores) with -m slow.
+@pytest.mark.parametrize("path", [None, *(pytest.param(p, marks=pytest.mark.slow) for p in (
+    "full_body_wo_hands.osim", "full_body.osim"))])
 def test_exact_markers_give_every_determined_coordinate_back(path):
   # Motions sweeping every coordinate's range up to +-1 rad (not near the default pose),
   # scaled bodies, a subject turning +-60 deg, exact markers: the default solve has no

@@ -157,12 +157,13 @@ def test_normalisation_is_torchvisions_per_channel(network):
   hand into the equivalent input, as the runs from before (centred)."""
   rng = np.random.default_rng(1)
   images = jnp.asarray(rng.uniform(size=(2, 32, 32, 3)), jnp.float32)
-  variables = network.init(jax.random.PRNGKey(0), images)
+  variables = jax.jit(network.init)(jax.random.PRNGKey(0), images)
   mean, std = map(np.array, INPUT_NORMALISATIONS["imagenet"])
   np.testing.assert_allclose(mean, [0.485, 0.456, 0.406])  # torchvision's ImageNet weights
   np.testing.assert_allclose(std, [0.229, 0.224, 0.225])
-  imagenet = network.apply(variables, images)
-  centred = network.clone(normalisation="centred").apply(variables, (images - mean) / std + 0.5)
+  imagenet = jax.jit(network.apply)(variables, images)
+  centred = jax.jit(network.clone(normalisation="centred").apply)(
+      variables, (images - mean) / std + 0.5)
   for a, b in zip(imagenet, centred):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 

@@ -168,6 +168,7 @@ def test_an_interrupted_build_resumes_without_redoing_finished_subjects(manual_d
   assert not os.path.exists(builder._work_dir())  # pylint: disable=protected-access
 
 
+@pytest.mark.slow  # about 25 s on 2 cores: a second whole build, through Apache Beam
 def test_beam_builds_the_same_records(built, manual_dir, tmp_path):
   from apache_beam.options.pipeline_options import PipelineOptions
   builder, _, _ = built
