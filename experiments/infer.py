@@ -26,6 +26,7 @@ import os
 import sys
 import time
 
+from absl import logging
 import numpy as np
 
 from d3ke_jax import cli, runs
@@ -132,6 +133,9 @@ def check_prediction(prediction, video, file_boxes):
 
 def main(argv=None):
   args = parse(argv)
+  # orbax warns of a run copied without its checkpoints' metadata files at WARNING: nothing
+  # to act on, and it would come before a user error's one line.
+  logging.set_verbosity(logging.ERROR)
   videos = videos_of(args.video)
   cli.check_writable_directory(args.out, "--out")
   if any(os.path.abspath(args.out) == os.path.abspath(v) for v in videos):
