@@ -146,9 +146,9 @@ IK_TRIALS = {
     "wide": (300, 30.0, dict(limit=1.0, turn=np.radians(90), noise=0.003, gaps=10)),
     "exact": (240, 60.0, dict(limit=np.pi, turn=np.radians(90), noise=0.0,
                               scale_spread=0.1)),
-    "ranges 25 Hz": (120, 25.0, dict(limit=np.pi, turn=np.radians(60), noise=0.005,
+    "ranges_25hz": (120, 25.0, dict(limit=np.pi, turn=np.radians(60), noise=0.005,
                                      scale_spread=0.1, gaps=10)),
-    "ranges 120 Hz": (240, 120.0, dict(limit=np.pi, turn=np.radians(60), noise=0.002,
+    "ranges_120hz": (240, 120.0, dict(limit=np.pi, turn=np.radians(60), noise=0.002,
                                        gaps=10)),
 }
 
@@ -290,8 +290,8 @@ def main(argv=None):
                   help="motions: gait (120 frames at 60 Hz, pelvis +-30 deg, 3 mm noise), "
                   "turning (600 at 100 Hz, turning round both ways, scaled subject, 5 mm, "
                   "gaps), wide (300 at 30 Hz, coordinates within +-1 rad, gaps); across "
-                  "whole ranges: exact (240 at 60 Hz, scaled, no noise), 'ranges 25 Hz' "
-                  "(120, scaled, 5 mm, gaps), 'ranges 120 Hz' (240, 2 mm, gaps)")
+                  "whole ranges: exact (240 at 60 Hz, scaled, no noise), ranges_25hz "
+                  "(120, scaled, 5 mm, gaps), ranges_120hz (240, 2 mm, gaps)")
   ik.add_argument("--seeds", nargs="+", type=cli.number(int, 0, inclusive=True), default=[0],
                   help="random seeds of the trials (each trial once per seed)")
   ik.add_argument("--long", type=count, help="also a trial of this many frames like "

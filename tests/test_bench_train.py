@@ -88,6 +88,7 @@ def test_the_table_shows_the_rates_and_ratios_of_the_calls(tmp_path, capsys, mon
   assert len(rows) == 4
 
 
+@pytest.mark.slow  # about 25 s on 2 cores: the whole benchmark command
 def test_the_command_measures_a_tiny_config(tmp_path, capsys, monkeypatch):
   monkeypatch.setattr(bench_train.loader, "usable_cpus", lambda: 2)
   path = tmp_path / "tiny.py"

@@ -66,7 +66,7 @@ def test_build_data_unwritable_data_dir(tmp_path, capsys):
     (["fk", "--models", "no/such.osim"], "no/such.osim: no such OpenSim model file"),
     (["ik", "--long", "1.5"], "argument --long: '1.5' is not an integer > 0"),
     (["ik", "--trials", "walk"], "argument --trials: invalid choice: 'walk' (choose from "
-     "'gait', 'turning', 'wide')"),
+     "'exact', 'gait', 'ranges_120hz', 'ranges_25hz', 'turning', 'wide')"),
     (["ik", "--model", "no/such.osim"], "no/such.osim: no such OpenSim model file"),
     (["sideways"], "argument benchmark: invalid choice: 'sideways' (choose from 'fk', 'ik', "
      "'resnext', 'truth', 'infer', 'steer', 'train')"),

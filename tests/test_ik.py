@@ -168,6 +168,7 @@ def test_first_frame_from_several_starts_escapes_a_wrong_minimum():
   assert np.all(several <= single + 1e-4)
 
 
+@pytest.mark.slow  # about 40 s on 2 cores: the smoothed and unsmoothed solvers
 def test_temporal_prior_makes_noisy_angles_more_accurate():
   model = _model()
   truth, markers = _trial(model, seed=6, noise=0.005)
@@ -245,6 +246,7 @@ def test_inseparable_coordinates_move_the_markers_only_together():
   np.testing.assert_allclose(markers(both), markers(poses), atol=2e-6)
 
 
+@pytest.mark.slow  # about 60 s on 2 cores: chunked and whole solves of one trial
 def test_chunks_join_without_a_jump():
   # The temporal prior links a chunk's first frame to the previous chunk's last one.
   model = _model()

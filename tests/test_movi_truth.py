@@ -94,6 +94,7 @@ def test_measurements_resolve_on_the_papers_model():
   assert len(kept) == 47
 
 
+@pytest.mark.slow  # about 35 s on 2 cores
 def test_scales_are_recovered():
   inputs, truth = _subject()
   model = _model()
