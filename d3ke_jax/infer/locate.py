@@ -228,6 +228,8 @@ class PeopleDetector:
 
   WINDOW = 1.6  # the searched window, in sides of the expected square box
   HEIGHT = 100  # the person's height in pixels the window is resized to (the SVM's 96)
+  HIT = -0.5  # the SVM's score threshold (OpenCV's default 0; lower: more detections, the
+  # gate with the person's last box keeping out those elsewhere)
 
   def __init__(self):
     try:
@@ -253,7 +255,7 @@ class PeopleDetector:
                              (max(64, int((x1 - x0) * factor)),
                               max(128, int((y1 - y0) * factor))))
     found, _ = self.hog.detectMultiScale(window, winStride=(8, 8), padding=(16, 16),
-                                         scale=1.1)
+                                         scale=1.1, hitThreshold=self.HIT)
     found = np.asarray(found, float).reshape(-1, 4)
     # The SVM's 64x128 window holds a 96-px person, centred: their box is 3/4 of it.
     centre = found[:, :2] + found[:, 2:] / 2
