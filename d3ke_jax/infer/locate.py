@@ -34,8 +34,11 @@ JOIN = 0.06
 # theirs a running mean, by LEARN per frame found).
 COLOUR_GATE, BANDS = 50, 4
 # A person whose box has under STILL_CHANGE of its pixels changed (by THRESHOLD) since the
-# last frame they were found in stands still there.
+# last frame they were found in stands still there...
 STILL_CHANGE = 0.15
+# ... or, coming to rest, under STILL_CHANGE changed from frame to frame for SETTLE frames
+# in a row, at most SETTLE_WITHIN frames after last found moving (or by the detector).
+SETTLE, SETTLE_WITHIN = 5, 300
 # A region under 1 / PART of the person's last side is part of them: it tells where they
 # are across, not their size or height.
 PART = 1.15
@@ -288,7 +291,8 @@ class BackgroundTracker:
     self.detector = PeopleDetector() if detector is None else detector
     self.previous, self.missed = None, 0
     self.colour = None  # the person's mean colour
-    self.template = None  # (slices, mask, pixels) of the person where last seen moving
+    self.template = None  # (slices, pixels) of the person where last found
+    self.recent, self.settled, self.moved = None, 0, 0  # for ``still``
 
   @classmethod
   def of_video(cls, path):
@@ -337,8 +341,10 @@ class BackgroundTracker:
         source = DETECTOR if box is not None else None
     if index is not None:
       self.remember(colours[index])
+    self.moved += 1
     if box is not None and source != STILL:
       self.template = self.pixels(small, box)
+      self.moved, self.settled, self.recent = 0, 0, None
     self.learn(small, mask, box if box is not None else self.previous)
     return box, source
 
@@ -385,15 +391,23 @@ class BackgroundTracker:
 
   def still(self, small):
     """Whether the person stands still where last seen: under ``STILL_CHANGE`` of the
-    pixels of their box changed by more than ``THRESHOLD`` since."""
+    pixels of their box changed (by more than ``THRESHOLD``) since; or, coming to rest
+    (their last steps changed more), since the frame before for ``SETTLE`` frames in a row,
+    within ``SETTLE_WITHIN`` frames of being seen moving."""
     if self.template is None:
       return False
     where, pixels = self.template
-    changed = np.abs(small[where] - pixels).sum(-1) > THRESHOLD
-    if not changed.size or changed.mean() >= STILL_CHANGE:
+    current = small[where]
+    changed = lambda before: np.mean(np.abs(current - before).sum(-1) > THRESHOLD)
+    if not current.size:
       return False
-    self.template = (where, small[where])
-    return True
+    calm = self.recent is not None and changed(self.recent) < STILL_CHANGE
+    self.settled, self.recent = (self.settled + 1 if calm else 0), current
+    if changed(pixels) < STILL_CHANGE or (self.settled >= SETTLE
+                                          and self.moved <= SETTLE_WITHIN):
+      self.template = (where, current)
+      return True
+    return False
 
   def pixels(self, small, box):
     """(where, pixels) of ``small`` in the person box inside the square ``box``."""
