@@ -1,8 +1,8 @@
 """The person finder (``locate.BackgroundTracker``, what ``experiments.infer`` runs without
 ``--boxes``) on rendered static-camera clips (``experiments.bench_boxes``: a portrait view,
 a textured backdrop, camera noise, H.264) with known full-body boxes: it holds the person
-(IoU > 0.7 with the true box on at least 90 % of frames; ``bench boxes`` measures all
-frames of larger clips), covers their legs where their trousers match the background,
+(IoU > 0.7 with the true box on at least 90 % of frames, the issue's bar 80 %; ``bench
+boxes`` measures larger clips), covers their legs where their trousers match the background,
 keeps a person who stops found, and a second person passing does not take the box."""
 
 import numpy as np
@@ -26,13 +26,14 @@ def clips(tmp_path_factory):
   return out
 
 
-@pytest.mark.parametrize("name", ["second", "slow", "stop_second", "legs"])
-def test_the_box_holds_the_person(clips, name):
-  """On one machine: median IoU 0.82-0.84, every frame above 0.74 (before this finder:
-  slow 0.41, legs 0.42, stop_second 0.56 at 270x480)."""
+@pytest.mark.parametrize("name, median", [("second", 0.9), ("slow", 0.9), ("legs", 0.9),
+                                          ("stop_second", 0.78)])
+def test_the_box_holds_the_person(clips, name, median):
+  """On one machine: median IoU 0.96, 0.94, 0.96 and 0.82, every frame above 0.79 (the
+  finder before: slow 0.41, legs 0.42 and stop_second 0.56 on bench boxes' clips)."""
   truth, found, _ = clips[name]
   overlap = boxes.iou(found, truth)
-  assert np.median(overlap) > 0.75 and np.mean(overlap > 0.7) >= 0.9, overlap
+  assert np.median(overlap) > median and np.mean(overlap > 0.7) >= 0.9, overlap
 
 
 def test_a_person_who_stops_stays_found_and_keeps_the_box(clips):

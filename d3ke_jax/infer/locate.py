@@ -26,6 +26,10 @@ MIN_AREA = 1e-3  # a foreground region covers at least this fraction of the fram
 # The tracked person's region passes ``boxes.passes_gate`` with their last box, its reach
 # widened by GATE_GROWTH sides per frame since they were last found.
 GATE_GROWTH = 0.1
+# A person's markers (and a pose detector's keypoints: eyes, not the top of the head) span
+# about SILHOUETTE of their silhouette's height (1 / 1.10 on the renders of bench boxes):
+# the box of a foreground region is scaled by it, to the box the network was trained on.
+SILHOUETTE = 0.91
 # Foreground pieces overlapping in x and at most JOIN of the frame's height apart in y are
 # one region (a person falls apart where their clothes match the background).
 JOIN = 0.06
@@ -42,6 +46,7 @@ SETTLE, SETTLE_WITHIN = 5, 300
 # A region under 1 / PART of the person's last side is part of them: it tells where they
 # are across, not their size or height.
 PART = 1.15
+SHRINK = 0.98  # ... and shrinks their box by this factor
 # The background learns from each frame outside the person's box (its side grown by GROW):
 # by LEARN where nothing moves (noise, light), by ABSORB where something does (a parked
 # second mover, the place a person stood in the median background).
@@ -260,9 +265,10 @@ class PeopleDetector:
     found, _ = self.hog.detectMultiScale(window, winStride=(8, 8), padding=(16, 16),
                                          scale=1.1, hitThreshold=self.HIT)
     found = np.asarray(found, float).reshape(-1, 4)
-    # The SVM's 64x128 window holds a 96-px person, centred: their box is 3/4 of it.
+    # The SVM's 64x128 window holds a 96-px person (silhouette), centred: their box is 3/4
+    # of it, their markers' ``SILHOUETTE`` of that.
     centre = found[:, :2] + found[:, 2:] / 2
-    half = found[:, 2:] * 0.375 * np.array([0.5, 1.0])
+    half = found[:, 2:] * 0.375 * SILHOUETTE * np.array([0.5, 1.0])
     scale = np.array([(x1 - x0) / window.shape[1], (y1 - y0) / window.shape[0]])
     return np.concatenate([(centre - half) * scale, (centre + half) * scale], 1) + [
         x0, y0, x0, y0]
@@ -320,6 +326,7 @@ class BackgroundTracker:
     mask = self.foreground(small)
     corners, areas, colours = self.regions(small, mask)
     squares = boxes.from_corners(corners * self.stride, boxes.MARGIN)
+    squares = boxes.from_centre(boxes.centre(squares), squares[:, 2:] * SILHOUETTE)
     box, source, index = None, None, None
     if self.previous is None:
       if len(squares):
@@ -383,11 +390,12 @@ class BackgroundTracker:
   def whole(self, box):
     """The person's box from that of a region of them: a region under 1 / ``PART`` of
     their last box's side is part of them (the rest still, or the colour of the
-    background), and gives only their place across (their last box's side and height)."""
+    background), and gives only their place across (their last box's height; its side
+    shrunk by ``SHRINK``, so that a box found too large recovers)."""
     if box[2] * PART >= self.previous[2]:
       return box
     return boxes.from_centre(np.array([boxes.centre(box)[0], boxes.centre(self.previous)[1]]),
-                             self.previous[2:])
+                             self.previous[2:] * SHRINK)
 
   def still(self, small):
     """Whether the person stands still where last seen: under ``STILL_CHANGE`` of the
