@@ -12,6 +12,8 @@ around their projected markers, the form of the issue's full-body box). The clip
 - ``stop``: walking, then standing still for the rest of the clip (more than half of it:
   the clip's median frame holds them);
 - ``stop_second``: stopping, and a second person passing behind them while they stand;
+- ``front``: a second person crossing the other way in front of them, hiding them for a
+  while;
 - ``legs``: walking in trousers of nearly the colour of the backdrop behind them (a fifth
   of the rendered contrast: background subtraction sees their legs only in parts).
 
@@ -35,12 +37,15 @@ from d3ke_jax.io.video import FrameReader, write_video
 from d3ke_jax.skeleton import forward_kinematics
 
 CHUNK = 4  # frames rendered at once (memory)
-CLIPS = ("walk", "second", "slow", "stop", "stop_second", "legs")
+CLIPS = ("walk", "second", "slow", "stop", "stop_second", "legs", "front")
 LEGS = ("pelvis", "femur_r", "tibia_r", "femur_l", "tibia_l")  # the trousers
 LOW_CONTRAST = 0.2  # their difference from the backdrop, of what the renderer draws
 WIDTH, HEIGHT = 270, 480  # a quarter of a portrait 1080x1920 phone video
 DISTANCE, FOCAL = 4.5, 520.0  # the person about 2/3 of the frame's height
 NOISE = 3.0  # camera noise, levels (standard deviation per pixel and channel)
+
+
+_DRAW = jax.jit(jax.vmap(render.render, in_axes=(None, None, 0, None, None)))
 
 
 def _person(model, subject_index, frames, lateral, depth, stop=None):
@@ -70,16 +75,20 @@ def render_clip(name, frames=72, width=WIDTH, height=HEIGHT, seed=0):
   travel = 0.12 if name == "slow" else 0.6
   stop = int(0.4 * frames) if name.startswith("stop") else None
   people = [_person(model, 7, frames, travel * (2 * time - 1), 0.0, stop)]
+  depths = [0.0]
   if name in ("second", "stop_second"):  # further back, crossing the other way
     people.append(_person(model, 8, frames, 1.4 * (1 - 2 * time), 1.5))
+    depths.append(1.5)
+  if name == "front":  # nearer, crossing the other way in front of them
+    people.append(_person(model, 8, frames, 1.0 * (1 - 2 * time), -1.0))
+    depths.append(-1.0)
   shapes = render.body_shapes(model)
-  draw = jax.jit(jax.vmap(render.render, in_axes=(None, None, 0, None, None)))
   layers, truth = [], None
   for k, (coords, body_scales) in enumerate(people):
     outfit = shapes._replace(colour=render.clothing_colours(
         model.body_names, np.random.default_rng([seed, k])))
     out = forward_kinematics(model, coords, scales=body_scales)
-    parts = [draw(view, outfit, out.body_transforms[t:t + CHUNK], jnp.asarray(body_scales),
+    parts = [_DRAW(view, outfit, out.body_transforms[t:t + CHUNK], jnp.asarray(body_scales),
                   jnp.asarray(backdrop)) for t in range(0, frames, CHUNK)]
     image = np.concatenate([np.asarray(image) for image, _ in parts])
     body = np.concatenate([np.asarray(body) for _, body in parts])
@@ -92,8 +101,8 @@ def render_clip(name, frames=72, width=WIDTH, height=HEIGHT, seed=0):
       pixels = np.asarray(render.project(view, out.markers)[0])
       truth = np.asarray(boxes.square(pixels, boxes.MARGIN), float)
   images = np.broadcast_to(backdrop, (frames, height, width, 3)).copy()
-  for image, mask in reversed(layers):  # the nearest person drawn last
-    images[mask] = image[mask]
+  for k in np.argsort(depths)[::-1]:  # the nearest person drawn last
+    images[layers[k][1]] = layers[k][0][layers[k][1]]
   images = images * 255 * rng.uniform(0.98, 1.02, (frames, 1, 1, 1))  # flicker
   images += rng.normal(0, NOISE, images.shape)
   return np.clip(np.round(images), 0, 255).astype(np.uint8), truth

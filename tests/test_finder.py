@@ -17,23 +17,25 @@ FRAMES, WIDTH, HEIGHT = 30, 136, 240
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-  """{name: (true boxes, found boxes, sources)} of small clips (about 12 s to render)."""
+  """{name: (true boxes, found boxes, sources)} of small clips (about 15 s to render)."""
   folder, out = tmp_path_factory.mktemp("clips"), {}
-  for name in ("second", "slow", "stop_second", "legs"):
+  for name in ("second", "slow", "stop_second", "legs", "front"):
     path, truth = bench_boxes.write_clip(str(folder / f"{name}.mp4"), name, frames=FRAMES,
                                          width=WIDTH, height=HEIGHT)
     out[name] = (truth, *bench_boxes.find(path))
   return out
 
 
-@pytest.mark.parametrize("name, median", [("second", 0.9), ("slow", 0.9), ("legs", 0.9),
-                                          ("stop_second", 0.78)])
-def test_the_box_holds_the_person(clips, name, median):
-  """On one machine: median IoU 0.96, 0.94, 0.96 and 0.82, every frame above 0.79 (the
-  finder before: slow 0.41, legs 0.42 and stop_second 0.56 on bench boxes' clips)."""
+@pytest.mark.parametrize("name, median, above", [
+    ("second", 0.9, 0.9), ("slow", 0.9, 0.9), ("legs", 0.9, 0.9), ("stop_second", 0.78, 0.9),
+    ("front", 0.85, 0.8)])
+def test_the_box_holds_the_person(clips, name, median, above):
+  """On one machine: median IoU 0.96, 0.94, 0.96, 0.82 and 0.94; every frame above 0.79
+  but in ``front``, 89 % (the finder before: slow 0.41, legs 0.42, stop_second 0.56 and
+  front 0.50 on bench boxes' clips)."""
   truth, found, _ = clips[name]
   overlap = boxes.iou(found, truth)
-  assert np.median(overlap) > median and np.mean(overlap > 0.7) >= 0.9, overlap
+  assert np.median(overlap) > median and np.mean(overlap > 0.7) >= above, overlap
 
 
 def test_a_person_who_stops_stays_found_and_keeps_the_box(clips):

@@ -37,6 +37,7 @@ JOIN = 0.06
 # summed RGB difference, 0-765, of the mean colours of BANDS horizontal bands, averaged;
 # theirs a running mean, by LEARN per frame found).
 COLOUR_GATE, BANDS = 50, 4
+COLOUR_GROWTH = 5  # ... widened by this per frame unfound (their colours change: light)
 # A person whose box has under STILL_CHANGE of its pixels changed (by THRESHOLD) since the
 # last frame they were found in stands still there...
 STILL_CHANGE = 0.15
@@ -44,7 +45,8 @@ STILL_CHANGE = 0.15
 # in a row, at most SETTLE_WITHIN frames after last found moving (or by the detector).
 SETTLE, SETTLE_WITHIN = 5, 300
 # A region under 1 / PART of the person's last side is part of them: it tells where they
-# are across, not their size or height.
+# are across, not their size or height; one over PART times their usual side (a running
+# mean, by LEARN) is them merged with another mover: the detector decides, else held.
 PART = 1.15
 SHRINK = 0.98  # ... and shrinks their box by this factor
 # The background learns from each frame outside the person's box (its side grown by GROW):
@@ -296,7 +298,8 @@ class BackgroundTracker:
     self.stride = _stride(width)
     self.detector = PeopleDetector() if detector is None else detector
     self.previous, self.missed = None, 0
-    self.colour = None  # the person's mean colour
+    self.colour = None  # the person's colours (``_colours``)
+    self.size = None  # their box's side, a running mean
     self.template = None  # (slices, pixels) of the person where last found
     self.recent, self.settled, self.moved = None, 0, 0  # for ``still``
 
@@ -336,11 +339,15 @@ class BackgroundTracker:
       reach = boxes.GATE + GATE_GROWTH * self.missed
       near = boxes.passes_gate(squares, self.previous, reach) if len(squares) else []
       if self.colour is not None and len(squares):
-        near &= np.array([_colour_distance(c, self.colour) <= COLOUR_GATE for c in colours])
+        gate = COLOUR_GATE + COLOUR_GROWTH * self.missed
+        near &= np.array([_colour_distance(c, self.colour) <= gate for c in colours])
       if np.any(near):
         score = boxes.distance(squares, self.previous) / self.previous[2]
         index = int(np.argmin(np.where(near, score, np.inf)))
         box, source = self.whole(squares[index]), BACKGROUND
+        if squares[index, 2] > self.size * PART:  # them and another mover, merged
+          box, index = self.detected(frame, reach), None
+          source = DETECTOR if box is not None else None
       elif self.still(small):
         box, source = self.previous, STILL
       else:
@@ -348,6 +355,8 @@ class BackgroundTracker:
         source = DETECTOR if box is not None else None
     if index is not None:
       self.remember(colours[index])
+      side = squares[index, 2]
+      self.size = side if self.size is None else (1 - LEARN) * self.size + LEARN * side
     self.moved += 1
     if box is not None and source != STILL:
       self.template = self.pixels(small, box)
@@ -426,7 +435,7 @@ class BackgroundTracker:
 
   def detected(self, frame, reach):
     """The square box of a person the ``detector`` sees near the last box, passing the
-    gate, or None."""
+    gate, of the person's usual size (within ``PART``), or None."""
     if self.detector is None:
       return None
     found = self.detector(frame, self.previous)
@@ -434,6 +443,8 @@ class BackgroundTracker:
       return None
     squares = boxes.from_corners(found, boxes.MARGIN)
     near = boxes.passes_gate(squares, self.previous, reach)
+    if self.size is not None:  # of their size (not a nearer or further passer-by)
+      near &= np.abs(np.log(squares[:, 2] / self.size)) <= np.log(PART)
     if not near.any():
       return None
     return squares[int(np.argmin(np.where(near, boxes.distance(squares, self.previous),
