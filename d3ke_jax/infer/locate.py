@@ -289,9 +289,11 @@ class BackgroundTracker:
   start (in the median background), or a parked second mover, fades into it. When no
   region passes: a person standing still where they were last found (their pixels still
   those of that frame: ``STILL``) is found there; else OpenCV's HOG people detector
-  (``PeopleDetector``) near their last box, if it sees someone passing the gate;
-  else the last box is held and the frame flagged, the gate widening while they stay
-  unfound (hidden, or gone) so that they are found again where they reappear."""
+  (``PeopleDetector``) near their last box, if it sees someone of their size passing the
+  gate; else the last box is held and the frame flagged, the gates widening while they
+  stay unfound (hidden, or gone) so that they are found again where they reappear. A
+  region much smaller than them is part of them (``PART``: where they are across); one
+  much larger, them merged with another mover (the detector decides, else held)."""
 
   def __init__(self, background_image, width, detector=None):
     self.background = np.asarray(background_image, np.float32)
@@ -353,7 +355,8 @@ class BackgroundTracker:
       else:
         box = self.detected(frame, reach)
         source = DETECTOR if box is not None else None
-    if index is not None:
+    if index is not None and (self.previous is None
+                              or squares[index, 2] * PART >= self.previous[2]):  # whole
       self.remember(colours[index])
       side = squares[index, 2]
       self.size = side if self.size is None else (1 - LEARN) * self.size + LEARN * side
@@ -397,8 +400,8 @@ class BackgroundTracker:
                                       (1 - LEARN) * self.colour + LEARN * colour))
 
   def whole(self, box):
-    """The person's box from that of a region of them: a region under 1 / ``PART`` of
-    their last box's side is part of them (the rest still, or the colour of the
+    """The person's box from a region of them: its box, but for a region under 1 / ``PART``
+    of their last box's side: part of them (the rest still, or the colour of the
     background), and gives only their place across (their last box's height; its side
     shrunk by ``SHRINK``, so that a box found too large recovers)."""
     if box[2] * PART >= self.previous[2]:
