@@ -1,5 +1,5 @@
 """Benchmarks: ``python -m experiments.bench ik``, ``resnext [--batches 1 16] [--sizes 224
-256]``; ``fk``, ``truth``, ``infer``, ``steer`` and ``train`` in their own modules
+256]``; ``fk``, ``truth``, ``infer``, ``steer``, ``boxes`` and ``train`` in their own modules
 (``experiments/bench_*.py``).
 
 Each prints a table of throughput (median of repeated runs after warm-up) with the device
@@ -281,7 +281,8 @@ def main(argv=None):
   sub = parser.add_subparsers(dest="benchmark", required=True)
   # Benchmarks kept in their own modules (they import helpers from this one).
   # pylint: disable-next=g-import-not-at-top
-  from experiments import bench_fk, bench_infer, bench_steer, bench_train, bench_truth
+  from experiments import (bench_boxes, bench_fk, bench_infer, bench_steer, bench_train,
+                           bench_truth)
   bench_fk.add_parser(sub)
   ik = sub.add_parser("ik", help="inverse kinematics vs OpenSim's InverseKinematicsTool")
   ik.add_argument("--model", help="OpenSim model (default: ../shared/reference's full-body "
@@ -305,6 +306,7 @@ def main(argv=None):
   bench_truth.add_parser(sub)
   bench_infer.add_parser(sub)
   bench_steer.add_parser(sub)
+  bench_boxes.add_parser(sub)
   bench_train.add_parser(sub)
   args = parser.parse_args(argv)
   models = args.models if args.benchmark == "fk" else [getattr(args, "model", None)]

@@ -4,13 +4,15 @@ For each video (``--video`` may be a folder: every video in it), writes into
 ``OUT/<video name>/``: ``<name>.mot`` (every model coordinate, degrees and metres; the
 pelvis orientation in the camera's frame turned to OpenSim's axes: x right, y up, z towards
 the viewer), ``<name>.trc`` (the model's markers, metres, root-relative, same frame),
-``<name>_scaled.osim`` (the median body scales), ``frames.csv`` (time, box, whether a
-person was found, the box's source), ``<name>_overlay.mp4`` and ``angles.png``. The person's
+``<name>_scaled.osim`` (the median body scales), ``frames.csv`` (the person box as
+``frame,x0,y0,x1,y1``, the form ``--boxes`` reads back, then time, whether a person was
+found, the box's source), ``<name>_overlay.mp4`` and ``angles.png``. The person's
 boxes come from ``--boxes`` (CSV ``frame,x0,y0,x1,y1`` or JSON; or a folder holding
 ``<name>.csv`` or ``.json`` for each video) or, without it, from background subtraction
-(a static camera) following one person (``locate.BackgroundTracker``). A run trained with a
-box head then moves each frame's crop onto the person as the network sees them
-(``--steer`` times at most; ``steered`` in ``frames.csv`` counts the moves). A per-frame
+(a static camera) following one person (``locate.BackgroundTracker``, with OpenCV's HOG
+people detector as a second opinion). A run trained with a box head then moves each
+frame's crop onto the person as the network sees them, where its box agrees with the
+finder's (``--steer`` times at most; ``steered`` in ``frames.csv`` counts the moves). A per-frame
 run with a calibrated uncertainty head (its ``calibration.json``) also gives
 ``<name>_sd.mot`` (each coordinate's standard deviation, the same columns and units as
 ``<name>.mot``) and ``confidence_sd_deg`` in ``frames.csv`` (the median standard deviation
@@ -45,8 +47,9 @@ def parse(argv):
   parser.add_argument("--workdir", required=True, help="the trained run")
   parser.add_argument("--out", default="infer", help="output folder (default: ./infer)")
   parser.add_argument("--stage", choices=STAGES, help="default: the run's own stage")
-  parser.add_argument("--boxes", help="per-frame person boxes: a CSV (header frame,x0,y0,x1,y1) "
-                      "or JSON file ([{\"frame\": i, \"box\": [x0, y0, x1, y1]}, ...]) "
+  parser.add_argument("--boxes", help="per-frame person boxes: a CSV (header frame,x0,y0,x1,y1, "
+                      "other columns ignored: an earlier run's frames.csv reads) or JSON file "
+                      "([{\"frame\": i, \"box\": [x0, y0, x1, y1]}, ...]) "
                       "of upright pixels, frames from 0; or a folder of <video name>.csv/.json")
   parser.add_argument("--steer", type=cli.number(int, 0, inclusive=True), default=STEER_STEPS,
                       help="re-crops of a frame on the network's box of the person (runs with "

@@ -69,7 +69,12 @@ def test_build_data_unwritable_data_dir(tmp_path, capsys):
      "'exact', 'gait', 'ranges_120hz', 'ranges_25hz', 'turning', 'wide')"),
     (["ik", "--model", "no/such.osim"], "no/such.osim: no such OpenSim model file"),
     (["sideways"], "argument benchmark: invalid choice: 'sideways' (choose from 'fk', 'ik', "
-     "'resnext', 'truth', 'infer', 'steer', 'train')"),
+     "'resnext', 'truth', 'infer', 'steer', 'boxes', 'train')"),
+    (["boxes", "--frames", "0"], "argument --frames: '0' is not an integer > 0"),
+    (["boxes", "--clips", "run"], "argument --clips: invalid choice: 'run' (choose from "
+     "'walk', 'second', 'slow', 'stop', 'stop_second', 'legs')"),
+    (["boxes", "--workdir", "no/such/run"], "no/such/run: no such directory; is it the "
+     "workdir of a training run?"),
     (["steer", "--workdir", "no/such/run"], "no/such/run: no such directory; is it the "
      "workdir of a training run?"),
     (["steer", "--workdir", "run", "--jitter", "-0.1"],

@@ -36,6 +36,11 @@ BAD_BOXES = [  # (file name, content, the message after "<file>: ")
     ("letters.csv", H + "1,10,20,abc,60\n", "line 2 is not frame,x0,y0,x1,y1 numbers"),
     ("short.csv", H + "1,10,20,30\n", "line 2 is not frame,x0,y0,x1,y1 numbers"),
     ("headless.csv", "0,10,10,30,40\n", "the first row must be the header frame,x0,y0,x1,y1"),
+    # An earlier run's frames.csv, edited: its other columns are ignored, its boxes checked.
+    ("frames.csv", H.strip() + ",time,person_found,box_source,steered,warning\n"
+     "0,10,10,30,40,0.000000,1,background,0,\"warning: a, b\"\n"
+     "1,30,10,20,40,0.033333,0,held,1,\"warning: a, b\"\n",
+     "line 3: the box of frame 1 is not x0 < x1, y0 < y1 (30, 10, 20, 40)"),
     ("binary.csv", bytes(range(256)), "not a text .csv file (it holds binary data)"),
     ("string.json", '[{"frame": 0, "box": "1234"}]',
      'entry 1: the box is not 4 numbers [x0, y0, x1, y1] ("1234")'),

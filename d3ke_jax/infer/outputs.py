@@ -185,21 +185,33 @@ def _confidence(model, layout, prediction):
   return frame_sd_deg(prediction.uncertainty.coords, types == "rotational")
 
 
+def person_corners(crops, margin=boxes.MARGIN):
+  """(T, 4) x0, y0, x1, y1: the person box inside each square crop (T, 3), the one that
+  ``--boxes`` (``locate.read_boxes``: a square with ``margin`` around it) turns back into
+  that crop."""
+  crops = np.asarray(crops, float)
+  inner = crops[:, 2:] / (1 + 2 * margin)
+  low = boxes.centre(crops) - inner / 2
+  return np.concatenate([low, low + inner], 1)
+
+
 def write_frames_csv(path, prediction, confidence=None, warning=None):
-  """One row per frame: its time, crop box, whether the person was found, the box's source,
-  the crop's moves, (given ``confidence`` (T,) degrees) ``confidence_sd_deg`` and (given
+  """One row per frame: the person box of its crop as ``frame,x0,y0,x1,y1`` first (the
+  columns ``--boxes`` reads, which ignores the rest: the file, edited or not, can be fed
+  back; ``person_corners``), its time, whether the person was found, the box's source, the
+  crop's moves, (given ``confidence`` (T,) degrees) ``confidence_sd_deg`` and (given
   ``warning``) a ``warning`` column repeating it (a plain CSV: every reader takes it)."""
   extra = (["confidence_sd_deg"] if confidence is not None else []) + (
       ["warning"] if warning else [])
+  corners = person_corners(prediction.boxes)
   with atomic_write(path) as f:
     out = csv.writer(f)
-    out.writerow(["frame", "time", "x0", "y0", "side", "person_found", "box_source",
+    out.writerow(["frame", "x0", "y0", "x1", "y1", "time", "person_found", "box_source",
                   "steered"] + extra)
     for k, (t, box, found, source, steered) in enumerate(zip(
-        prediction.time, prediction.boxes, prediction.found, prediction.source,
-        prediction.steered)):
+        prediction.time, corners, prediction.found, prediction.source, prediction.steered)):
       sd = [f"{confidence[k]:.3f}"] if confidence is not None else []
-      out.writerow([k, f"{t:.6f}", *(f"{v:.2f}" for v in box), int(found), source, steered,
+      out.writerow([k, *(f"{v:.3f}" for v in box), f"{t:.6f}", int(found), source, steered,
                     *sd, *([warning] if warning else [])])
   return path
 

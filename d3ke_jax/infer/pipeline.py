@@ -33,6 +33,9 @@ from d3ke_jax.nets.uncertainty import UNCERTAINTY, Uncertainty
 STAGES = ("per_frame", "sequence")
 STEER_STEPS = 2  # default re-crops of a frame on the network's box of the person in it
 STEER_IOU = 0.95  # a crop overlapping the network's box less than this is moved onto it
+# ... if that box overlaps the finder's (the image evidence: a boxes file, background
+# subtraction, the detector) at least this much, in frames where the finder found the person
+STEER_AGREE = 0.5
 BATCH_BYTES = 4 << 30  # the frames of a batch take at most this much device memory
 
 
@@ -194,18 +197,26 @@ def _batches(reader, locate, batch_size):
     first += count
 
 
-def steer_moves(new, old):
+def steer_moves(new, old, evidence=None):
   """(N,) bool: frames whose crop ``old`` (N, 3) moves to the network's box ``new``: it
   overlaps the crop less than ``STEER_IOU`` and passes the tracker's gate
-  (``boxes.passes_gate``), so a crop without the person cannot wander off."""
-  return np.isfinite(new).all(1) & (boxes.iou(new, old) < STEER_IOU) & boxes.passes_gate(new, old)
+  (``boxes.passes_gate``), so a crop without the person cannot wander off; and, where the
+  finder's box ``evidence`` (N, 3) is given (not NaN), it overlaps that at least
+  ``STEER_AGREE``: the network moves a crop only where the image agrees."""
+  moves = np.isfinite(new).all(1) & (boxes.iou(new, old) < STEER_IOU) & boxes.passes_gate(
+      new, old)
+  if evidence is not None:
+    known = np.isfinite(evidence).all(1)
+    moves &= ~known | (boxes.iou(new, np.where(known[:, None], evidence, 0.0)) >= STEER_AGREE)
+  return moves
 
 
 class _Steering:
   """Moves crops onto the person as the network sees them: each frame up to ``steps``
   times, cropped again on the network's box of it (from the frames on the devices) and
   predicted again (a whole batch, so that nothing recompiles, the moved frames taken from
-  it). Frames whose box is held (the person not found) start from the network's last box
+  it), where the network's box agrees with the finder's (``steer_moves``). Frames whose
+  box is held (the person not found) start from the network's last box
   instead, so the crops follow the person from batch to batch while the finder has lost
   them."""
 
@@ -219,10 +230,11 @@ class _Steering:
     crops, moves = batch.boxes.copy(), np.zeros(count, int)
     if self.last is not None:
       crops[np.flatnonzero(batch.sources == HELD)] = self.last
+    evidence = np.where(np.isin(batch.sources, FOUND)[:, None], batch.boxes[:count], np.nan)
     outputs = self.predictor.frames(placed, crops)
     for _ in range(self.steps):
       new = boxes.in_frame(outputs[2][:count], crops[:count])
-      moved = np.flatnonzero(steer_moves(new, crops[:count]))
+      moved = np.flatnonzero(steer_moves(new, crops[:count], evidence))
       if not len(moved):
         break
       crops[moved], moves[moved] = new[moved], moves[moved] + 1
