@@ -72,7 +72,7 @@ def test_build_data_unwritable_data_dir(tmp_path, capsys):
      "'resnext', 'truth', 'infer', 'steer', 'boxes', 'train')"),
     (["boxes", "--frames", "0"], "argument --frames: '0' is not an integer > 0"),
     (["boxes", "--clips", "run"], "argument --clips: invalid choice: 'run' (choose from "
-     "'walk', 'second', 'slow', 'stop', 'stop_second', 'legs')"),
+     "'walk', 'second', 'slow', 'stop', 'stop_second', 'legs', 'front')"),
     (["boxes", "--workdir", "no/such/run"], "no/such/run: no such directory; is it the "
      "workdir of a training run?"),
     (["steer", "--workdir", "no/such/run"], "no/such/run: no such directory; is it the "
