@@ -40,9 +40,9 @@ REFERENCE_NOISE = 0.005  # metres, RMS distance
 # noise or jumping to an equally good mirror solution.
 TRACKING_WEIGHT = 1e-3
 # Frames a fit leaves far off their markers are in a wrong local minimum (an arm tracked
-# onto the other branch of a shoulder near its singular pose, say) or see bad markers: a
-# residual above OUTLIER_FACTOR times the trial's noise (RMS) and above OUTLIER_FLOOR
-# metres. The worst RESCUED_FRAMES of them are solved again from RESCUE_STARTS random
+# onto the other branch of a shoulder near its singular pose, say) or see bad markers: an
+# RMS residual above OUTLIER_FACTOR times the trial's noise and OUTLIER_FLOOR metres (added
+# in quadrature). The worst RESCUED_FRAMES of them are solved again from RESCUE_STARTS random
 # poses, then each of them from its neighbours' solutions; the lowest cost wins.
 OUTLIER_FACTOR = 1.5
 OUTLIER_FLOOR = 2e-4
@@ -806,13 +806,13 @@ def _rescue(model, free, problem, x, fitted, cost, base, valid, *, iterations, c
   coordinates = len(free)
   limit = (OUTLIER_FACTOR**2 * _noise(problem, fitted, valid, coordinates)**2
            + OUTLIER_FLOOR**2)
-  outlying = lambda one, markers, ok: ok & (_frame_noise(one, markers, coordinates) > limit)
+  excess = lambda one, markers, ok: jnp.where(  # > 0: an outlier
+      ok, jnp.nan_to_num(_frame_noise(one, markers, coordinates) - limit, nan=-1.0), -1.0)
 
   def again(state):
     x, fitted, cost = state
     count = min(frames, RESCUED_FRAMES)
-    residual = jnp.where(outlying(problem, fitted, valid),
-                         _frame_noise(problem, fitted, coordinates), -1.0)
+    residual = excess(problem, fitted, valid)
     _, worst = jax.lax.top_k(residual, count)
     # The root keeps its orientation: a start turned round would end a full turn away.
     random, rotational = _random_rotations(model, free, RESCUE_STARTS, seed=1)
@@ -832,7 +832,7 @@ def _rescue(model, free, problem, x, fitted, cost, base, valid, *, iterations, c
       x, fitted, cost = state
       frame, neighbour = pair
       one = _per_frame(problem, lambda a: jax.lax.dynamic_slice_in_dim(a, frame, 1))
-      redo = outlying(one, fitted[frame][None], valid[frame][None])[0]
+      redo = excess(one, fitted[frame][None], valid[frame][None])[0] > 0
       new_x, new_markers, new_cost, _ = _levenberg_marquardt(
           model, free, x[neighbour][None], base, one, jnp.where(redo, iterations, 0))
       better = redo & (new_cost[0] < cost[frame])
@@ -845,7 +845,7 @@ def _rescue(model, free, problem, x, fitted, cost, base, valid, *, iterations, c
                             np.stack([later - 1, later], 1)[::-1]])
     return jax.lax.scan(from_neighbour, state, pairs)[0]
 
-  return jax.lax.cond(jnp.any(outlying(problem, fitted, valid)), again, lambda s: s,
+  return jax.lax.cond(jnp.any(excess(problem, fitted, valid) > 0), again, lambda s: s,
                       (x, fitted, cost))
 
 
