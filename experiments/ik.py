@@ -101,8 +101,9 @@ def report_undetermined(model, used):
     print(f"no marker moves {', '.join(names[c] for c in blind)}: left at their default "
           "values")
   for group in inseparable_coordinates(model, used):
-    print(f"the markers move {', '.join(names[c] for c in group)} only together: their "
-          "sum is determined, the split between them is not")
+    print(f"the markers do not tell apart how {', '.join(names[c] for c in group)} share "
+          "their motion (one combination of them moves no marker): that share is left "
+          "where tracking put it")
 
 
 def check_output(path, inputs):

@@ -89,13 +89,17 @@ def unobserved_coordinates(model: SkeletalModel, marker_names=None):
 
 def inseparable_coordinates(model: SkeletalModel, marker_names=None, poses=8):
   """Groups of free coordinates that the markers (default: all of the model's) move, yet
-  never tell apart: only a combination of each group is determined, at every pose (e.g.
-  two rotations about one axis with no marker on the body between them). IK leaves the
-  rest of such a group where its pose prior puts it.
+  never tell apart: at every pose some combination of each group moves no marker, so the
+  markers determine the group only up to that combination (e.g. two rotations about one
+  axis with no marker on the body between them, or two joints' axial turns about nearly
+  one line, which their lateral bend sets). IK leaves that combination where tracking
+  puts it.
 
-  Found from the marker Jacobian at ``poses`` poses (the default and random ones): its
-  directions that move no marker at any of them. A coordinate that the markers separate
-  only weakly, or only at some poses, is not in a group.
+  Found from the marker Jacobian at ``poses`` poses (the default and random ones): at each,
+  its directions that move no marker. A coordinate is in a group when such directions
+  move it at every pose (a direction changing from pose to pose counts); one that the
+  markers separate only weakly, or only at some poses (a straight spine, a gimbal lock),
+  is not.
   """
   names = model.marker_names if marker_names is None else set(marker_names)
   used = np.array([n in names for n in model.marker_names])
@@ -105,18 +109,24 @@ def inseparable_coordinates(model: SkeletalModel, marker_names=None, poses=8):
   base = np.asarray(model.coordinate_defaults, np.float32)
   q = _full(free, _starting_poses(model, free, base, poses), base)
   _, jacobian = jax.jit(_marker_jacobian, static_argnums=1)(model, free, q, None)
-  columns = np.moveaxis(np.asarray(jacobian, float)[:, observed][:, :, used], 1, -1)
-  columns = columns.reshape(-1, len(observed))
-  columns /= np.linalg.norm(columns, axis=0)
+  columns = np.swapaxes(np.asarray(jacobian, float)[:, observed][:, :, used].reshape(
+      poses, len(observed), -1), 1, 2)  # (poses, 3M, F')
+  columns /= np.linalg.norm(columns, axis=1, keepdims=True)
   _, singular, directions = np.linalg.svd(columns, full_matrices=False)
   # Exact null directions sit at float32 rounding (~1e-8 of the largest singular value);
-  # the weakest real ones of the paper's models at ~1e-3.
-  null = directions[singular < 1e-5 * singular[0]]
-  linked = np.abs(null.T @ null) > 1e-2  # (F', F'): share a null direction
+  # the weakest real ones of the paper's models at ~1e-5.
+  null = directions * (singular < 1e-6 * singular[:, :1])[..., None]  # (poses, F', F')
+  overlap = np.abs(np.einsum("pnf,png->pfg", null, null))  # shared null directions
+  # Moved by null directions at every pose, by at least a tenth of their length.
+  undetermined = np.min(np.diagonal(overlap, axis1=1, axis2=2), axis=0) > 1e-2
+  linked = (np.max(overlap, axis=0) > 1e-2) & undetermined & undetermined[:, None]
   groups, seen = [], set()
-  for k in np.nonzero(np.diag(linked))[0]:
+  for k in np.nonzero(undetermined)[0]:
     if k not in seen:
-      group = set(np.nonzero(linked[k])[0])
+      group, frontier = {k}, {k}
+      while frontier:
+        frontier = set(np.nonzero(linked[list(frontier)].any(0))[0]) - group
+        group |= frontier
       seen |= group
       groups.append(tuple(sorted(free[observed[i]] for i in group)))
   return tuple(groups)
