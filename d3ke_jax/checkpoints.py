@@ -9,6 +9,7 @@ before the data item hold the state alone, as the item ``default``.
 
 import json
 import os
+import pathlib
 import sys
 from typing import Any, NamedTuple
 
@@ -174,7 +175,9 @@ def restore_state(workdir, which="best", mesh=None):
 
     def saved(step):  # the shapes and dtypes saved, replicated on ``mesh``
       item = _item_path(manager, step, LEGACY if _legacy(manager, step) else STATE)
-      tree = ocp.StandardCheckpointer().metadata(item).item_metadata.tree
+      # The item's own metadata: a checkpointer would also look for a step's metadata file
+      # in the item's folder, and warn that it is not there.
+      tree = ocp.StandardCheckpointHandler().metadata(pathlib.Path(item)).tree
       return jax.tree.map(lambda m: jax.ShapeDtypeStruct(
           m.shape, jax.dtypes.canonicalize_dtype(m.dtype), sharding=sharding), tree)
     _, restored = restore_newest(manager, saved)

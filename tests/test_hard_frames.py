@@ -4,13 +4,16 @@ the labels of the clean frame."""
 
 import functools
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from d3ke_jax import boxes
 from d3ke_jax.data import frames, hard, loader
 from d3ke_jax.data.d3ke_synthetic import D3keSynthetic
 from d3ke_jax.data.records import decode, labels, numeric
 from d3ke_jax.data.registry import quiet_tfds
+from d3ke_jax.train import step
 
 SIZE = 32
 
@@ -97,6 +100,24 @@ def test_outside_frames_cut_joints_off_and_their_labels_follow_the_crop():
     assert h["box"][2] < c["box"][2]  # zoomed in
     projected = h["joints"].astype(float) @ h["intrinsics"].astype(float).T
     np.testing.assert_allclose(projected[:, :2] / projected[:, 2:], h["joints_2d"], atol=2e-3)
+
+
+def test_the_box_head_learns_the_whole_person_on_outside_frames():
+  """On a frame whose crop cuts limbs off, the box head's target is still the whole
+  person's box (beyond the crop's edges): in the frame, the same box as the clean twin's,
+  so steering towards it brings the limbs back into the crop."""
+  pairs = [(h, c) for h, c in _pairs() if h["hard"] == "outside"]
+  batch = lambda examples: {key: jnp.asarray(np.stack([e[key] for e in examples]))
+                            for key in ("image", "markers", "markers_2d", "frame_valid")}
+  hard_target, mask = step.box_targets(batch([h for h, _ in pairs]))
+  clean_target, _ = step.box_targets(batch([c for _, c in pairs]))
+  np.testing.assert_array_equal(mask, 1)
+  low = np.asarray(hard_target[:, :2])
+  assert ((low < 0) | (low + np.asarray(hard_target[:, 2:]) > 1)).any(-1).all()  # past the crop
+  in_frame = lambda target, examples: boxes.in_frame(np.asarray(target),
+                                                     np.stack([e["box"] for e in examples]))
+  np.testing.assert_allclose(in_frame(hard_target, [h for h, _ in pairs]),
+                             in_frame(clean_target, [c for _, c in pairs]), rtol=1e-4)
 
 
 def test_blur_takes_the_image_detail_away():

@@ -13,7 +13,7 @@ from d3ke_jax import cli
 from d3ke_jax.infer import pipeline
 from d3ke_jax import calibration, runs
 from d3ke_jax.train import trainer
-from experiments import evaluate
+from experiments import evaluate, occluded_arm
 from experiments.configs import synthetic_tiny
 
 
@@ -93,3 +93,14 @@ def test_a_run_saved_without_the_head_evaluates_and_infers(old_run, capsys):
   outputs = predictor.frames(np.zeros((count, 48, 48, 3), np.uint8),
                              np.tile([[4.0, 4.0, 40.0]], (count, 1)))
   assert len(outputs) == 3 and np.all(np.isfinite(outputs[0].coords))
+
+
+@pytest.mark.slow  # a whole run with the head
+def test_the_occluded_arm_check_runs(with_head, tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(occluded_arm, "FRAMES", 4)
+  occluded_arm.main(["--workdir", with_head, "--out", str(tmp_path)])
+  out = capsys.readouterr().out
+  assert "| occluded | right |" in out and "| clean | left |" in out
+  for name in ("clean", "occluded"):
+    assert os.path.isfile(tmp_path / name / f"{name}_overlay.mp4")
+  assert (tmp_path / "frame.png").is_file()
