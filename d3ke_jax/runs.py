@@ -53,15 +53,17 @@ def load_config(workdir):
   return ml_collections.ConfigDict(_with_later_keys(config))
 
 
-# Keys per-frame configs gained later, with the values that give runs saved without them
-# the behaviour they were trained with.
-LATER_MODEL_KEYS = {"input_normalisation": "centred", "pretrained": "", "box_head": False,
-                    "uncertainty_head": False}
+# Keys each stage's configs gained later, with the values that give runs saved without
+# them the behaviour they were trained with.
+LATER_MODEL_KEYS = {"per_frame": {"input_normalisation": "centred", "pretrained": "",
+                                  "box_head": False, "uncertainty_head": False},
+                    "sequence": {"uncertainty_head": False}}
 
 
 def _with_later_keys(config):
-  if config.get("stage") == "per_frame" and isinstance(config.get("model"), dict):
-    config["model"] = dict(LATER_MODEL_KEYS, **config["model"])
+  later = LATER_MODEL_KEYS.get(config.get("stage"))
+  if later and isinstance(config.get("model"), dict):
+    config["model"] = dict(later, **config["model"])
   return config
 
 

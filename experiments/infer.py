@@ -12,8 +12,9 @@ boxes come from ``--boxes`` (CSV ``frame,x0,y0,x1,y1`` or JSON; or a folder hold
 (a static camera) following one person (``locate.BackgroundTracker``, with OpenCV's HOG
 people detector as a second opinion). A run trained with a box head then moves each
 frame's crop onto the person as the network sees them, where its box agrees with the
-finder's (``--steer`` times at most; ``steered`` in ``frames.csv`` counts the moves). A per-frame
-run with a calibrated uncertainty head (its ``calibration.json``) also gives
+finder's (``--steer`` times at most; ``steered`` in ``frames.csv`` counts the moves). A run
+with a calibrated uncertainty head (its ``calibration.json``; with ``--stage sequence``, the
+sequence run's, whose head gives the refined estimates' uncertainty) also gives
 ``<name>_sd.mot`` (each coordinate's standard deviation, the same columns and units as
 ``<name>.mot``) and ``confidence_sd_deg`` in ``frames.csv`` (the median standard deviation
 of the frame's rotational coordinates, degrees), drawn as +-1 SD bands in ``angles.png``
@@ -161,7 +162,7 @@ def main(argv=None):
   warning = runs.synthetic_warning(args.workdir)
   if warning:
     print(warning, file=sys.stderr)
-  if predictor.uncertain and predictor.windows is None and predictor.temperatures is None:
+  if predictor.uncertain and predictor.temperatures is None:
     print(f"warning: {args.workdir}: no calibration.json of its {args.checkpoint} checkpoint "
           f"(python -m experiments.evaluate --workdir {args.workdir} --checkpoint "
           f"{args.checkpoint} fits it): no standard deviations written", file=sys.stderr)

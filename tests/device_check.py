@@ -1,13 +1,15 @@
 """Run with XLA_FLAGS=--xla_force_host_platform_device_count=4: trains tiny networks for a
 few steps on a mesh of 1 device and on one of 4 devices with the same global batches, with
 augmentation and dropout on; prints the largest parameter difference of each network (or
-of those named as arguments). Used by tests/test_train_step.py."""
+of those named as arguments), the uncertainty head's apart. Used by
+tests/test_train_step.py."""
 
 import functools
 import sys
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -48,13 +50,15 @@ def batch_of(model, layout, n, rng, epoch=0):
 def window_batch_of(model, layout, n, rng):
   """``n`` windows of ``WINDOW`` frames: noisy per-frame estimates and their ground truth."""
   frames, kin = batch_of(model, layout, n * WINDOW, rng)
-  for key in ("image", "epoch", "record", "pelvis_rotation", "intrinsics"):
+  for key in ("image", "epoch", "record", "intrinsics"):
     del frames[key]
   batch = {"input_coords": np.asarray(kin.coords) + rng.normal(0, 0.05, kin.coords.shape),
            "input_scales": np.asarray(kin.scales), "input_rotation": np.asarray(kin.rotation),
-           **frames}
-  return {k: np.asarray(v).reshape((n, WINDOW) + v.shape[1:]).astype(v.dtype)
-          for k, v in batch.items()}
+           "input_uncertainty_coords": rng.uniform(0.01, 0.3, kin.coords.shape),
+           "input_uncertainty_scales": rng.uniform(0.01, 0.1, kin.scales.shape),
+           "input_uncertainty_rotation": rng.uniform(0.01, 0.3, n * WINDOW), **frames}
+  return {k: np.asarray(v).reshape((n, WINDOW) + v.shape[1:]).astype(
+      np.float32 if v.dtype == np.float64 else v.dtype) for k, v in batch.items()}
 
 
 def per_frame_network(model, layout):
@@ -67,7 +71,7 @@ def per_frame_network(model, layout):
 
 def sequence_network(name, model, layout):
   """A sequence network as stage 2 builds it, small, with dropout (the TCN also with its own
-  BatchNorm)."""
+  BatchNorm), stage 1's uncertainty as input and its own uncertainty head."""
   config = tcn.get_config()
   config.model.network = name
   config.window = WINDOW
@@ -77,12 +81,12 @@ def sequence_network(name, model, layout):
                              "dropout": 0.3}}
   config.model.options = options[name]
   assert set(options[name]) == set(common.SEQUENCE_OPTIONS[name])
-  bounds = heads.bounds_for(model, layout)
-  window = lambda x: jnp.broadcast_to(jnp.asarray(x, jnp.float32), (1, WINDOW) + np.shape(x))
-  sample = heads.Kinematics(window(bounds.coordinate_centre), window(bounds.scale_centre),
-                            window(np.eye(3)))
-  return (from_config.sequence_network(config, model, layout), sample,
-          train_step.kinematics_from_batch, None)
+  first = ml_collections.ConfigDict({"model": {"uncertainty_head": True}})  # stage 1's
+  network = from_config.sequence_network(config, model, layout, first)
+  assert network.uncertainty_input and network.uncertainty_head
+  sample = train_step.estimates_from_batch(window_batch_of(model, layout, 1,
+                                                           np.random.default_rng(1)))
+  return network, sample, train_step.estimates_from_batch, None
 
 
 def run(mesh, batches, model, layout, network, sample, inputs, prepare):
@@ -112,10 +116,12 @@ def main():
     parts = make(model, layout)
     one, loss_one = run(devices.make_mesh(jax.devices()[:1]), batches, model, layout, *parts)
     four, loss_four = run(devices.make_mesh(jax.devices()), batches, model, layout, *parts)
-    difference = max(float(np.max(np.abs(a - b))) for a, b in
-                     zip(jax.tree.leaves(one), jax.tree.leaves(four)))
-    print(f"{name} max_param_difference {difference:.3e} loss_one {float(loss_one):.6f} "
-          f"loss_four {float(loss_four):.6f}")
+    differences = [(path[0].key == "uncertainty_head", float(np.max(np.abs(a - b))))
+                   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(one),
+                                           jax.tree.leaves(four))]
+    largest = lambda head: max([d for h, d in differences if h == head] or [0.0])
+    print(f"{name} max_param_difference {largest(False):.3e} loss_one {float(loss_one):.6f} "
+          f"loss_four {float(loss_four):.6f} head_difference {largest(True):.3e}")
 
 
 if __name__ == "__main__":

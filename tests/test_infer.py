@@ -24,14 +24,14 @@ from d3ke_jax.io.mot import read_mot
 from d3ke_jax.io.trc import read_trc
 from d3ke_jax.io.video import FrameReader, write_video
 from d3ke_jax.nets import from_config, heads
-from d3ke_jax.nets.d3ke import Pose
+from d3ke_jax.nets.d3ke import Estimates, Pose
 from d3ke_jax.skeleton import forward_kinematics, make_layout
 from d3ke_jax import calibration
-from d3ke_jax.train import per_frame, trainer
+from d3ke_jax.train import per_frame, temporal, trainer
 from d3ke_jax.train import step as steps
 from d3ke_jax.train.losses import loss_weights
 from experiments import infer
-from experiments.configs import synthetic_tiny
+from experiments.configs import synthetic_tiny, transformer
 
 FRAMES, WIDTH, HEIGHT, FOCAL = 20, 128, 96, 70.0
 
@@ -166,10 +166,10 @@ def test_opensim_reads_mot_with_scaled_model_and_reproduces_trc(inferred):
     np.testing.assert_allclose(ours, markers.positions[row], atol=2e-5)
 
 
-def test_angles_equal_the_evaluate_prediction_on_the_same_crops(inferred, scene, run_dir):
-  """The .mot's predicted coordinates against ``per_frame.predict_frames`` (evaluate's
-  path) on the same crops stored losslessly as records; float32 through the same compiled
-  network, so the difference is the .mot's 8 decimals."""
+@pytest.fixture(scope="module")
+def evaluated(inferred, scene, run_dir):
+  """(model, layout, records, predictions): ``per_frame.predict_frames`` (evaluate's path)
+  on the crops of the per-frame inference, stored losslessly as records."""
   config = runs.load_config(run_dir)
   model = from_config.load_model(config)
   layout = from_config.layout_for(config, model)
@@ -194,7 +194,14 @@ def test_angles_equal_the_evaluate_prediction_on_the_same_crops(inferred, scene,
   _, evaluate = steps.compile_steps(network, model, layout, loss_weights(config), None,
                                     mesh)
   state = checkpoints.restore_state(run_dir, mesh=mesh)
-  expected = per_frame.predict_frames(evaluate, state, records, 8, mesh)
+  return model, layout, records, per_frame.predict_frames(evaluate, state, records, 8, mesh)
+
+
+def test_angles_equal_the_evaluate_prediction_on_the_same_crops(inferred, run_dir, evaluated):
+  """The .mot's predicted coordinates against ``per_frame.predict_frames`` (evaluate's
+  path) on the same crops stored losslessly as records; float32 through the same compiled
+  network, so the difference is the .mot's 8 decimals."""
+  model, layout, _, expected = evaluated
   motion = read_mot(os.path.join(inferred, "walk.mot"),
                     rotational_names=[n for n, t in zip(model.coordinate_names,
                                                         model.coordinate_types)
@@ -218,6 +225,63 @@ def test_angles_equal_the_evaluate_prediction_on_the_same_crops(inferred, scene,
   full = forward_kinematics(model, jnp.asarray(motion.values, jnp.float32))
   np.testing.assert_allclose(np.asarray(full.body_transforms)[:, model.root_body, :3, :3],
                              outputs.CAMERA_TO_GROUND @ expected["rotation"], atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def sequence_dir(run_dir):
+  """A transformer run of 1 step (8-frame windows, the uncertainty head on) on the
+  per-frame run's outputs."""
+  config = transformer.get_config()
+  config.per_frame_workdir = run_dir
+  config.model.options = {"hidden": 16, "heads": 2, "feed_forward": 16, "layers": 1,
+                          "dropout": 0.1}
+  config.window, config.window_stride, config.batch_size = 8, 4, 4
+  config.max_steps, config.log_every_steps, config.checkpoint_every_steps = 1, 1, 1
+  workdir = os.path.join(os.path.dirname(run_dir), "sequence")
+  trainer.train_and_evaluate(config, workdir)
+  return workdir
+
+
+def test_the_sequence_stage_writes_its_own_calibrated_uncertainty(sequence_dir, scene,
+                                                                   evaluated, tmp_path):
+  """``--stage sequence``: the .mot, the _sd.mot and frames.csv's confidence are the
+  sequence network's refinement of the per-frame estimates (with their uncertainty) and its
+  own scales times its run's temperatures, as evaluate's path
+  (``temporal.predict_sequences``) gives them from the same per-frame estimates."""
+  with pytest.raises(SystemExit) as exit_:
+    cli.run(infer.main, ["--video", scene[0], "--workdir", sequence_dir, "--out",
+                         str(tmp_path), "--batch_size", "8", "--stage", "sequence"],
+            prog="infer")
+  assert exit_.value.code == 0
+  model, layout, records, first = evaluated
+  config = runs.load_config(sequence_dir)
+  network = from_config.sequence_network(config, model, layout, runs.per_frame_run(config))
+  assert network.uncertainty_input and network.uncertainty_head
+  mesh = devices.make_mesh()
+  _, evaluate = steps.compile_steps(network, model, layout, loss_weights(config), None, mesh,
+                                    inputs=steps.estimates_from_batch)
+  state = checkpoints.restore_state(sequence_dir, mesh=mesh)
+  truth = {k: np.stack([r[k] for r in records])
+           for k in temporal.TARGETS + temporal.OPTIONAL_TARGETS}
+  expected = temporal.predict_sequences(evaluate, state, temporal.window_arrays(first, truth),
+                                        np.zeros(len(records), int), config.window, 8, mesh)
+  rotational_names = [n for n, t in zip(model.coordinate_names, model.coordinate_types)
+                      if t == "rotational"]
+  folder = tmp_path / "walk"
+  index = np.array(layout.coordinates)
+  motion = read_mot(str(folder / "walk.mot"), rotational_names=rotational_names)
+  np.testing.assert_allclose(motion.values[:, index], expected["coords"], atol=1e-5)
+  step, temperatures = calibration.load(sequence_dir)
+  assert step == int(state.step)
+  sd = read_mot(str(folder / "walk_sd.mot"), rotational_names=rotational_names)
+  np.testing.assert_allclose(sd.values[:, index],
+                             np.sqrt(2) * expected["uncertainty_coords"] * temperatures.coords,
+                             rtol=1e-4, atol=1e-7)
+  rotational = np.array(model.coordinate_types)[index] == "rotational"
+  with open(folder / "frames.csv") as f:
+    confidence = [float(r["confidence_sd_deg"]) for r in csv.DictReader(f)]
+  np.testing.assert_allclose(confidence, np.degrees(np.median(sd.values[:, index][:, rotational],
+                                                              1)), atol=1e-3)
 
 
 def test_crop_samples_the_box_as_the_crop_camera_does():
@@ -366,12 +430,13 @@ def test_sequence_windows_cover_every_frame_once():
   seen = []
 
   def identity(windows):
+    windows = windows.kinematics
     seen.append(windows.coords.shape)
     return windows, Pose(windows.coords[..., None], windows.coords[..., None])
 
   predictor = pipeline.Predictor(model=None, layout=None, size=32, mesh=pipeline.local_mesh(),
                                  frames=None, window=window, windows=identity)
-  refined, pose = pipeline._sequence(predictor, kinematics, batch_size=2)
+  refined, pose = pipeline._sequence(predictor, Estimates(kinematics), batch_size=2)
   np.testing.assert_array_equal(refined.coords, kinematics.coords)
   np.testing.assert_array_equal(pose.joints[..., 0], kinematics.coords)
   assert set(seen) == {(2, window, 2)}  # fixed-size batches

@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from d3ke_jax.nets import heads
-from d3ke_jax.nets.d3ke import PerFrameD3KE, TemporalD3KE, skeletal_layer
+from d3ke_jax.nets.d3ke import Estimates, PerFrameD3KE, TemporalD3KE, skeletal_layer
 from d3ke_jax.nets.sequence import TCN, BiLSTM, LiftingTransformer
 from d3ke_jax.skeleton import forward_kinematics, load_osim, make_layout
 from d3ke_jax.skeleton.rotations import rotvec_to_matrix, sixd_to_matrix
@@ -187,12 +187,16 @@ def test_skeletal_layer_is_root_relative_and_scales_bones():
                                      LiftingTransformer(hidden=16, heads=2, feed_forward=32,
                                                         layers=1, max_frames=16)])
 def test_sequence_networks_keep_shape_and_start_as_identity(network):
+  """Identity at initialisation, of all channels or (``outputs``) the first ones."""
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 5), jnp.float32)
-  variables = network.init({"params": jax.random.PRNGKey(1)}, x)
-  y = network.apply(variables, x)
-  chex.assert_shape(y, x.shape)
-  chex.assert_type(y, jnp.float32)
-  np.testing.assert_array_equal(y, x)  # zero-initialised residual output: x + 0
+  for outputs, kept in ((0, 5), (3, 3)):
+    net = network.clone(outputs=outputs)
+    variables = net.init({"params": jax.random.PRNGKey(1)}, x)
+    y, features = net.apply(variables, x)
+    chex.assert_shape(y, x.shape[:-1] + (kept,))
+    chex.assert_type([y, features], jnp.float32)
+    chex.assert_shape(features, x.shape[:-1] + (variables["params"]["out"]["kernel"].shape[0],))
+    np.testing.assert_array_equal(y, x[..., :kept])  # zero-initialised residual output: x + 0
 
 
 def _dependence(network, frames=300, t=150):
@@ -202,7 +206,7 @@ def _dependence(network, frames=300, t=150):
   variables = jax.tree_util.tree_map_with_path(
       lambda path, v: jnp.ones_like(v) * 0.1 if "out" in jax.tree_util.keystr(path) else v,
       variables)
-  grad = jax.grad(lambda x: jnp.sum(network.apply(variables, x)[0, t]))(x)
+  grad = jax.grad(lambda x: jnp.sum(network.apply(variables, x)[0][0, t]))(x)
   return np.nonzero(np.any(np.abs(grad[0]) > 0, axis=-1))[0]
 
 
@@ -228,13 +232,13 @@ def test_temporal_model_keeps_kinematics_valid():
                          jnp.asarray(bounds.scale_centre, jnp.float32)[None, None].repeat(8, 1),
                          jnp.eye(3)[None, None].repeat(8, 1))
   net = TemporalD3KE(bounds, network="tcn", options=(("channels", 8), ("dilations", (1, 3))))
-  variables = net.init(jax.random.PRNGKey(0), kin)
-  out = net.apply(variables, kin)
+  variables = net.init(jax.random.PRNGKey(0), Estimates(kin))
+  out = net.apply(variables, Estimates(kin))
   chex.assert_type([out.coords, out.scales, out.rotation], jnp.float32)
   # Identity at init, up to decode(encode(.)); measured: 3.5e-7.
   np.testing.assert_allclose(out.coords, kin.coords, rtol=0, atol=1e-6)
   with pytest.raises(ValueError, match="unknown sequence network"):
-    TemporalD3KE(bounds, network="gru").init(jax.random.PRNGKey(0), kin)
+    TemporalD3KE(bounds, network="gru").init(jax.random.PRNGKey(0), Estimates(kin))
 
 
 @pytest.mark.slow  # about 1-2 minutes on 2 cores: ``pytest -m slow``

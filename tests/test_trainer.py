@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from d3ke_jax import checkpoints, cli, runs
+from d3ke_jax import calibration, checkpoints, cli, runs
 from d3ke_jax.train import ablation, evaluation, trainer
 from d3ke_jax.train.dataset import load_dataset
 from experiments import evaluate, train
@@ -292,6 +292,15 @@ def test_stage_two_trains_on_stage_one_outputs_and_logs_tensorboard(two_stages):
   assert os.listdir(second / "per_frame")  # stage-1 outputs cached
   lines = [json.loads(l) for l in open(second / "metrics.jsonl")]
   assert [l["step"] for l in lines if l["split"] == "train"] == [1, 2, 3]
+  # Stage 2 reads stage 1's uncertainty (P + 3 G + 1 channels beside the kinematics' P +
+  # 3 G + 6) and has its own head, trained and calibrated on validation.
+  step, temperatures = calibration.load(second)
+  best = checkpoints.restore_state(str(second), "best")
+  assert step == int(best.step)
+  assert all(np.all(np.isfinite(t)) and np.all(t > 0) for t in temperatures)
+  p, g = len(temperatures.coords), len(temperatures.scales)
+  assert best.params["sequence"]["embed"]["kernel"].shape[0] == 2 * p + 6 * g + 7
+  assert all("loss_uncertainty" in l for l in lines if l["split"] == "train")
   # TensorBoard event files for both splits; stage 1 also logged skeleton images.
   for run, split in ((second, "train"), (second, "validation"), (first, "validation")):
     assert any(f.startswith("events.out.tfevents")
@@ -317,21 +326,21 @@ def test_evaluate_writes_the_report_of_either_stage(two_stages, stage):
   assert result["MAE_angle_deg"] == pytest.approx(error[valid].mean(), rel=1e-5)
   rows = list(csv.DictReader(open(out / "per_subject.csv")))
   assert sorted(int(r["subject"]) for r in rows) == sorted(set(truth["subject"].tolist()))
-  if stage == "per_frame":  # a run with the uncertainty head: hard frames against clean
-    rows = list(csv.DictReader(open(out / "uncertainty_hard.csv")))
-    assert [r["group"] for r in rows] == ["clean", "occluded", "outside", "blurred", "hard",
-                                          "all"]
-    frames = {r["group"]: int(r["frames"]) for r in rows}
-    assert frames["all"] == len(truth["hard"]) and frames["hard"] == np.sum(
-        truth["hard"] != "none") > 0
-    assert frames["clean"] + frames["hard"] == frames["all"]
-    assert sum(frames[kind] for kind in ("occluded", "outside", "blurred")) == frames["hard"]
-    for r in rows:
-      assert float(r["SD_angle_deg"]) > 0 and np.isfinite(float(r["MAE_angle_deg"]))
-    assert float(rows[-1]["MAE_angle_deg"]) == pytest.approx(result["uncertainty"]["MAE_all"],
-                                                             rel=1e-4)
-    assert "hard frames against clean" in (out / "uncertainty.md").read_text()
-    assert result["uncertainty_hard"][0]["group"] == "clean"
+  # Both stages have an uncertainty head: hard frames against clean.
+  rows = list(csv.DictReader(open(out / "uncertainty_hard.csv")))
+  assert [r["group"] for r in rows] == ["clean", "occluded", "outside", "blurred", "hard",
+                                        "all"]
+  frames = {r["group"]: int(r["frames"]) for r in rows}
+  assert frames["all"] == len(truth["hard"]) and frames["hard"] == np.sum(
+      truth["hard"] != "none") > 0
+  assert frames["clean"] + frames["hard"] == frames["all"]
+  assert sum(frames[kind] for kind in ("occluded", "outside", "blurred")) == frames["hard"]
+  for r in rows:
+    assert float(r["SD_angle_deg"]) > 0 and np.isfinite(float(r["MAE_angle_deg"]))
+  assert float(rows[-1]["MAE_angle_deg"]) == pytest.approx(result["uncertainty"]["MAE_all"],
+                                                           rel=1e-4)
+  assert "hard frames against clean" in (out / "uncertainty.md").read_text()
+  assert result["uncertainty_hard"][0]["group"] == "clean"
 
 
 def test_evaluate_command_line(two_stages, capsys):

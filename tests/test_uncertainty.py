@@ -1,15 +1,21 @@
 """The uncertainty head: the Laplace arithmetic (against sampled errors), and that the head
 leaves D3KE's objective as the paper's (its gradient never reaches the backbone or the
-kinematic head), in float32."""
+kinematic head), in float32; likewise stage 2's head (never reaching the sequence network),
+and stage 1's scales as the sequence network's input."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from d3ke_jax.nets import heads
 from d3ke_jax.nets import uncertainty as uncertainty_lib
+from d3ke_jax.nets.d3ke import TemporalD3KE, uncertainty_features
+from d3ke_jax.skeleton import load_osim, make_layout
 from d3ke_jax.skeleton.rotations import rotvec_to_matrix
-from heads_check import HeadCheck
+from d3ke_jax.train import step as steps
+from heads_check import HeadCheck, tiny_windows
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -79,3 +85,52 @@ def test_the_head_learns_the_scale_of_the_errors():
   b = np.asarray(head.apply(params, features).coords)
   np.testing.assert_allclose(b[hard].mean(), 0.2, rtol=0.1)
   np.testing.assert_allclose(b[~hard].mean(), 0.02, rtol=0.1)
+
+
+def _sequence_networks():
+  """A tiny TCN stage 2 (dropout and BatchNorm) taking stage 1's uncertainty, with and
+  without its own uncertainty head."""
+  model = load_osim()
+  layout = make_layout(model, include_root=False)
+  bounds = heads.bounds_for(model, layout)
+  make = lambda head: TemporalD3KE(bounds, network="tcn", uncertainty_input=True,
+                                   uncertainty_head=head,
+                                   options=(("channels", 8), ("dilations", (1, 3)),
+                                            ("dropout", 0.1)))
+  return model, layout, (make(True), make(False))
+
+
+def test_sequence_uncertainty_head_leaves_the_refinement_and_its_gradient_unchanged():
+  """Stage 2's head as stage 1's: equal refined kinematics, loss terms and gradients of the
+  sequence network with and without it; its own loss trains it alone; it starts at
+  ``uncertainty.INITIAL``; its scales join the predictions."""
+  model, layout, networks = _sequence_networks()
+  check = HeadCheck("uncertainty_head", networks, steps.estimates_from_batch,
+                    tiny_windows(model, layout))
+  for b, initial in zip(check.sown[uncertainty_lib.UNCERTAINTY][0], uncertainty_lib.INITIAL):
+    chex.assert_shape(b, (2, 4) + np.shape(b)[2:])
+    np.testing.assert_allclose(b, initial, rtol=1e-5)
+  check.assert_objective_unchanged("uncertainty")
+  assert len(check.predictions) == len(check.plain_predictions) + 1
+  assert all(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree.leaves(
+      check.grads["uncertainty_head"]["out"]))
+
+
+def test_stage_one_uncertainty_is_an_input_of_the_sequence_network():
+  """Stage 1's scales enter as log(b / INITIAL) (zero for an untrained head's); once the
+  output layer is not zero, they change the refinement; a network that takes them refuses
+  estimates without them."""
+  model, layout, (network, _) = _sequence_networks()
+  batch = tiny_windows(model, layout)
+  estimates = steps.estimates_from_batch(batch)
+  start = jax.tree.map(lambda b, s: jnp.full_like(b, s), estimates.uncertainty,
+                       uncertainty_lib.Uncertainty(*uncertainty_lib.INITIAL))
+  np.testing.assert_allclose(uncertainty_features(start), 0, atol=1e-6)
+  variables = network.init(jax.random.PRNGKey(0), estimates)
+  variables = jax.tree_util.tree_map_with_path(
+      lambda path, v: v + 0.1 if "'out'" in jax.tree_util.keystr(path) else v, variables)
+  refined = network.apply(variables, estimates)
+  surer = network.apply(variables, estimates._replace(uncertainty=start))
+  assert float(jnp.max(jnp.abs(refined.coords - surer.coords))) > 1e-4
+  with pytest.raises(ValueError, match="no uncertainty"):
+    network.apply(variables, estimates._replace(uncertainty=None))

@@ -8,7 +8,9 @@ around the person resampled to the run's crop size: ``render.crop_camera``'s pix
 (``devices.data_parallel``). A network with a box head steers the crops: a frame whose crop
 is off the person is cropped again, from the frames already on the devices, where the
 network sees them, and predicted again (``_Steering``). ``stage="sequence"`` refines the
-per-frame estimates with the stage-2 run's network over windows covering every frame.
+per-frame estimates (with stage 1's uncertainty, where its network has the head) with the
+stage-2 run's network over windows covering every frame; the uncertainty is then the
+sequence network's own, calibrated by its run's temperatures.
 """
 
 import contextlib
@@ -27,7 +29,7 @@ from d3ke_jax.infer.locate import FOUND, HELD
 from d3ke_jax.io.video import FrameReader
 from d3ke_jax.nets import from_config
 from d3ke_jax.nets import uncertainty as uncertainty_lib
-from d3ke_jax.nets.d3ke import BOX, images_from_batch, skeletal_layer
+from d3ke_jax.nets.d3ke import BOX, Estimates, images_from_batch, skeletal_layer
 from d3ke_jax.nets.uncertainty import UNCERTAINTY, Uncertainty
 
 STAGES = ("per_frame", "sequence")
@@ -44,16 +46,19 @@ class Predictor(NamedTuple):
   (N, H, W, 3) uint8, boxes (N, 3) x0, y0, side)`` crops the frames (NumPy, or already
   placed by ``devices.put_rows``) there and gives NumPy (kinematics, pose, boxes (N, 3):
   the person's box in each crop as fractions of it, NaN without a box head), then for a
-  network with an uncertainty head its ``Uncertainty``; ``windows(Kinematics (N, window,
-  ...))`` (None for a per-frame run) gives (kinematics, pose). N must be a multiple of the
-  device count. ``temperatures``: the run's calibration (``calibration.load``), if any."""
+  network with an uncertainty head its ``Uncertainty``; ``windows(Estimates (N, window,
+  ...))`` (None for a per-frame run) gives (kinematics, pose), then for a sequence network
+  with an uncertainty head its ``Uncertainty``. N must be a multiple of the device count.
+  ``uncertain``: the network giving the final estimates (the sequence network, where there
+  is one) has an uncertainty head; ``temperatures``: that run's calibration
+  (``calibration.load``) of its checkpoint, if any."""
   model: Any
   layout: Any
   size: int  # crop size in pixels
   mesh: Any
   frames: Callable
   steers: bool = False  # the network has a box head
-  uncertain: bool = False  # the network has an uncertainty head
+  uncertain: bool = False  # the final estimates' network has an uncertainty head
   window: int = 0
   windows: Optional[Callable] = None
   temperatures: Optional[Uncertainty] = None
@@ -121,23 +126,32 @@ def load_predictor(workdir, stage=None, dtype=None, checkpoint="best"):
     size = runs.dataset_config(first)[1].image_size  # the crops it was trained on
   if stage == "sequence":
     with _naming_config(workdir):
-      sequence, window = from_config.sequence_network(config, model, layout), int(config.window)
+      sequence = from_config.sequence_network(config, model, layout, first)
+      window = int(config.window)
   mesh = local_mesh()
   state = checkpoints.restore_state(first_dir, "best" if two_stages else checkpoint, mesh)
   predictor = frame_predictor(network, state.variables, model, layout, size, mesh)
   if stage == "per_frame":
-    with _naming_config(first_dir):
-      calibrated = calibration.load(first_dir)
-    if calibrated is not None and calibrated[0] == int(state.step):  # of this checkpoint
-      predictor = predictor._replace(temperatures=calibrated[1])
-    return predictor
+    return predictor._replace(temperatures=_temperatures(first_dir, state))
 
-  def refine(variables, kinematics):
-    refined = sequence.apply(variables, kinematics, train=False)
-    return refined, skeletal_layer(model, layout, refined)
+  def refine(variables, estimates):
+    refined, sown = sequence.apply(variables, estimates, train=False, mutable=["intermediates"])
+    scales = sown.get("intermediates", {}).get(UNCERTAINTY, ())
+    return (refined, skeletal_layer(model, layout, refined)) + tuple(scales)
 
-  return predictor._replace(window=window, windows=data_parallel(
-      refine, checkpoints.restore_state(workdir, checkpoint, mesh).variables, mesh))
+  state = checkpoints.restore_state(workdir, checkpoint, mesh)
+  return predictor._replace(window=window, windows=data_parallel(refine, state.variables, mesh),
+                            uncertain=sequence.uncertainty_head,
+                            temperatures=_temperatures(workdir, state))
+
+
+def _temperatures(workdir, state):
+  """The temperatures of the run in ``workdir`` fitted for the checkpoint ``state``, or None."""
+  with _naming_config(workdir):
+    calibrated = calibration.load(workdir)
+  if calibrated is not None and calibrated[0] == int(state.step):  # of this checkpoint
+    return calibrated[1]
+  return None
 
 
 @contextlib.contextmanager
@@ -290,9 +304,10 @@ def predict_video(predictor: Predictor, path, locate, batch_size=64, steer_steps
     raise UserError(reader.cut or f"{path}: no frames")
   kinematics, pose, *scales = jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
   if predictor.windows is not None:
-    kinematics, pose = _sequence(predictor, kinematics, batch_size)
+    kinematics, pose, *scales = _sequence(predictor, Estimates(kinematics, *scales),
+                                          batch_size)
   uncertainty = None
-  if scales and predictor.temperatures is not None and predictor.windows is None:
+  if scales and predictor.temperatures is not None:
     uncertainty = uncertainty_lib.calibrated(scales[0], predictor.temperatures)
   return Prediction(time=np.concatenate(times), boxes=np.concatenate(crops),
                     source=np.concatenate(sources), steered=np.concatenate(moves),
@@ -301,12 +316,13 @@ def predict_video(predictor: Predictor, path, locate, batch_size=64, steer_steps
                     cut=reader.cut, uncertainty=uncertainty)
 
 
-def _sequence(predictor, kinematics, batch_size):
-  """The sequence network over windows covering every frame (one clip)."""
+def _sequence(predictor, estimates, batch_size):
+  """The sequence network over windows covering every frame (one clip) of per-frame
+  ``Estimates`` (stage 1's uncertainty raw, as the sequence network trained on it)."""
   def refine(windows):
     outputs = [predictor.windows(jax.tree.map(lambda x, r=rows: jnp.asarray(x[r], jnp.float32),
                                               windows))
-               for rows in devices.padded_rows(len(windows.coords), batch_size)]
+               for rows in devices.padded_rows(len(windows.kinematics.coords), batch_size)]
     return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
-  return refine_windows(refine, kinematics, np.zeros(len(kinematics.coords), int),
+  return refine_windows(refine, estimates, np.zeros(len(estimates.kinematics.coords), int),
                         predictor.window)

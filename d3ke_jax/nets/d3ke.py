@@ -8,16 +8,17 @@ The per-frame networks take images in [0, 1] and normalise them per channel,
 ImageNet initialisation).
 """
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from d3ke_jax.nets import heads
+from d3ke_jax.nets import uncertainty as uncertainty_lib
 from d3ke_jax.nets.resnext import ResNeXt
 from d3ke_jax.nets.sequence import SEQUENCE_NETWORKS
-from d3ke_jax.nets.uncertainty import UNCERTAINTY, UncertaintyHead
+from d3ke_jax.nets.uncertainty import UNCERTAINTY, Uncertainty, UncertaintyHead
 from d3ke_jax.skeleton.kinematics import forward_kinematics
 from d3ke_jax.skeleton.subset import PredictionLayout, expand_coordinates, expand_scales
 
@@ -117,18 +118,55 @@ class PerFrameMarkers(nn.Module):
     return heads.MarkerHead(self.template, hidden=self.head_hidden, name="head")(features)
 
 
+class Estimates(NamedTuple):
+  """The sequence network's input: a window of stage 1's per-frame ``Kinematics`` and, from
+  a per-frame network with an uncertainty head, its (uncalibrated) ``Uncertainty``."""
+  kinematics: heads.Kinematics
+  uncertainty: Optional[Uncertainty] = None
+
+
+def uncertainty_features(uncertainty: Uncertainty):
+  """(..., P + 3 G + 1) the sequence network's uncertainty channels: log(b / INITIAL) of
+  stage 1's raw scales b. Raw, not calibrated: b is a function of the stage-1 checkpoint
+  alone (what stage 2's cache is keyed by), while its calibration may be fitted again, and
+  a temperature, a constant factor per output, is a constant offset of the log that the
+  first layer absorbs. The log, as scales span orders of magnitude; relative to
+  ``uncertainty.INITIAL``, so an untrained head's scales give zeros."""
+  b = uncertainty_lib.flatten(uncertainty)
+  start = uncertainty_lib.initial(uncertainty.coords.shape[-1], uncertainty.scales.shape[-2])
+  return jnp.log(b.astype(jnp.float32) / jnp.asarray(start, jnp.float32))
+
+
 class TemporalD3KE(nn.Module):
-  """A window of per-frame ``Kinematics`` (B, T, ...) -> refined ``Kinematics``."""
+  """A window of ``Estimates`` (B, T, ...) -> refined ``Kinematics``. With
+  ``uncertainty_input``, stage 1's scales (``uncertainty_features``) are input channels
+  beside the kinematics (the residual update refines the kinematics alone). With
+  ``uncertainty_head``, the Laplace scales of the refined kinematics' errors are sown as
+  ``intermediates/uncertainty``, from the sequence network's features through a
+  stop_gradient, as ``PerFrameD3KE`` does."""
   bounds: heads.Bounds
   network: str = "transformer"
   options: Any = ()  # (name, value) pairs passed to the sequence network
+  uncertainty_input: bool = False
+  uncertainty_head: bool = False
 
   @nn.compact
-  def __call__(self, kinematics: heads.Kinematics, train=False):
+  def __call__(self, estimates: Estimates, train=False):
     if self.network not in SEQUENCE_NETWORKS:
       raise ValueError(f"unknown sequence network {self.network!r}; "
                        f"choose from {sorted(SEQUENCE_NETWORKS)}")
-    features = heads.flatten(*heads.encode(self.bounds, kinematics)).astype(jnp.float32)
-    refined = SEQUENCE_NETWORKS[self.network](**dict(self.options), name="sequence")(
-        features, train=train)
+    features = heads.flatten(*heads.encode(self.bounds, estimates.kinematics)).astype(
+        jnp.float32)
+    size = features.shape[-1]
+    if self.uncertainty_input:
+      if estimates.uncertainty is None:
+        raise ValueError("TemporalD3KE(uncertainty_input=True): the estimates have no "
+                         "uncertainty")
+      features = jnp.concatenate([features, uncertainty_features(estimates.uncertainty)], -1)
+    refined, hidden = SEQUENCE_NETWORKS[self.network](**dict(self.options), outputs=size,
+                                                      name="sequence")(features, train=train)
+    if self.uncertainty_head:
+      head = UncertaintyHead(len(self.bounds.coordinate_low), len(self.bounds.scale_centre),
+                             name="uncertainty_head")
+      self.sow("intermediates", UNCERTAINTY, head(jax.lax.stop_gradient(hidden)))
     return heads.decode(self.bounds, *heads.unflatten(self.bounds, refined))

@@ -71,8 +71,11 @@ def per_frame_network(config, model, layout):
                       **network_options(config))
 
 
-def sequence_network(config, model, layout):
-  """D3KE's sequence network (stage 2) of a sequence config, over the stage-1 ``layout``."""
+def sequence_network(config, model, layout, first=None):
+  """D3KE's sequence network (stage 2) of a sequence config, over the stage-1 ``layout``.
+  With ``model.uncertainty_head`` (runs saved before the key have none, see
+  ``runs.LATER_MODEL_KEYS``) it outputs its own uncertainty, and takes stage 1's as input
+  channels where the stage-1 config ``first`` has an uncertainty head."""
   require(config, "model.network", "model.options", "window")
   if config.model.network not in SEQUENCE_NETWORKS:
     raise ConfigError(f"model.network={config.model.network!r}: unknown (choose from "
@@ -81,5 +84,8 @@ def sequence_network(config, model, layout):
   if config.model.network == "transformer":
     options["max_frames"] = config.window  # one learned position per frame of the window
   options["axis_name"] = devices.AXIS  # per-example dropout, BatchNorm over all devices
+  head = bool(config.model.get("uncertainty_head", False))
+  first_head = first is not None and bool(first.model.get("uncertainty_head", False))
   return TemporalD3KE(heads.bounds_for(model, layout), network=config.model.network,
-                      options=tuple(sorted(options.items())))
+                      options=tuple(sorted(options.items())),
+                      uncertainty_input=head and first_head, uncertainty_head=head)

@@ -1,11 +1,14 @@
-"""Sequence networks that refine windows of per-frame estimates: (batch, frames, D) -> same.
+"""Sequence networks that refine windows of per-frame estimates: (batch, frames, D) ->
+(refined (batch, frames, ``outputs``), features (batch, frames, H)).
 
 - ``BiLSTM``: stacked bidirectional LSTMs (hidden 128, 3 layers, dropout 0.1).
 - ``TCN``: dilated temporal convolutions as in VideoPose3D (kernel 3, dilations 1, 3, 9,
   27, 81: a 243-frame receptive field), centred (bidirectional) or causal.
 - ``LiftingTransformer``: transformer encoder (hidden 256, 8 heads, feed-forward as a
   512-channel convolution) over the window.
-Each returns a residual update of its input, so an untrained network starts as identity.
+Each returns a residual update of its input's first ``outputs`` channels (0: all; the rest
+only inform it), so an untrained network starts as identity, and the features the update
+is made from (what other heads may read).
 Dropout draws one mask per example (``dropout.Dropout``); ``axis_name`` names the device
 axis of the train step, over which TCN's BatchNorm also averages its statistics.
 """
@@ -18,10 +21,19 @@ import flax.linen as nn
 from d3ke_jax.nets.dropout import Dropout, attention
 
 
+def _residual(x, h, outputs):
+  """(x's first ``outputs`` channels (0: all) + a zero-initialised linear map of the
+  features ``h``, ``h``)."""
+  outputs = outputs or x.shape[-1]
+  update = nn.Dense(outputs, kernel_init=nn.initializers.zeros, name="out")(h)
+  return x[..., :outputs] + update, h
+
+
 class BiLSTM(nn.Module):
   hidden: int = 128
   layers: int = 3
   dropout: float = 0.1
+  outputs: int = 0
   axis_name: Any = None
 
   @nn.compact
@@ -32,7 +44,7 @@ class BiLSTM(nn.Module):
                            nn.RNN(nn.OptimizedLSTMCell(self.hidden), name=f"backward_{i}"),
                            name=f"lstm_{i}")(h)
       h = Dropout(self.dropout, self.axis_name)(h, deterministic=not train)
-    return x + nn.Dense(x.shape[-1], kernel_init=nn.initializers.zeros, name="out")(h)
+    return _residual(x, h, self.outputs)
 
 
 class TCN(nn.Module):
@@ -42,6 +54,7 @@ class TCN(nn.Module):
   dilations: Sequence[int] = (1, 3, 9, 27, 81)
   dropout: float = 0.25
   causal: bool = False
+  outputs: int = 0
   axis_name: Any = None
 
   @nn.compact
@@ -58,7 +71,7 @@ class TCN(nn.Module):
       y = drop(nn.relu(norm(f"bn_{i}")(conv(h, dilation, f"conv_{i}"))))
       y = drop(nn.relu(norm(f"bn1x1_{i}")(nn.Conv(self.channels, (1,), name=f"conv1x1_{i}")(y))))
       h = h + y
-    return x + nn.Dense(x.shape[-1], kernel_init=nn.initializers.zeros, name="out")(h)
+    return _residual(x, h, self.outputs)
 
   @property
   def receptive_field(self):
@@ -72,6 +85,7 @@ class LiftingTransformer(nn.Module):
   layers: int = 4
   dropout: float = 0.1
   max_frames: int = 243
+  outputs: int = 0
   axis_name: Any = None
 
   @nn.compact
@@ -94,7 +108,7 @@ class LiftingTransformer(nn.Module):
       y = nn.Conv(self.hidden, (1,), name=f"ff_out_{i}")(nn.gelu(y))
       h = h + drop(y)
     h = nn.LayerNorm(name="norm_out")(h)
-    return x + nn.Dense(x.shape[-1], kernel_init=nn.initializers.zeros, name="out")(h)
+    return _residual(x, h, self.outputs)
 
 
 SEQUENCE_NETWORKS = {"lstm": BiLSTM, "tcn": TCN, "transformer": LiftingTransformer}

@@ -40,15 +40,27 @@ class UncertaintyHead(nn.Module):
   @nn.compact
   def __call__(self, features):
     h = nn.relu(nn.Dense(self.hidden, name="hidden")(features.astype(jnp.float32)))
-    initial = np.concatenate([np.full(self.coordinates, INITIAL[0]),
-                              np.full(3 * self.groups, INITIAL[1]), [INITIAL[2]]])
-    bias = np.log(np.expm1(initial - FLOOR))  # softplus(bias) + FLOOR = initial
-    raw = nn.Dense(len(initial), kernel_init=nn.initializers.zeros,
+    start = initial(self.coordinates, self.groups)
+    bias = np.log(np.expm1(start - FLOOR))  # softplus(bias) + FLOOR = start
+    raw = nn.Dense(len(start), kernel_init=nn.initializers.zeros,
                    bias_init=lambda *_: jnp.asarray(bias, jnp.float32), name="out")(h)
     b = nn.softplus(raw) + FLOOR
     p, g = self.coordinates, self.groups
     return Uncertainty(b[..., :p], b[..., p:p + 3 * g].reshape(b.shape[:-1] + (g, 3)),
                        b[..., -1])
+
+
+def initial(coordinates, groups):
+  """(P + 3 G + 1,) each output's ``INITIAL`` scale, in ``flatten``'s order."""
+  return np.concatenate([np.full(coordinates, INITIAL[0]), np.full(3 * groups, INITIAL[1]),
+                         [INITIAL[2]]])
+
+
+def flatten(uncertainty: Uncertainty):
+  """(..., P + 3 G + 1) the scales of an ``Uncertainty`` as one vector per frame."""
+  scales = uncertainty.scales
+  return jnp.concatenate([uncertainty.coords, scales.reshape(scales.shape[:-2] + (-1,)),
+                          uncertainty.rotation[..., None]], -1)
 
 
 def rotation_angle(predicted, true):

@@ -32,9 +32,9 @@ def predict_split(workdir, split, checkpoint="best"):
   if config.stage == "sequence":
     outputs = temporal.per_frame_outputs(workdir, config.per_frame_workdir, first,
                                          {split: source}, model, mesh)[split]
-    network = from_config.sequence_network(config, model, layout)
+    network = from_config.sequence_network(config, model, layout, first)
     _, evaluate = steps.compile_steps(network, model, layout, loss_weights(config), None,
-                                      mesh, inputs=steps.kinematics_from_batch)
+                                      mesh, inputs=steps.estimates_from_batch)
     predicted = temporal.predict_sequences(evaluate, state,
                                            temporal.window_arrays(outputs, truth),
                                            truth["clip"], config.window, config.batch_size, mesh)

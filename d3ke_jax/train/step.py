@@ -21,7 +21,7 @@ import optax
 
 from d3ke_jax import boxes, devices
 from d3ke_jax.nets import uncertainty as uncertainty_lib
-from d3ke_jax.nets.d3ke import BOX, images_from_batch, skeletal_layer
+from d3ke_jax.nets.d3ke import BOX, Estimates, images_from_batch, skeletal_layer
 from d3ke_jax.nets.heads import Kinematics
 from d3ke_jax.train.losses import Targets, box_loss, d3ke_loss
 
@@ -75,9 +75,14 @@ def marker_labels_valid(batch):
   return valid.astype(jnp.float32)
 
 
-def kinematics_from_batch(batch):
-  """The sequence network's input: windows of per-frame estimates (``input_*`` fields)."""
-  return Kinematics(batch["input_coords"], batch["input_scales"], batch["input_rotation"])
+def estimates_from_batch(batch):
+  """The sequence network's input: windows of per-frame ``Estimates`` (``input_*`` fields;
+  the uncertainty where the batch has ``input_uncertainty_*``)."""
+  kinematics = Kinematics(batch["input_coords"], batch["input_scales"], batch["input_rotation"])
+  if "input_uncertainty_coords" not in batch:
+    return Estimates(kinematics)
+  return Estimates(kinematics, uncertainty_lib.Uncertainty(
+      *(batch[f"input_uncertainty_{k}"] for k in uncertainty_lib.Uncertainty._fields)))
 
 
 def d3ke_objective(model, layout, weights, kinematics, batch):

@@ -3,7 +3,10 @@
 The per-frame (stage 1) run is named by ``config.per_frame_workdir``: its best checkpoint
 predicts every frame of its dataset once (cached in ``<workdir>/per_frame/``, keyed by the
 checkpoint's step and a hash of its variables), and windows of those predictions with the
-frames' ground truth are the sequence network's batches.
+frames' ground truth are the sequence network's batches. Where stage 1 has an uncertainty
+head, its scales are cached and windowed too: the inputs of a sequence network with
+``model.uncertainty_head`` (``from_config.sequence_network``), whose own head's temperatures
+are fitted on validation after training, as stage 1's.
 """
 
 import glob
@@ -12,22 +15,26 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from d3ke_jax import checkpoints, devices, runs
+from d3ke_jax import calibration, checkpoints, devices, runs
 from d3ke_jax.data import loader
 from d3ke_jax.data.windows import refine_windows, window_starts
 from d3ke_jax.io.atomic import atomic_path
-from d3ke_jax.nets import from_config, heads
+from d3ke_jax.nets import from_config
+from d3ke_jax.nets.uncertainty import Uncertainty
 from d3ke_jax.train import per_frame
 from d3ke_jax.train import stage as stages
 from d3ke_jax.train import step as steps
 from d3ke_jax.train.dataset import load_dataset
 from d3ke_jax.train.losses import loss_weights
 
-INPUTS = {"input_coords": "coords", "input_scales": "scales", "input_rotation": "rotation"}
+# Window fields and the stage-1 predictions they hold; its uncertainty where it has a head.
+INPUTS = {"input_coords": "coords", "input_scales": "scales", "input_rotation": "rotation",
+          **{f"input_{calibration.PREFIX}{k}": calibration.PREFIX + k
+             for k in Uncertainty._fields}}
 TARGETS = ("coordinates", "scales", "joints", "markers", "frame_valid", "coordinate_valid")
+OPTIONAL_TARGETS = ("pelvis_rotation",)  # where the labels have it (the uncertainty head's)
 
 
 def per_frame_outputs(workdir, per_frame_workdir, first, sources, model, mesh):
@@ -73,8 +80,9 @@ def checkpoint_key(per_frame_workdir, first, state):
 
 def window_arrays(predicted, truth):
   """Per-frame arrays a window batch is cut from: stage-1 inputs and the targets."""
-  arrays = {name: predicted[key].astype(np.float32) for name, key in INPUTS.items()}
-  arrays.update({k: truth[k] for k in TARGETS})
+  arrays = {name: predicted[key].astype(np.float32) for name, key in INPUTS.items()
+            if key in predicted}
+  arrays.update({k: truth[k] for k in TARGETS + OPTIONAL_TARGETS if k in truth})
   return arrays
 
 
@@ -95,7 +103,7 @@ def make_stage(config, workdir, mesh):
     raise runs.ConfigError(f"window={config.window}: longer than every training clip of "
                            f"{first.dataset.name}/{first.dataset.config} (longest: {longest} "
                            f"frames); use --config.window={longest} or less")
-  network = from_config.sequence_network(config, model, layout)
+  network = from_config.sequence_network(config, model, layout, first)
   stages.check_batch_size(config.batch_size, mesh)
   train_arrays = window_arrays(outputs["train"], truth["train"])
   validation = window_arrays(outputs["validation"], truth["validation"])
@@ -118,13 +126,10 @@ def make_stage(config, workdir, mesh):
     result = stages.frame_metrics(model, layout, predicted, truth["validation"], rate)
     return {**result, **per_frame_baseline}, np.zeros((0, 1, 1, 3), np.uint8)
 
-  bounds = network.bounds
-  window = lambda x: jnp.broadcast_to(jnp.asarray(x, jnp.float32),
-                                      (1, config.window) + np.shape(x))
-  sample = heads.Kinematics(window(bounds.coordinate_centre), window(bounds.scale_centre),
-                            window(np.eye(3)))
+  sample = steps.estimates_from_batch({k: v[None, starts[0]:starts[0] + config.window]
+                                       for k, v in train_arrays.items()})
   return stages.Stage(network=network, model=model, layout=layout, sample_input=sample,
-                      inputs=steps.kinematics_from_batch, steps_per_epoch=order.steps_per_epoch,
+                      inputs=steps.estimates_from_batch, steps_per_epoch=order.steps_per_epoch,
                       data=data, validate=validate)
 
 

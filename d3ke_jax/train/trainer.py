@@ -122,7 +122,7 @@ def train_and_evaluate(config, workdir):
     runs.save_training_data(workdir, config)
   devices.sync_processes("workdir made")
   result = fit(config, workdir, stage, mesh, backbone)
-  if config.stage == "per_frame" and config.model.get("uncertainty_head", False):
+  if config.model.get("uncertainty_head", False):  # either stage's head
     evaluation.calibrate(workdir)  # the best checkpoint's, on the validation split
   return result
 

@@ -84,5 +84,9 @@ def sequence(network):
   config.window_stride = 1
   config.model = ml_collections.ConfigDict(
       {"network": network, "options": dict(SEQUENCE_OPTIONS[network])})
+  # Stage 1's uncertainty (where its run has the head) as input channels, and an uncertainty
+  # head of its own on the sequence network's features, trained on features it does not
+  # train and calibrated on the validation split (calibration.json), as stage 1's.
+  config.model.uncertainty_head = True
   config.optimizer = optimizer(1e-3, 5e-6)
   return config
