@@ -43,9 +43,12 @@ TRACKING_WEIGHT = 1e-3
 # onto the other branch of a shoulder near its singular pose, say) or see bad markers: an
 # RMS residual above OUTLIER_FACTOR times the trial's noise and OUTLIER_FLOOR metres (added
 # in quadrature). The worst RESCUED_FRAMES of them are solved again from RESCUE_STARTS random
-# poses, then each of them from its neighbours' solutions; the lowest cost wins.
+# poses, then each of them from its neighbours' solutions; the lowest cost wins. The floor
+# (0.02 mm) is about a hundred times float32's rounding of the markers: with exact markers a
+# frame held a few hundredths of a millimetre off them (at the bounds of spine joints, say)
+# is rescued.
 OUTLIER_FACTOR = 1.5
-OUTLIER_FLOOR = 2e-4
+OUTLIER_FLOOR = 2e-5
 RESCUED_FRAMES = 16
 RESCUE_STARTS = 8
 # A frame has converged when its next step moves no coordinate by more than
@@ -244,15 +247,19 @@ def _weighted_error(problem, markers):
 
 
 def _rounding(problem, residual):
-  """(N,): how much rounding can change the frames' costs, given their weighted
-  residuals (N, 3M): forward kinematics places each marker to within a few float
-  roundings of its distance from the origin. A trial within this of the cost is no
+  """(N,) how much rounding can change the frames' costs, and (N,) how much it can change
+  a coordinate's gradient over the square root of its curvature (metres), given their
+  weighted residuals (N, 3M): forward kinematics places each marker to within a few float
+  roundings of its distance from the origin. A trial within the first of the cost is no
   worse; its acceptance lets the solver follow a valley flatter than the rounding."""
   eps = jnp.finfo(residual.dtype).eps
   position = jnp.abs(jnp.nan_to_num(problem.targets)).reshape(residual.shape) + 1.0
   sqrt_w = jnp.sqrt(jnp.repeat(jnp.where(_present(problem.targets), problem.weights, 0.0),
                                3, axis=-1))
-  return 2 * jnp.sum(jnp.abs(residual) * sqrt_w * 4 * eps * position, axis=-1)
+  error = sqrt_w * 4 * eps * position  # (N, 3M): of each weighted residual
+  # A gradient is a Jacobian column times the residuals: its rounding over the column's
+  # length is at most the length of the residuals' rounding.
+  return 2 * jnp.sum(jnp.abs(residual) * error, axis=-1), jnp.linalg.norm(error, axis=-1)
 
 
 def _cost_of(problem, x, residual):
@@ -316,15 +323,18 @@ def _gauss_newton_step(problem, x, linear, regulariser, residual):
 
 def _settled(newton, gradient, curvature, moves, rounding):
   """Per frame: the gradient (N, F) is small (``GRADIENT_TOLERANCE``, scaled to metres of
-  marker distance by the Hessian's diagonal ``curvature``), and the undamped Gauss-Newton
-  step ``newton`` (N, F) is small (``STEP_TOLERANCE``) or would lower the cost by less
-  than ``rounding`` (N,), what rounding can change it by (along a flat valley under noise,
-  float32 fixes the step only to within a few hundredths of a radian)."""
+  marker distance by the Hessian's diagonal ``curvature``, beyond what rounding can make of
+  it), and the undamped Gauss-Newton step ``newton`` (N, F) is small (``STEP_TOLERANCE``)
+  or would lower the cost by less than rounding can change it (along a flat valley under
+  noise, float32 fixes the step only to within a few hundredths of a radian).
+  ``rounding``: ``_rounding``'s pair."""
+  cost_rounding, slope_rounding = rounding
   precision = np.sqrt(jnp.finfo(newton.dtype).eps)
   slope = jnp.abs(gradient * moves) / jnp.sqrt(curvature + jnp.finfo(newton.dtype).tiny)
   short = jnp.max(jnp.abs(newton), axis=-1) < STEP_TOLERANCE * precision
-  futile = -jnp.sum(gradient * moves * newton, axis=-1) < rounding
-  return (jnp.max(slope, axis=-1) < GRADIENT_TOLERANCE * precision) & (short | futile)
+  futile = -jnp.sum(gradient * moves * newton, axis=-1) < cost_rounding
+  return ((jnp.max(slope, axis=-1) < GRADIENT_TOLERANCE * precision + slope_rounding)
+          & (short | futile))
 
 
 def _bounded_step(problem, x, linear, regulariser, undamped, low, high):
@@ -400,7 +410,7 @@ def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
     trial = jnp.clip(x + dx, low, high)
     trial_markers, trial_jac, trial_cost = _evaluate(model, free, base, phase, trial)
     # A converged frame stays where it is (the others' iterations do not move it).
-    better = (trial_cost < cost + rounding) & ~was_settled
+    better = (trial_cost < cost + rounding[0]) & ~was_settled
     new_cost = jnp.where(better, trial_cost, cost)
     moved = jnp.einsum("tfa,tf->ta", linear.rows, dx)
     predicted = (jnp.sum(moved**2, -1) + jnp.sum((phase.coordinate_weights * linear.moves
@@ -703,7 +713,7 @@ def _smooth(model, free, problem, x, base, valid, weight, previous, link, iterat
     trial_markers, trial_jac, trial_frame_cost = _evaluate(model, free, base, problem, trial)
     # Each frame takes its step where that lowers its own cost with its neighbours where
     # they are (with a negligible prior, frames are independent problems).
-    better = local_cost(trial_frame_cost, trial, x) < cost + rounding
+    better = local_cost(trial_frame_cost, trial, x) < cost + rounding[0]
     damping = jnp.where(i > 0, jnp.where(better, damping * 0.3, damping * 10), damping)
     pick = lambda new, old: jnp.where(better.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
     return (i + 1, pick(trial, x), pick(trial_markers, markers), pick(trial_jac, jac),
