@@ -1,11 +1,17 @@
 """``python -m experiments.bench truth [--frames 1200] [--model M.osim]``: MoVi ground truth.
 
-A synthetic subject (known body scales, markers moved by 2 mm as another anatomy places
-them, the original's arms-horizontal static trial, a smooth motion at 120 Hz seen in a z-up
-world with 2 mm noise) goes through ``movi_truth.subject_truth`` (scaling, marker placement,
-IK of every frame); OpenSim's InverseKinematicsTool solves the same motion markers with the
-same weights on the same scaled, placed model. Prints mocap frames per second and both
-solvers' angle errors against the true motion.
+A subject skinned from an SMPL+H body, as the MoVi builder skins AMASS's: the fake body of
+``d3ke_jax.body.fake_smplh`` (made from the project's model) with random betas moves through
+a smooth motion of the project's model (every coordinate the body can show sweeps up to
++-0.5 rad of its range; the others stay at their defaults) turned into SMPL+H joint
+rotations, at 120 Hz in AMASS's z-up world. Its 130 virtual markers (2 mm noise) and the
+static trial of the zero pose (``virtual_markers.static_markers``) go through
+``movi_truth.subject_truth`` (scaling, marker placement, IK of every frame); OpenSim's
+InverseKinematicsTool solves the same motion markers with the same weights on the same
+scaled, placed model. Prints mocap frames per second, both solvers' angle errors against the
+generating motion (SMPL+H places some joints unlike the model: both carry that mismatch) and
+their fractions of valid coordinates by the 2 cm rule (``movi_truth.MaskRules``; OpenSim's
+marker errors from the project's forward kinematics of its solution).
 """
 
 import contextlib
@@ -18,83 +24,114 @@ import jax
 import numpy as np
 
 from d3ke_jax import cli
+from d3ke_jax.body import fake_smplh, smplh
+from d3ke_jax.body import virtual_markers as vm
 from d3ke_jax.data import movi_truth
+from d3ke_jax.errors import UserError
 from d3ke_jax.io import MarkerTrajectories, write_trc
 from d3ke_jax.skeleton import default_model_path, forward_kinematics, load_osim
 from d3ke_jax.skeleton.ik import free_coordinates, unobserved_coordinates
 from d3ke_jax.skeleton.kinematics import resolve_coordinates
+from d3ke_jax.skeleton.placement import model_markers
 from d3ke_jax.skeleton.sampling import smooth_motion
 from d3ke_jax.skeleton.scaling import write_scaled_osim
 from experiments.bench import read_opensim_coordinates
 
 RATE = 120.0  # Hz, AMASS's rate for BML-MoVi
-Z_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])  # y-up -> z-up
+NOISE = 0.002  # m, RMS distance of the motion markers' noise
 
 
 def add_parser(subparsers):
   """Registers the ``truth`` benchmark."""
   parser = subparsers.add_parser("truth", help="MoVi ground truth (scaling, marker placement, "
                                  "IK) vs OpenSim's InverseKinematicsTool")
-  parser.add_argument("--model", help="OpenSim model (default: the project's)")
+  parser.add_argument("--model", help="OpenSim model the solvers fit (default: the project's)")
   parser.add_argument("--frames", type=cli.number(int, 0), default=1200,
                       help="mocap frames of the motion (120 Hz)")
   parser.set_defaults(run=bench_truth)
 
 
-def synthetic_subject(model, frames, rng):
-  """(true scales (B, 3), static markers (M, 3), true coordinates (T, C), motion markers
-  (T, M, 3) in a z-up world), named as the model's markers."""
-  scales = np.repeat(rng.uniform(0.9, 1.1, (model.num_bodies, 1)), 3, axis=1)
-  anatomy = model.replace(marker_offsets=np.asarray(model.marker_offsets)
-                          + rng.normal(0, 0.002, (model.num_markers, 3)))
-  pose = lambda q: np.asarray(forward_kinematics(anatomy, np.asarray(q, np.float32),
-                                                 scales=scales.astype(np.float32)).markers)
-  coords = smooth_motion(model, frames, rng, rate=RATE, limit=0.5)
-  coords[:, model.coordinate_index("pelvis_ty")] = 0.95
-  coords = np.asarray(resolve_coordinates(model, coords.T.astype(np.float32)).T)
-  motion = pose(coords) @ Z_UP.T + rng.normal(0, 0.002 / np.sqrt(3), (frames, model.num_markers,
-                                                                       3))
-  return scales, pose(movi_truth.static_pose(model)), coords, motion
+def synthetic_subject(frames, rng):
+  """A fake SMPL+H subject (module docstring): (the project's model, its coordinates (T, C)
+  that generate the motion, static markers (142, 3) and names, motion markers (T, 130, 3) and
+  names (``vm.MARKER_NAMES``) in the z-up world)."""
+  skeleton = fake_smplh.skeletal_model()
+  with tempfile.TemporaryDirectory() as tmp:
+    body = smplh.load_smplh(fake_smplh.write_fake_smplh(
+        os.path.join(tmp, "smplh", "female", "model.npz"), "female"))
+  betas = np.concatenate([rng.normal(0, 1, 2), rng.normal(0, 0.3, smplh.NUM_BETAS - 2)])
+  coords = smooth_motion(skeleton, frames, rng, rate=RATE, limit=0.5)
+  hidden = np.setdiff1d(np.arange(skeleton.num_coordinates), fake_smplh.smplh_coordinates())
+  coords[:, hidden] = np.asarray(skeleton.coordinate_defaults)[hidden]
+  coords = np.asarray(resolve_coordinates(skeleton, coords.T.astype(np.float32)).T)
+  poses, trans = fake_smplh.smplh_motion(
+      [dict(zip(skeleton.coordinate_names, row)) for row in coords], body.v_template,
+      body.shapedirs, body.J_regressor, betas)
+  points = smplh.smplh_points(body, betas, poses, trans, vm.POINT_VERTICES, vm.POINT_JOINTS)
+  motion, names = vm.virtual_markers(points)
+  motion = np.asarray(motion, float) + rng.normal(0, NOISE / np.sqrt(3), motion.shape)
+  static, static_names = vm.static_markers(body, betas)
+  return skeleton, coords, np.asarray(static), static_names, motion, names
 
 
 def bench_truth(args):
   path = args.model or default_model_path()
   model = load_osim(path)
-  scales, static, coords, motion = synthetic_subject(model, args.frames,
-                                                     np.random.default_rng(0))
+  skeleton, coords, static, static_names, motion, names = synthetic_subject(
+      args.frames, np.random.default_rng(0))
   weighted = [n for n in model.marker_names if movi_truth.IK_WEIGHTS.get(n, 0) > 0]
   blind = set(unobserved_coordinates(model, weighted))
   pelvis = {c for j, _, c in model.axis_inputs if j == model.root_joint}
   scored = [i for i in free_coordinates(model) if model.coordinate_types[i] == "rotational"
-            and i not in blind | pelvis]
+            and i not in blind | pelvis and model.coordinate_names[i] in skeleton.coordinate_names]
+  if not scored:
+    raise UserError(f"{path}: none of its free rotational coordinates (pelvis excepted) that "
+                    "weighted markers move is a coordinate of the project's model")
+  true = coords[:, [skeleton.coordinate_index(model.coordinate_names[i]) for i in scored]]
   print(f"MoVi ground truth, {os.path.basename(path)}: {args.frames} mocap frames at "
-        f"{RATE:g} Hz, {len(weighted)} weighted markers; d3ke-jax on "
-        f"{jax.devices()[0].platform.upper()} ({os.cpu_count()} CPU cores) vs OpenSim's "
-        f"InverseKinematicsTool with the same weights on the same scaled, placed model. "
-        f"Angle errors over the {len(scored)} rotational coordinates (pelvis excepted) that "
-        f"weighted markers move.\n", flush=True)
+        f"{RATE:g} Hz of a fake SMPL+H body (random betas), {len(weighted)} weighted markers; "
+        f"d3ke-jax on {jax.devices()[0].platform.upper()} ({os.cpu_count()} CPU cores) vs "
+        f"OpenSim's InverseKinematicsTool with the same weights on the same scaled, placed "
+        f"model. Angle errors and valid coordinates (2 cm rule) over the {len(scored)} "
+        f"rotational coordinates (pelvis excepted) that weighted markers move.\n", flush=True)
   print("| solver | what | seconds: first run / second | mocap frames/s (second) | "
-        "median (deg) | mean (deg) | p95 (deg) |")
-  print("|---|---|---|---|---|---|---|", flush=True)
+        "median (deg) | mean (deg) | p95 (deg) | valid coordinates (2 cm rule) |")
+  print("|---|---|---|---|---|---|---|---|", flush=True)
   seconds = []
   for _ in range(2):
     start = time.perf_counter()
-    truth = movi_truth.subject_truth(model, static, [motion], model.marker_names, RATE)
+    truth = movi_truth.subject_truth(model, static, [motion], names, RATE,
+                                     static_names=static_names)
     seconds.append(time.perf_counter() - start)
-  _row("d3ke-jax", "scaling + placement + IK", seconds, args.frames,
-       truth.motions[0].coords, coords, scored)
+  ours = truth.motions[0]
+  _row("d3ke-jax", "scaling + placement + IK", seconds, args.frames, ours.coords[:, scored],
+       true, ours.coordinate_mask[:, scored])
+  placed = model.replace(marker_offsets=truth.marker_offsets)
+  observed = [n for n in names if n in model.marker_names]
   with tempfile.TemporaryDirectory() as tmp:
     subject = _opensim_subject(path, truth, os.path.join(tmp, "subject.osim"))
-    solved, opensim_seconds = _opensim_ik(subject, model.marker_names, motion, tmp)
-  _row("OpenSim", "IK", [opensim_seconds], args.frames, solved, coords, scored)
+    solved, opensim_seconds = _opensim_ik(
+        subject, observed, motion[:, [names.index(n) for n in observed]], tmp)
+  valid = _valid_coordinates(placed, truth.scales, solved, model_markers(placed, motion, names))
+  _row("OpenSim", "IK", [opensim_seconds], args.frames, solved[:, scored], true,
+       valid[:, scored])
 
 
-def _row(solver, what, seconds, frames, solved, truth, scored):
-  error = np.degrees(np.abs(solved - truth))[:, scored]
+def _valid_coordinates(placed, scales, coords, targets):
+  """(T, C) the 2 cm rule (``movi_truth.MaskRules``) on the placed, scaled model's markers at
+  ``coords`` against ``targets`` (T, M, 3), NaN = no label."""
+  fk = forward_kinematics(placed, np.asarray(coords, np.float32),
+                          scales=np.asarray(scales, np.float32))
+  errors = np.linalg.norm(np.asarray(fk.markers, float) - targets, axis=-1)
+  return movi_truth.MaskRules(placed).coordinates(errors)
+
+
+def _row(solver, what, seconds, frames, solved, true, valid):
+  error = np.degrees(np.abs(solved - true))
   shown = " / ".join(f"{s:.1f}" for s in seconds)
   print(f"| {solver} | {what} | {shown} | {frames / seconds[-1]:,.1f} | "
-        f"{np.median(error):.2f} | {np.mean(error):.2f} | {np.percentile(error, 95):.2f} |",
-        flush=True)
+        f"{np.median(error):.2f} | {np.mean(error):.2f} | {np.percentile(error, 95):.2f} | "
+        f"{100 * np.mean(valid):.1f} % |", flush=True)
 
 
 def _opensim_subject(source, truth, path):

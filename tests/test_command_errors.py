@@ -71,6 +71,8 @@ def test_build_data_unwritable_data_dir(tmp_path, capsys):
     (["sideways"], "argument benchmark: invalid choice: 'sideways' (choose from 'fk', 'ik', "
      "'resnext', 'truth', 'infer', 'steer', 'boxes', 'train')"),
     (["boxes", "--frames", "0"], "argument --frames: '0' is not an integer > 0"),
+    (["truth", "--frames", "0"], "argument --frames: '0' is not an integer > 0"),
+    (["truth", "--model", "no/such.osim"], "no/such.osim: no such OpenSim model file"),
     (["boxes", "--clips", "run"], "argument --clips: invalid choice: 'run' (choose from "
      "'walk', 'second', 'slow', 'stop', 'stop_second', 'legs', 'front')"),
     (["boxes", "--workdir", "no/such/run"], "no/such/run: no such directory; is it the "

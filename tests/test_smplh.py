@@ -13,7 +13,7 @@ from scipy.spatial.transform import Rotation
 
 import movi_fakes
 from conftest import REPO
-from d3ke_jax.body import smplh, virtual_markers as vm
+from d3ke_jax.body import fake_smplh, smplh, virtual_markers as vm
 from d3ke_jax.errors import UserError
 
 MOVI_FACTS = os.path.join(REPO, os.pardir, "shared", "movi")
@@ -22,7 +22,7 @@ RNG = np.random.default_rng(0)
 
 @pytest.fixture(scope="module")
 def fake_npz(tmp_path_factory):
-  return movi_fakes.write_fake_smplh(
+  return fake_smplh.write_fake_smplh(
       str(tmp_path_factory.mktemp("smplh") / "smplh" / "female" / "model.npz"), "female", 0)
 
 
@@ -174,16 +174,16 @@ def test_fake_markers_follow_the_skeletal_model_through_a_walk(model, fake_npz):
   stay within millimetres of the model's markers of the same names (up to the fake's size
   factor, fitted as one scale) while both walk."""
   with np.load(fake_npz) as npz:
-    poses, trans = movi_fakes.smplh_motion(movi_fakes.walk(24, seed=3), npz["v_template"],
+    poses, trans = fake_smplh.smplh_motion(movi_fakes.walk(24, seed=3), npz["v_template"],
                                            npz["shapedirs"], npz["J_regressor"], np.zeros(16))
-  skeleton = movi_fakes.skeletal_model()
+  skeleton = fake_smplh.skeletal_model()
   names = [n for n, _ in vm.VERTEX_MARKERS if n in skeleton.marker_names]
   ids = [dict(vm.VERTEX_MARKERS)[n] for n in names]
   points = np.asarray(smplh.smplh_points(model, np.zeros(16, np.float32), poses, trans, ids),
                       np.float64)
-  _, (_, _, markers) = movi_fakes.posed_skeleton(movi_fakes.walk(24, seed=3))
+  _, (_, _, markers) = fake_smplh.posed_skeleton(movi_fakes.walk(24, seed=3))
   markers = markers[:, [skeleton.marker_index(n) for n in names]]
-  turn = movi_fakes.Z_UP @ movi_fakes.OSIM_TO_SMPL
+  turn = fake_smplh.Z_UP @ fake_smplh.OSIM_TO_SMPL
   # Both relative to their mean over markers, model turned into AMASS's frame; one scale.
   fake = points - points.mean(1, keepdims=True)
   real = (markers - markers.mean(1, keepdims=True)) @ turn.T
@@ -214,7 +214,7 @@ def test_gender_from_folder(tmp_path, fake_npz, model):
   shutil.copy(fake_npz, path)
   loaded = smplh.load_smplh(path)
   assert loaded.gender == "male" and model.gender == "female"
-  assert loaded.parents == movi_fakes.SMPLH_PARENTS
+  assert loaded.parents == fake_smplh.SMPLH_PARENTS
 
 
 def test_find_smplh_skips_other_models(tmp_path, fake_npz):
