@@ -821,7 +821,8 @@ def _rescue(model, free, problem, x, fitted, cost, base, valid, *, iterations, c
   """Frames fitted on their own (x, their markers ``fitted``, their costs) with the outliers
   solved again (see ``OUTLIER_FACTOR``): the worst ``RESCUED_FRAMES`` from
   ``RESCUE_STARTS`` random poses each, then a sweep forwards and one backwards in which
-  each outlier starts from its neighbour's solution. A frame keeps the lowest cost."""
+  each outlier starts from its neighbour's solution where that fits its own markers better
+  by more than ``OUTLIER_FACTOR``. A frame keeps the lowest cost."""
   frames, size = x.shape
   coordinates = len(free)
   limit = (OUTLIER_FACTOR**2 * _noise(problem, fitted, valid, coordinates)**2
@@ -851,8 +852,15 @@ def _rescue(model, free, problem, x, fitted, cost, base, valid, *, iterations, c
     def from_neighbour(state, pair):
       x, fitted, cost = state
       frame, neighbour = pair
-      one = _per_frame(problem, lambda a: jax.lax.dynamic_slice_in_dim(a, frame, 1))
-      redo = excess(one, fitted[frame][None], valid[frame][None])[0] > 0
+      at = lambda k: _per_frame(problem, lambda a: jax.lax.dynamic_slice_in_dim(a, k, 1))
+      one = at(frame)
+      # Only where the neighbour fits its markers much better: a model that cannot follow
+      # the markers everywhere leaves a stretch of frames off them by about as much, and
+      # there a neighbour's solution is no better a start.
+      closer = OUTLIER_FACTOR**2 * _frame_noise(at(neighbour), fitted[neighbour][None],
+                                                coordinates)[0]
+      redo = ((excess(one, fitted[frame][None], valid[frame][None])[0] > 0)
+              & (closer < _frame_noise(one, fitted[frame][None], coordinates)[0]))
       new_x, new_markers, new_cost, _ = _levenberg_marquardt(
           model, free, x[neighbour][None], base, one, jnp.where(redo, iterations, 0))
       better = redo & (new_cost[0] < cost[frame])
