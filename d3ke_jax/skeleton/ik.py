@@ -62,6 +62,10 @@ GRADIENT_TOLERANCE = 0.03
 # The convergence test measures the Gauss-Newton step with this relative damping (a
 # damped step is short because of the damping, not because the frame has converged).
 _UNDAMPED = 1e-4
+# Under noise a frame has also converged when its remaining step would lower its cost by
+# less than this fraction of the noise variance per residual component (a chi-square
+# change of 0.1: a third of a standard error), whatever the float type could still resolve.
+RESOLUTION = 0.1
 _INITIAL_DAMPING = 1e-3
 
 
@@ -310,31 +314,44 @@ def _hessian(problem, linear):
       problem.coordinate_weights * linear.moves)
 
 
-def _gauss_newton_step(problem, x, linear, regulariser, residual):
+def _gauss_newton_step(problem, x, linear, hessian, regulariser, residual):
   """(N, F): the Gauss-Newton step of the moving coordinates that cancels the marker
   ``residual`` (N, 3M) and the coordinate tasks' residuals at x, with ``regulariser``
-  (..., N, F) added to the Hessian's diagonal (several at once in one batched solve)."""
-  system = _hessian(problem, linear) + regulariser[..., None] * jnp.eye(x.shape[-1],
-                                                                        dtype=x.dtype)
+  (..., N, F) added to the diagonal of ``hessian`` (``_hessian``; several regularisers at
+  once in one batched solve)."""
+  system = hessian + regulariser[..., None] * jnp.eye(x.shape[-1], dtype=x.dtype)
   gradient = jnp.einsum("tfa,ta->tf", linear.rows, residual) + (
       problem.coordinate_weights * linear.moves * (x - problem.coordinate_targets))
   return -jnp.linalg.solve(system, gradient[..., None])[..., 0] * linear.moves
 
 
-def _settled(newton, gradient, curvature, moves, rounding):
+def _settled(newton, gradient, curvature, moves, rounding, resolution):
   """Per frame: the gradient (N, F) is small (``GRADIENT_TOLERANCE``, scaled to metres of
   marker distance by the Hessian's diagonal ``curvature``, beyond what rounding can make of
   it), and the undamped Gauss-Newton step ``newton`` (N, F) is small (``STEP_TOLERANCE``)
   or would lower the cost by less than rounding can change it (along a flat valley under
-  noise, float32 fixes the step only to within a few hundredths of a radian).
+  noise, float32 fixes the step only to within a few hundredths of a radian), or by less
+  than ``resolution`` (N,): what the markers' noise can tell apart (``_resolution``).
   ``rounding``: ``_rounding``'s pair."""
   cost_rounding, slope_rounding = rounding
   precision = np.sqrt(jnp.finfo(newton.dtype).eps)
   slope = jnp.abs(gradient * moves) / jnp.sqrt(curvature + jnp.finfo(newton.dtype).tiny)
   short = jnp.max(jnp.abs(newton), axis=-1) < STEP_TOLERANCE * precision
-  futile = -jnp.sum(gradient * moves * newton, axis=-1) < cost_rounding
-  return ((jnp.max(slope, axis=-1) < GRADIENT_TOLERANCE * precision + slope_rounding)
-          & (short | futile))
+  futile = -jnp.sum(gradient * moves * newton, axis=-1) < jnp.maximum(cost_rounding,
+                                                                      resolution)
+  # A coordinate's slope s offers at most s^2 / 2 on its own.
+  flat = jnp.maximum(GRADIENT_TOLERANCE * precision + slope_rounding, jnp.sqrt(2 * resolution))
+  return (jnp.max(slope, axis=-1) < flat) & (short | futile)
+
+
+def _resolution(problem, residual, coordinates):
+  """(N,) the least change of the frames' costs that their markers' noise can reveal:
+  ``RESOLUTION`` times the noise variance per weighted residual component, estimated from
+  the residuals (N, 3M) with ``coordinates`` degrees of freedom spent. A remaining step
+  worth less lies within a third of a standard error of the solution along every
+  direction (exact markers: none)."""
+  freedom = 3 * jnp.sum(_present(problem.targets), axis=-1) - coordinates
+  return RESOLUTION * jnp.sum(residual**2, axis=-1) / jnp.maximum(freedom, 1)
 
 
 def _bounded_step(problem, x, linear, regulariser, undamped, low, high):
@@ -343,14 +360,17 @@ def _bounded_step(problem, x, linear, regulariser, undamped, low, high):
   step would cross a bound stop at it, and the others' step is solved again with those
   held (clipping them alone would spoil a step whose components cancel along a weak
   direction)."""
-  dx, newton = _gauss_newton_step(problem, x, linear, jnp.stack([regulariser, undamped]),
-                                  linear.residual)
+  hessian = _hessian(problem, linear)
+  dx, newton = _gauss_newton_step(problem, x, linear, hessian,
+                                  jnp.stack([regulariser, undamped]), linear.residual)
   bounded = jnp.clip(x + dx, low, high) - x
   hits = (bounded != dx) & (linear.moves > 0)
   fixed = jnp.where(hits, bounded, 0.0)
   held = linear._replace(moves=linear.moves * ~hits, rows=linear.rows * ~hits[..., None])
   shifted = linear.residual + jnp.einsum("tfa,tf->ta", linear.rows, fixed)
-  return _gauss_newton_step(problem, x, held, regulariser + hits, shifted) + fixed, newton
+  kept = (~hits).astype(x.dtype)  # the held coordinates' rows and columns drop out
+  return _gauss_newton_step(problem, x, held, hessian * kept[..., None] * kept[..., None, :],
+                            regulariser + hits, shifted) + fixed, newton
 
 
 def _nielsen(damping, growth, gain, accepted):
@@ -406,7 +426,8 @@ def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
     rounding = _rounding(phase, linear.residual)
     was_settled = settled
     settled = settled | ((i > root_iterations) & _settled(
-        newton, linear.gradient, curvature, linear.moves, rounding))
+        newton, linear.gradient, curvature, linear.moves, rounding,
+        _resolution(phase, linear.residual, x.shape[-1])))
     trial = jnp.clip(x + dx, low, high)
     trial_markers, trial_jac, trial_cost = _evaluate(model, free, base, phase, trial)
     # A converged frame stays where it is (the others' iterations do not move it).
@@ -708,7 +729,8 @@ def _smooth(model, free, problem, x, base, valid, weight, previous, link, iterat
     dx, newton = jax.vmap(solve)(jnp.stack([damping[:, None],
                                             jnp.full_like(damping[:, None], _UNDAMPED)]))
     rounding = _rounding(problem, linear.residual)
-    settled = (i > 0) & _settled(newton, linear.gradient, curvature, moves, rounding)
+    settled = (i > 0) & _settled(newton, linear.gradient, curvature, moves, rounding,
+                                 _resolution(problem, linear.residual, x.shape[-1]))
     trial = jnp.clip(x + dx, low, high)
     trial_markers, trial_jac, trial_frame_cost = _evaluate(model, free, base, problem, trial)
     # Each frame takes its step where that lowers its own cost with its neighbours where
