@@ -876,13 +876,13 @@ def _rescue(model, free, problem, x, fitted, cost, base, valid, *, iterations, c
       frame, neighbour = pair
       at = lambda k: _per_frame(problem, lambda a: jax.lax.dynamic_slice_in_dim(a, k, 1))
       one = at(frame)
+      own = _frame_noise(one, fitted[frame][None], coordinates)[0]  # NaN: no freedom left
       # Only where the neighbour fits its markers much better: a model that cannot follow
       # the markers everywhere leaves a stretch of frames off them by about as much, and
       # there a neighbour's solution is no better a start.
       closer = OUTLIER_FACTOR**2 * _frame_noise(at(neighbour), fitted[neighbour][None],
                                                 coordinates)[0]
-      redo = ((excess(one, fitted[frame][None], valid[frame][None])[0] > 0)
-              & (closer < _frame_noise(one, fitted[frame][None], coordinates)[0]))
+      redo = valid[frame] & (own > limit) & (closer < own)
       new_x, new_markers, new_cost, _ = _levenberg_marquardt(
           model, free, x[neighbour][None], base, one, jnp.where(redo, iterations, 0))
       better = redo & (new_cost[0] < cost[frame])
