@@ -46,8 +46,10 @@ TRACKING_WEIGHT = 1e-3
 # poses, then each of them from its neighbours' solutions; the lowest cost wins. The floor
 # (0.02 mm) is about a hundred times float32's rounding of the markers: with exact markers a
 # frame held a few hundredths of a millimetre off them (at the bounds of spine joints, say)
-# is rescued.
-OUTLIER_FACTOR = 1.5
+# is rescued. The factor sits well above the spread of a frame's own noise estimate (about
+# 5 % with the paper's 87 markers) and below a wrong minimum's: a leg turned round the hip
+# was left at 1.49 times the noise with a factor of 1.5 (5 mm noise, 25 Hz).
+OUTLIER_FACTOR = 1.25
 OUTLIER_FLOOR = 2e-5
 RESCUED_FRAMES = 16
 RESCUE_STARTS = 8
@@ -475,7 +477,9 @@ def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None,
   Coordinates the markers barely determine (how the spine's joints share a rotation,
   forearm rotation, toes) are then averaged over frames instead of following the noise,
   well-determined ones keep their fit, exact markers are fitted exactly, and a held pose
-  is left alone (no pull towards any fixed pose). Independent frames
+  is left alone. What the noise swamps altogether is decided by the coordinates' ranges
+  (``_range_prior``: a pull towards the middle of each range as strong as the noise makes
+  it). Independent frames
   (``sequence=False``) are all solved at once from ``initial``, without a prior. Every
   loop stops when its frames have converged (step and gradient small: ``_settled``), the
   iteration counts below being only caps.
@@ -733,10 +737,15 @@ def _smooth(model, free, problem, x, base, valid, weight, previous, link, iterat
                                  _resolution(problem, linear.residual, x.shape[-1]))
     trial = jnp.clip(x + dx, low, high)
     trial_markers, trial_jac, trial_frame_cost = _evaluate(model, free, base, problem, trial)
-    # Each frame takes its step where that lowers its own cost with its neighbours where
-    # they are (with a negligible prior, frames are independent problems).
-    better = local_cost(trial_frame_cost, trial, x) < cost + rounding[0]
-    damping = jnp.where(i > 0, jnp.where(better, damping * 0.3, damping * 10), damping)
+    # Each frame takes its step where that lowers its own cost with its neighbours at
+    # their steps too (with a negligible prior, frames are independent problems; with
+    # neighbours held in place, strongly coupled frames would overshoot towards each other
+    # and never converge). A converged frame stays where it is (steps within rounding
+    # would wander along a flat valley); it is tested again at the next iteration, its
+    # neighbours having moved.
+    better = (local_cost(trial_frame_cost, trial, trial) < cost + rounding[0]) & ~settled
+    damping = jnp.where((i > 0) & ~settled, jnp.where(better, damping * 0.3, damping * 10),
+                        damping)
     pick = lambda new, old: jnp.where(better.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
     return (i + 1, pick(trial, x), pick(trial_markers, markers), pick(trial_jac, jac),
             damping, settled)
@@ -811,11 +820,29 @@ def _solve_sequence(model, problem, base, first, used_starts, velocity_weight, *
   valid = jnp.sum(_present(problem.targets), axis=1) >= 3
   x, markers, _ = _rescue(model, free, problem, x, markers, cost, base, valid,
                           iterations=iterations, cold_iterations=cold_iterations)
-  weight = velocity_weight * (_noise(problem, markers, valid, len(free)) / REFERENCE_NOISE)**2
+  noise = _noise(problem, markers, valid, len(free))
+  weight = velocity_weight * (noise / REFERENCE_NOISE)**2
   # A continuing chunk (one start: the previous chunk's last frame) is linked to it.
   link = weight * (used_starts == 1)
-  return _smooth(model, free, problem, x, base, valid, weight, first[0], link,
+  centre, spread = _range_prior(model, free, x.dtype)
+  within = _with_prior(model, free, problem, centre[None], jnp.nan_to_num(noise**2 / 3) / spread)
+  return _smooth(model, free, within, x, base, valid, weight, first[0], link,
                  smoothing_iterations)
+
+
+def _range_prior(model, free, dtype):
+  """(F,) the middle of each free coordinate's range and (F,) the variance of a uniform
+  distribution over it: the Gaussian that knows only the range, for the joints below the
+  root (infinite elsewhere: no prior). Its weight in the marker cost is the markers'
+  noise variance per component over this variance, so that it decides only what the
+  markers' noise swamps (a coordinate the markers pin down keeps its fit, exact markers
+  get no prior)."""
+  index = np.array(free)
+  low, high = jnp.asarray(model.coordinate_ranges, dtype)[index].T
+  width = jnp.minimum(high - low, 2 * np.pi)
+  below_root = jnp.asarray(~np.isin(free, _root_coordinates(model))) & jnp.asarray(
+      model.coordinate_clamped)[index] & (width > 0)
+  return (low + high) / 2, jnp.where(below_root, width**2 / 12, jnp.inf)
 
 
 def _frame_noise(problem, fitted, coordinates):
