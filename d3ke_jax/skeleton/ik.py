@@ -740,12 +740,10 @@ def _smooth(model, free, problem, x, base, valid, weight, previous, link, iterat
     # Each frame takes its step where that lowers its own cost with its neighbours at
     # their steps too (with a negligible prior, frames are independent problems; with
     # neighbours held in place, strongly coupled frames would overshoot towards each other
-    # and never converge). A converged frame stays where it is (steps within rounding
-    # would wander along a flat valley); it is tested again at the next iteration, its
-    # neighbours having moved.
-    better = (local_cost(trial_frame_cost, trial, trial) < cost + rounding[0]) & ~settled
-    damping = jnp.where((i > 0) & ~settled, jnp.where(better, damping * 0.3, damping * 10),
-                        damping)
+    # and never converge). A converged frame may still take a step within rounding,
+    # which follows a flat valley further than the convergence test sees.
+    better = local_cost(trial_frame_cost, trial, trial) < cost + rounding[0]
+    damping = jnp.where(i > 0, jnp.where(better, damping * 0.3, damping * 10), damping)
     pick = lambda new, old: jnp.where(better.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
     return (i + 1, pick(trial, x), pick(trial_markers, markers), pick(trial_jac, jac),
             damping, settled)
