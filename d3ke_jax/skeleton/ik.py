@@ -910,11 +910,17 @@ def _rescue(model, free, problem, x, fitted, cost, base, valid, *, iterations, c
       closer = OUTLIER_FACTOR**2 * _frame_noise(at(neighbour), fitted[neighbour][None],
                                                 coordinates)[0]
       redo = valid[frame] & (own > limit) & (closer < own)
-      new_x, new_markers, new_cost, _ = _levenberg_marquardt(
-          model, free, x[neighbour][None], base, one, jnp.where(redo, iterations, 0))
-      better = redo & (new_cost[0] < cost[frame])
-      keep = lambda new, old: old.at[frame].set(jnp.where(better, new[0], old[frame]))
-      return (keep(new_x, x), keep(new_markers, fitted), keep(new_cost, cost)), None
+
+      def redone(state):
+        x, fitted, cost = state
+        new_x, new_markers, new_cost, _ = _levenberg_marquardt(
+            model, free, x[neighbour][None], base, one, iterations)
+        better = new_cost[0] < cost[frame]
+        keep = lambda new, old: old.at[frame].set(jnp.where(better, new[0], old[frame]))
+        return keep(new_x, x), keep(new_markers, fitted), keep(new_cost, cost)
+
+      # Most frames are not outliers: they skip the solver altogether.
+      return jax.lax.cond(redo, redone, lambda state: state, state), None
 
     # (frame, neighbour): forwards, then backwards; one loop (one compiled solver).
     later = np.arange(1, frames)
