@@ -42,8 +42,9 @@ TRACKING_WEIGHT = 1e-3
 # Frames a fit leaves far off their markers are in a wrong local minimum (an arm tracked
 # onto the other branch of a shoulder near its singular pose, say) or see bad markers: an
 # RMS residual above OUTLIER_FACTOR times the trial's noise and OUTLIER_FLOOR metres (added
-# in quadrature). The worst RESCUED_FRAMES of them are solved again from RESCUE_STARTS random
-# poses, then each of them from its neighbours' solutions; the lowest cost wins. The floor
+# in quadrature). The worst RESCUED_FRAMES of them are solved again from RESCUE_STARTS
+# restarts of their badly fitted limbs, then each of them from its neighbours' solutions;
+# the lowest cost wins (tracking restarts an anchor the same way). The floor
 # (0.02 mm) is about a hundred times float32's rounding of the markers: with exact markers a
 # frame held a few hundredths of a millimetre off them (at the bounds of spine joints, say)
 # is rescued. The factor sits well above the spread of a frame's own noise estimate (about
@@ -53,6 +54,10 @@ OUTLIER_FACTOR = 1.25
 OUTLIER_FLOOR = 2e-5
 RESCUED_FRAMES = 16
 RESCUE_STARTS = 8
+# A marker further than FAR_FACTOR times the noise from its model marker is far off
+# (Gaussian noise puts a marker there a few times in a million): the coordinates that move
+# mostly such markers are restarted (``_local_starts``).
+FAR_FACTOR = 3.0
 # A frame has converged when its next step moves no coordinate by more than
 # STEP_TOLERANCE (radians or metres) and no coordinate's gradient could lower the cost by
 # more than GRADIENT_TOLERANCE^2 / 2 (|g| / sqrt(curvature) below it, in metres of marker
@@ -154,20 +159,23 @@ def _moves(joint_parent_body, joint_child_body, marker_body):
   return out
 
 
-@functools.lru_cache(maxsize=16)
-def _columns(axis_inputs, couplers, free):
-  """How axis effects add up to Jacobian columns of the free coordinates.
-
-  Every coordinate follows one free coordinate (itself, or the independent coordinate at
-  the top of its coupler chain), or none when locked. Returns the first axis of every
-  column (-1: none), and the other axes with their columns.
-  """
+def _axis_columns(axis_inputs, couplers, free):
+  """(A,) the free coordinate (its index in ``free``) that drives each axis, -1 for none:
+  every coordinate follows one free coordinate (itself, or the independent coordinate at
+  the top of its coupler chain), or none when locked."""
   source = {c: c for c in free}
   for dependent, independent in couplers:  # inputs first
     if independent in source:
       source[dependent] = source[independent]
   column = {c: free.index(source[c]) for c in source}
-  axis_column = np.array([column.get(c, -1) for _, _, c in axis_inputs])
+  return np.array([column.get(c, -1) for _, _, c in axis_inputs])
+
+
+@functools.lru_cache(maxsize=16)
+def _columns(axis_inputs, couplers, free):
+  """How axis effects add up to Jacobian columns of the free coordinates: the first axis
+  of every column (-1: none), and the other axes with their columns."""
+  axis_column = _axis_columns(axis_inputs, couplers, free)
   first = np.full(len(free), -1)
   extra_axes, extra_columns = [], []
   for a, f in enumerate(axis_column):
@@ -229,6 +237,15 @@ def _marker_jacobian(model, free, q, scales):
   if extra_axes.size:
     jacobian = jacobian.at[:, extra_columns].add(effect[:, extra_axes])
   return out.markers, jacobian
+
+
+def _coordinate_markers(model, free):
+  """(F, M) 1 where free coordinate f moves marker m."""
+  joint = np.array([j for j, _, _ in model.axis_inputs])
+  moves = _moves(model.joint_parent_body, model.joint_child_body, model.marker_body)[joint]
+  driven = _axis_columns(model.axis_inputs, model.couplers, free)[:, None] == np.arange(
+      len(free))  # (A, F)
+  return (driven.T.astype(float) @ moves > 0).astype(np.float32)
 
 
 class _Problem(NamedTuple):
@@ -782,8 +799,9 @@ def _solve_sequence(model, problem, base, first, used_starts, velocity_weight, *
     objective: the markers and the pull towards the first start). Step starts: the first
     frame again from the winner, without the pull; its residuals set the pull's weight
     for the anchors after it (``TRACKING_WEIGHT`` at ``REFERENCE_NOISE``, none for exact
-    markers). Then anchor k - starts from the anchor before."""
-    previous, best, pull = carry
+    markers). Then anchor k - starts from the anchor before, restarted where it is left
+    far off its markers (``_local_starts``)."""
+    previous, best, pull, level, tried = carry
     cold = k < starts
     skipped = cold & (k >= used_starts)
     one = _per_frame(anchors, lambda a: jax.lax.dynamic_slice_in_dim(
@@ -795,16 +813,43 @@ def _solve_sequence(model, problem, base, first, used_starts, velocity_weight, *
     root = (root_iterations * (cold & ~skipped), _root_weights(model, pulled))
     x, markers, cost, _ = _levenberg_marquardt(model, free, start[None], base, pulled, count,
                                                root)
+    frame_noise = _frame_noise(one, markers, len(free))[0]  # NaN: too few markers
+    level = jnp.where(k == starts, jnp.sqrt(frame_noise), level)  # the first frame's noise
+    # An anchor left far off its markers (a limb led onto the wrong branch of a joint,
+    # held there by a bound) is solved again from restarts of its badly fitted limbs, and
+    # the anchors after it follow it. Once per stretch of outliers, and again each time
+    # the stretch's frames fall further off by the same factor (a stretch along which the
+    # model cannot follow the markers costs a few restarts, not one per anchor).
+    outlier = lambda noise: (noise > OUTLIER_FACTOR**2 * jnp.nan_to_num(level)**2
+                             + OUTLIER_FLOOR**2)
+    stuck = (k > starts) & outlier(frame_noise) & (frame_noise > OUTLIER_FACTOR**2 * tried)
+
+    def restart(solution):
+      x, markers, cost = solution
+      many = _per_frame(pulled, lambda a: jnp.repeat(a, RESCUE_STARTS, axis=0))
+      xs, ms, costs, _ = _levenberg_marquardt(
+          model, free, _local_starts(model, free, pulled, x, markers, level)[0], base, many,
+          cold_iterations)
+      best = jnp.argmin(costs)
+      better = costs[best] < cost[0]
+      return tuple(jnp.where(better, new[best], old[0])[None]
+                   for new, old in ((xs, x), (ms, markers), (costs, cost)))
+
+    x, markers, cost = jax.lax.cond(stuck, restart, lambda s: s, (x, markers, cost))
+    # The noise at the stretch's last restart (0: not in a stretch).
+    tried = jnp.where(outlier(_frame_noise(one, markers, len(free))[0]),
+                      jnp.where(stuck, frame_noise, tried), 0.0)
     cost = jnp.where(skipped, jnp.inf, cost[0])
     previous = jnp.where(cold & (cost >= best), previous, x[0])
-    noise = _noise(one, markers, jnp.sum(_present(one.targets), axis=1) >= 3, len(free))
     pull = jnp.where(k == starts, TRACKING_WEIGHT * jnp.nan_to_num(
-        noise / REFERENCE_NOISE, nan=1.0)**2, pull)
-    return (previous, jnp.where(cold, jnp.minimum(best, cost), best), pull), x[0]
+        level / REFERENCE_NOISE, nan=1.0)**2, pull)
+    return (previous, jnp.where(cold, jnp.minimum(best, cost), best), pull, level,
+            tried), x[0]
 
   steps = jnp.arange(starts + len(anchor_frames))
+  zero = jnp.zeros((), first.dtype)
   _, tracked = jax.lax.scan(
-      track, (first[0], jnp.asarray(jnp.inf, first.dtype), jnp.zeros((), first.dtype)), steps)
+      track, (first[0], jnp.asarray(jnp.inf, first.dtype), zero, zero, zero), steps)
   tracked = tracked[starts:]
   # Frames between anchors start between them (linearly), and the frames after the last
   # anchor from it.
@@ -866,16 +911,40 @@ def _noise(problem, fitted, valid, coordinates):
                                           jnp.nan)))
 
 
+def _local_starts(model, free, problem, x, fitted, noise):
+  """(N, RESCUE_STARTS, F): restarts of frames x (N, F) whose model markers are ``fitted``,
+  given the markers' ``noise`` (RMS distance). The rotational coordinates below the root
+  that move mostly markers left far off (``FAR_FACTOR`` times the noise, plus
+  ``OUTLIER_FLOOR``), or that are held at a bound and move any, are drawn at random within
+  their ranges (fixed seed); the others keep their values. An arm led onto the wrong
+  branch of its shoulder (a mirror pose that a bound keeps it from reaching) restarts on
+  its own, where a random pose of the whole body would have to get every limb right at
+  once. A frame with no such coordinate restarts all of them."""
+  present = _present(problem.targets)
+  error = jnp.linalg.norm(jnp.where(present[..., None], fitted - problem.targets, 0.0), axis=-1)
+  far = (error > FAR_FACTOR * jnp.nan_to_num(noise) + OUTLIER_FLOOR).astype(x.dtype)
+  moved = jnp.asarray(_coordinate_markers(model, free), x.dtype)  # (F, M)
+  random, rotational = _random_rotations(model, free, RESCUE_STARTS, seed=1)
+  # The root keeps its orientation: a start turned round would end a full turn away.
+  drawable = rotational & ~np.isin(free, _root_coordinates(model))
+  far_share = (far @ moved.T) / jnp.maximum(present.astype(x.dtype) @ moved.T, 1.0)
+  low, high = _bounds(model, free, x.dtype)
+  held = (x <= low) | (x >= high)
+  drawn = ((far_share >= 0.5) | (held & (far_share > 0))) & drawable  # (N, F)
+  drawn = jnp.where(jnp.any(drawn, axis=-1, keepdims=True), drawn, drawable)
+  return jnp.where(drawn[:, None], jnp.asarray(random, x.dtype), x[:, None])
+
+
 def _rescue(model, free, problem, x, fitted, cost, base, valid, *, iterations, cold_iterations):
   """Frames fitted on their own (x, their markers ``fitted``, their costs) with the outliers
   solved again (see ``OUTLIER_FACTOR``): the worst ``RESCUED_FRAMES`` from
-  ``RESCUE_STARTS`` random poses each, then a sweep forwards and one backwards in which
-  each outlier starts from its neighbour's solution where that fits its own markers better
-  by more than ``OUTLIER_FACTOR``. A frame keeps the lowest cost."""
+  ``RESCUE_STARTS`` restarts each (``_local_starts``), then a sweep forwards and one
+  backwards in which each outlier starts from its neighbour's solution where that fits
+  its own markers better by more than ``OUTLIER_FACTOR``. A frame keeps the lowest cost."""
   frames, size = x.shape
   coordinates = len(free)
-  limit = (OUTLIER_FACTOR**2 * _noise(problem, fitted, valid, coordinates)**2
-           + OUTLIER_FLOOR**2)
+  noise = _noise(problem, fitted, valid, coordinates)
+  limit = OUTLIER_FACTOR**2 * noise**2 + OUTLIER_FLOOR**2
   excess = lambda one, markers, ok: jnp.where(  # > 0: an outlier
       ok, jnp.nan_to_num(_frame_noise(one, markers, coordinates) - limit, nan=-1.0), -1.0)
 
@@ -884,10 +953,8 @@ def _rescue(model, free, problem, x, fitted, cost, base, valid, *, iterations, c
     count = min(frames, RESCUED_FRAMES)
     residual = excess(problem, fitted, valid)
     _, worst = jax.lax.top_k(residual, count)
-    # The root keeps its orientation: a start turned round would end a full turn away.
-    random, rotational = _random_rotations(model, free, RESCUE_STARTS, seed=1)
-    rotational &= ~np.isin(free, _root_coordinates(model))
-    starts = jnp.where(rotational, jnp.asarray(random, x.dtype), x[worst][:, None])
+    starts = _local_starts(model, free, _per_frame(problem, lambda a: a[worst]), x[worst],
+                           fitted[worst], noise)
     many = _per_frame(problem, lambda a: jnp.repeat(a[worst], RESCUE_STARTS, axis=0))
     xs, markers, costs, _ = _levenberg_marquardt(model, free, starts.reshape(-1, size), base,
                                                  many, cold_iterations)
