@@ -377,3 +377,33 @@ def test_frames_stuck_in_a_wrong_minimum_are_solved_again():
   assert np.max(rms) < 5e-5, rms
   error = np.degrees(np.abs(np.asarray(solved) - x))[:, arms]
   assert np.max(error) < 0.5, np.max(error, 1)
+
+
+def test_restarts_redraw_only_the_limb_left_off_its_markers():
+  """Exact markers of three random poses, each fitted with its right arm turned 1 rad away:
+  every restart keeps the rest of the body where it fits and redraws the right arm's
+  coordinates (the shoulder girdle's may go with them), within their ranges."""
+  model = _model()
+  free = ik.free_coordinates(model)
+  names = [model.coordinate_names[c] for c in free]
+  poses = random_poses(model, 3, np.random.default_rng(5), limit=0.5).astype(np.float32)
+  markers = np.asarray(forward_kinematics(model, poses).markers)
+  x = poses[:, np.array(free)]
+  arm = [k for k, n in enumerate(names)
+         if n.startswith(("shoulder_", "elbow_")) and n.endswith("_r")]
+  low, high = np.asarray(model.coordinate_ranges, np.float32)[np.array(free)].T
+  thrown = x.copy()
+  thrown[:, arm] = np.clip(thrown[:, arm] + 1.0, low[arm], high[arm])
+  fitted = np.asarray(forward_kinematics(model, ik._full(free, thrown, poses[0])).markers)
+  problem = ik._Problem(targets=markers, weights=np.ones(markers.shape[:2], np.float32),
+                        coordinate_targets=np.zeros_like(x),
+                        coordinate_weights=np.zeros(len(free), np.float32), scales=None)
+  starts = np.asarray(ik._local_starts(model, free, problem, thrown, fitted, np.float32(0.0)))
+  assert starts.shape == (3, ik.RESCUE_STARTS, len(free))
+  drawn = np.any(starts != thrown[:, None], axis=1)  # (3, F)
+  allowed = [k for k, n in enumerate(names) if n.endswith("_r") and n.startswith(
+      ("clavicle_", "scapula_", "shoulder_", "elbow_", "pro_sup", "wrist_"))]
+  for frame in drawn:
+    assert set(np.nonzero(frame)[0]) <= set(allowed), [names[k] for k in np.nonzero(frame)[0]]
+    assert frame[arm].all(), [names[k] for k in arm if not frame[k]]
+  assert np.all((starts >= low - 1e-6) & (starts <= high + 1e-6))
