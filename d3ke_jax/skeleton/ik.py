@@ -28,10 +28,10 @@ from d3ke_jax.skeleton.rotations import axis_angle_to_matrix
 # in the marker cost would scale: exact markers get no prior, and a coordinate the markers
 # determine keeps its fit. In a frame's units (marker weight times squared metres) a
 # change from one frame to the next weighs ``SMOOTHING_WEIGHT * rate**2`` per squared
-# radian (0.02 at 100 Hz), so that a coordinate the markers barely determine, with
+# radian (0.01 at 100 Hz), so that a coordinate the markers barely determine, with
 # curvature h per squared radian, is averaged over about ``sqrt(SMOOTHING_WEIGHT / h)``
 # seconds whatever the frame rate.
-SMOOTHING_WEIGHT = 2e-6
+SMOOTHING_WEIGHT = 1e-6
 REFERENCE_NOISE = 0.005  # metres, RMS distance
 # Tracking (the starting point of the final pass, not its answer): each solve of a
 # sequence also pulls the rotational coordinates towards its starting pose with this
