@@ -820,8 +820,7 @@ def _solve_sequence(model, problem, base, first, used_starts, velocity_weight, *
     # the anchors after it follow it. Once per stretch of outliers, and again each time
     # the stretch's frames fall further off by the same factor (a stretch along which the
     # model cannot follow the markers costs a few restarts, not one per anchor).
-    outlier = lambda noise: (noise > OUTLIER_FACTOR**2 * jnp.nan_to_num(level)**2
-                             + OUTLIER_FLOOR**2)
+    outlier = lambda noise: noise > _outlier_limit(jnp.nan_to_num(level))
     stuck = (k > starts) & outlier(frame_noise) & (frame_noise > OUTLIER_FACTOR**2 * tried)
 
     def restart(solution):
@@ -911,6 +910,12 @@ def _noise(problem, fitted, valid, coordinates):
                                           jnp.nan)))
 
 
+def _outlier_limit(noise):
+  """The ``_frame_noise`` above which a frame is an outlier, given the trial's ``noise``
+  (RMS distance): ``OUTLIER_FACTOR`` times it and ``OUTLIER_FLOOR``, in quadrature."""
+  return OUTLIER_FACTOR**2 * noise**2 + OUTLIER_FLOOR**2
+
+
 def _local_starts(model, free, problem, x, fitted, noise):
   """(N, RESCUE_STARTS, F): restarts of frames x (N, F) whose model markers are ``fitted``,
   given the markers' ``noise`` (RMS distance). The rotational coordinates below the root
@@ -944,7 +949,7 @@ def _rescue(model, free, problem, x, fitted, cost, base, valid, *, iterations, c
   frames, size = x.shape
   coordinates = len(free)
   noise = _noise(problem, fitted, valid, coordinates)
-  limit = OUTLIER_FACTOR**2 * noise**2 + OUTLIER_FLOOR**2
+  limit = _outlier_limit(noise)
   excess = lambda one, markers, ok: jnp.where(  # > 0: an outlier
       ok, jnp.nan_to_num(_frame_noise(one, markers, coordinates) - limit, nan=-1.0), -1.0)
 
