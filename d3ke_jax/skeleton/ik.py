@@ -291,6 +291,11 @@ def _cost_of(problem, x, residual):
       problem.coordinate_weights * (x - problem.coordinate_targets)**2, axis=-1)
 
 
+def _model_markers(model, free, base, problem, x):
+  """The model's markers (N, M, 3) at frames x (N, F)."""
+  return forward_kinematics(model, _full(free, x, base), scales=problem.scales).markers
+
+
 def _evaluate(model, free, base, problem, x):
   """Frames x (N, F): their markers, marker Jacobian and per-frame cost."""
   markers, jac = _marker_jacobian(model, free, _full(free, x, base), problem.scales)
@@ -344,23 +349,42 @@ def _gauss_newton_step(problem, x, linear, hessian, regulariser, residual):
   return -jnp.linalg.solve(system, gradient[..., None])[..., 0] * linear.moves
 
 
-def _settled(newton, gradient, curvature, moves, rounding, resolution):
+def _settled(newton, gradient, curvature, moves, rounding, resolution, exhausted):
   """Per frame: the gradient (N, F) is small (``GRADIENT_TOLERANCE``, scaled to metres of
   marker distance by the Hessian's diagonal ``curvature``, beyond what rounding can make of
   it), and the undamped Gauss-Newton step ``newton`` (N, F) is small (``STEP_TOLERANCE``)
   or would lower the cost by less than rounding can change it (along a flat valley under
   noise, float32 fixes the step only to within a few hundredths of a radian), or by less
-  than ``resolution`` (N,): what the markers' noise can tell apart (``_resolution``).
-  ``rounding``: ``_rounding``'s pair."""
-  cost_rounding, slope_rounding = rounding
+  than ``resolution`` (N,): what the markers' noise can tell apart (``_resolution``), as
+  the Gauss-Newton model predicts or as the cost itself along the step shows (``exhausted``,
+  N: ``_line_decrease`` below ``_floor``). ``rounding``: ``_rounding``'s pair."""
   precision = np.sqrt(jnp.finfo(newton.dtype).eps)
   slope = jnp.abs(gradient * moves) / jnp.sqrt(curvature + jnp.finfo(newton.dtype).tiny)
   short = jnp.max(jnp.abs(newton), axis=-1) < STEP_TOLERANCE * precision
-  futile = -jnp.sum(gradient * moves * newton, axis=-1) < jnp.maximum(cost_rounding,
-                                                                      resolution)
+  futile = (-jnp.sum(gradient * moves * newton, axis=-1) < _floor(rounding, resolution)
+            ) | exhausted
   # A coordinate's slope s offers at most s^2 / 2 on its own.
-  flat = jnp.maximum(GRADIENT_TOLERANCE * precision + slope_rounding, jnp.sqrt(2 * resolution))
+  flat = jnp.maximum(GRADIENT_TOLERANCE * precision + rounding[1], jnp.sqrt(2 * resolution))
   return (jnp.max(slope, axis=-1) < flat) & (short | futile)
+
+
+def _floor(rounding, resolution):
+  """(N,) the least change of the frames' costs worth a step: what rounding can make of
+  them, or what their markers' noise can tell apart (``_resolution``)."""
+  return jnp.maximum(rounding[0], resolution)
+
+
+def _line_decrease(cost_at, cost):
+  """The most the ``cost`` (any shape) falls along a step, by the parabola through it and
+  ``cost_at(a)`` halfway (a = 0.5) and at the step's end (a = 1). Far from the markers (a
+  model that cannot follow them), the Gauss-Newton model leaves out the residuals' own
+  curvature and can promise a decrease along a valley that the cost does not have."""
+  half, full = cost_at(0.5), cost_at(1.0)
+  curvature = 2 * (full + cost - 2 * half)
+  slope = full - cost - curvature
+  convex = curvature > 0
+  at = jnp.clip(jnp.where(convex, -slope / (2 * jnp.where(convex, curvature, 1.0)), 1.0), 0, 1)
+  return jnp.maximum(-(slope + curvature * at) * at, 0.0)
 
 
 def _resolution(problem, residual, coordinates):
@@ -414,10 +438,11 @@ def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
   (iterations, weights (N, M)) of a first phase in which only the
   root joint's coordinates move, fitted with those marker weights. Clamped coordinates
   stay in their ranges (an active set: a coordinate held at a bound that the descent
-  pushes against is left out of the step). Each iteration evaluates the model once, at
-  its trial point (markers and Jacobian together; an accepted trial's Jacobian is the
-  next step's), so the loop body holds one forward kinematics. Returns the solution, its
-  markers, its cost, and which frames have not converged.
+  pushes against is left out of the step). Each iteration evaluates the markers and their
+  Jacobian once, at its trial point (an accepted trial's Jacobian is the next step's), and
+  the markers alone at two points of the undamped step for the convergence test
+  (``_line_decrease``). Returns the solution, its markers, its cost, and which frames have
+  not converged.
   """
   dtype = x.dtype
   low, high = _bounds(model, free, dtype)
@@ -444,9 +469,16 @@ def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
     dx, newton = _bounded_step(phase, x, linear, regulariser, undamped, low, high)
     rounding = _rounding(phase, linear.residual)
     was_settled = settled
+    resolution = _resolution(phase, linear.residual, x.shape[-1])
+
+    def along(a):  # the costs a fraction a along the undamped step
+      y = jnp.clip(x + a * newton, low, high)
+      return _cost_of(phase, y, _weighted_error(
+          phase, _model_markers(model, free, base, phase, y))[1])
+
     settled = settled | ((i > root_iterations) & _settled(
-        newton, linear.gradient, curvature, linear.moves, rounding,
-        _resolution(phase, linear.residual, x.shape[-1])))
+        newton, linear.gradient, curvature, linear.moves, rounding, resolution,
+        _line_decrease(along, cost) < _floor(rounding, resolution)))
     trial = jnp.clip(x + dx, low, high)
     trial_markers, trial_jac, trial_cost = _evaluate(model, free, base, phase, trial)
     # A converged frame stays where it is (the others' iterations do not move it).
@@ -750,8 +782,22 @@ def _smooth(model, free, problem, x, base, valid, weight, previous, link, iterat
     dx, newton = jax.vmap(solve)(jnp.stack([damping[:, None],
                                             jnp.full_like(damping[:, None], _UNDAMPED)]))
     rounding = _rounding(problem, linear.residual)
+    resolution = _resolution(problem, linear.residual, x.shape[-1])
+
+    # The frames are one problem: the sequence's step is exhausted when the whole
+    # sequence's cost can fall by less than its frames' floors together.
+    def sequence_cost(y, markers):
+      frame_cost = _cost_of(problem, y, _weighted_error(problem, markers)[1])
+      return jnp.sum(jnp.where(valid, frame_cost, 0.0)) + jnp.sum(prior * change(y)**2)
+
+    def along(a):  # the sequence's cost a fraction a along the undamped step
+      y = jnp.clip(x + a * newton, low, high)
+      return sequence_cost(y, _model_markers(model, free, base, problem, y))
+
+    exhausted = _line_decrease(along, sequence_cost(x, markers)) < jnp.sum(
+        jnp.where(valid, _floor(rounding, resolution), 0.0))
     settled = (i > 0) & _settled(newton, linear.gradient, curvature, moves, rounding,
-                                 _resolution(problem, linear.residual, x.shape[-1]))
+                                 resolution, exhausted)
     trial = jnp.clip(x + dx, low, high)
     trial_markers, trial_jac, trial_frame_cost = _evaluate(model, free, base, problem, trial)
     # Each frame takes its step where that lowers its own cost with its neighbours at
