@@ -102,14 +102,16 @@ def test_frames_the_model_cannot_follow_converge(seed):
   assert np.mean(result.converged) > 0.9
 
 
-def test_line_decrease_is_what_the_cost_offers_along_the_step():
-  start = np.float32(1.0)
-  along = lambda curvature: lambda a: start - 0.02 * a + curvature * a**2
-  offers = lambda curvature: float(ik._line_decrease(along(curvature), start))
-  assert offers(0.01) == pytest.approx(0.01, rel=1e-4)  # the Gauss-Newton model's case
-  assert offers(0.5) == pytest.approx(0.0002, rel=1e-3)  # curved 50 times more
-  assert offers(-0.01) == pytest.approx(0.03, rel=1e-4)  # concave: its end
-  assert float(ik._line_decrease(lambda a: start + 0.02 * a, start)) == 0.0  # rising
+def test_parabola_is_where_and_what_the_cost_offers_along_the_step():
+  start, slope = np.float32(1.0), np.float32(-0.02)
+  along = lambda curvature: lambda a: np.float32(start + slope * a + curvature * a**2)
+  offers = lambda cost_at, at=1.0, slope=slope: tuple(map(float, ik._parabola(
+      start, slope, at, cost_at(at))))
+  assert offers(along(0.01)) == pytest.approx((1.0, 0.01), rel=1e-3)  # Gauss-Newton's case
+  assert offers(along(0.5)) == pytest.approx((0.02, 0.0002), rel=1e-3)  # curved 50 times more
+  assert offers(along(0.5), 0.02) == pytest.approx((0.02, 0.0002), rel=1e-3)  # from its lowest
+  assert offers(along(-0.01)) == pytest.approx((1.0, 0.03), rel=1e-3)  # concave: its end
+  assert offers(lambda a: start + 0.02 * a, slope=0.02) == (0.0, 0.0)  # rising
 
 
 def test_sequence_without_noise_is_exact_and_reports_missing_frames():
@@ -397,7 +399,7 @@ def test_frames_stuck_in_a_wrong_minimum_are_solved_again():
 
   @jax.jit
   def rescue(x):
-    fitted, _, cost = ik._evaluate(model, free, base, problem, x)
+    fitted, cost = ik._fit(model, free, base, problem, x)
     return ik._rescue(model, free, problem, x, fitted, cost, base, jax.numpy.ones(FRAMES, bool),
                       iterations=50, cold_iterations=60)
 

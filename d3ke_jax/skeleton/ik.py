@@ -291,15 +291,10 @@ def _cost_of(problem, x, residual):
       problem.coordinate_weights * (x - problem.coordinate_targets)**2, axis=-1)
 
 
-def _model_markers(model, free, base, problem, x):
-  """The model's markers (N, M, 3) at frames x (N, F)."""
-  return forward_kinematics(model, _full(free, x, base), scales=problem.scales).markers
-
-
-def _evaluate(model, free, base, problem, x):
-  """Frames x (N, F): their markers, marker Jacobian and per-frame cost."""
-  markers, jac = _marker_jacobian(model, free, _full(free, x, base), problem.scales)
-  return markers, jac, _cost_of(problem, x, _weighted_error(problem, markers)[1])
+def _fit(model, free, base, problem, x):
+  """Frames x (N, F): the model's markers there (N, M, 3) and the frames' costs (N,)."""
+  markers = forward_kinematics(model, _full(free, x, base), scales=problem.scales).markers
+  return markers, _cost_of(problem, x, _weighted_error(problem, markers)[1])
 
 
 class _Linear(NamedTuple):
@@ -357,7 +352,7 @@ def _settled(newton, gradient, curvature, moves, rounding, resolution, exhausted
   noise, float32 fixes the step only to within a few hundredths of a radian), or by less
   than ``resolution`` (N,): what the markers' noise can tell apart (``_resolution``), as
   the Gauss-Newton model predicts or as the cost itself along the step shows (``exhausted``,
-  N: ``_line_decrease`` below ``_floor``). ``rounding``: ``_rounding``'s pair."""
+  N: the decrease ``_parabola`` offers below ``_floor``). ``rounding``: ``_rounding``'s pair."""
   precision = np.sqrt(jnp.finfo(newton.dtype).eps)
   slope = jnp.abs(gradient * moves) / jnp.sqrt(curvature + jnp.finfo(newton.dtype).tiny)
   short = jnp.max(jnp.abs(newton), axis=-1) < STEP_TOLERANCE * precision
@@ -374,17 +369,18 @@ def _floor(rounding, resolution):
   return jnp.maximum(rounding[0], resolution)
 
 
-def _line_decrease(cost_at, cost):
-  """The most the ``cost`` (any shape) falls along a step, by the parabola through it and
-  ``cost_at(a)`` halfway (a = 0.5) and at the step's end (a = 1). Far from the markers (a
-  model that cannot follow them), the Gauss-Newton model leaves out the residuals' own
-  curvature and can promise a decrease along a valley that the cost does not have."""
-  half, full = cost_at(0.5), cost_at(1.0)
-  curvature = 2 * (full + cost - 2 * half)
-  slope = full - cost - curvature
+def _parabola(cost, slope, at, value):
+  """The parabola with the cost's value ``cost`` and ``slope`` at the start of a step and
+  ``value`` a fraction ``at`` along it: where it is lowest within that fraction, and the
+  decrease it offers there (any shapes that broadcast)."""
+  at = jnp.asarray(at, cost.dtype)
+  reach = jnp.where(at > 0, at, 1.0)
+  curvature = (value - cost - slope * reach) / reach**2
   convex = curvature > 0
-  at = jnp.clip(jnp.where(convex, -slope / (2 * jnp.where(convex, curvature, 1.0)), 1.0), 0, 1)
-  return jnp.maximum(-(slope + curvature * at) * at, 0.0)
+  lowest = jnp.where(convex, -slope / (2 * jnp.where(convex, curvature, 1.0)),
+                     jnp.where(value < cost, at, 0.0))
+  lowest = jnp.clip(lowest, 0.0, at)
+  return lowest, jnp.maximum(-(slope + curvature * lowest) * lowest, 0.0)
 
 
 def _resolution(problem, residual, coordinates):
@@ -439,72 +435,90 @@ def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
   root joint's coordinates move, fitted with those marker weights. Clamped coordinates
   stay in their ranges (an active set: a coordinate held at a bound that the descent
   pushes against is left out of the step). Each iteration evaluates the markers and their
-  Jacobian once, at its trial point (an accepted trial's Jacobian is the next step's), and
-  the markers alone at two points of the undamped step for the convergence test
-  (``_line_decrease``). Returns the solution, its markers, its cost, and which frames have
-  not converged.
+  Jacobian once, at its frames, and the markers alone at three points: the damped step's
+  end, and two points along the undamped step (``_along``); each frame moves to the
+  lowest of them where that lowers its cost.
+  Where the Gauss-Newton model misjudges the cost and keeps the damping high, the line
+  still follows the valley. Returns the solution, its markers, its cost, and which frames
+  have not converged.
   """
   dtype = x.dtype
   low, high = _bounds(model, free, dtype)
   root_iterations, root_weights = root if root is not None else (0, problem.weights)
   root_active = jnp.asarray(np.isin(free, _root_coordinates(model)))
-  last = root_iterations + iterations
 
   def step(state):
-    i, x, markers, jac, damping, growth, _, settled = state
-    # Iteration 0 evaluates the start (a zero step); then the iterations proper. The
-    # damping starts afresh when all coordinates start moving.
-    in_root_phase = i <= root_iterations
-    fresh = i == root_iterations + 1
+    i, x, damping, growth, settled = state
+    # The damping starts afresh when all coordinates start moving.
+    in_root_phase = i < root_iterations
+    fresh = i == root_iterations
     damping = jnp.where(fresh, _INITIAL_DAMPING, damping)
     growth = jnp.where(fresh, 2.0, growth)
     phase = problem._replace(weights=jnp.where(in_root_phase, root_weights, problem.weights))
-    cost = jnp.where(i > 0, _cost_of(phase, x, _weighted_error(phase, markers)[1]), jnp.inf)
+    markers, jac = _marker_jacobian(model, free, _full(free, x, base), phase.scales)
+    cost = _cost_of(phase, x, _weighted_error(phase, markers)[1])
     linear = _linearise(phase, x, markers, jac, low, high,
-                        jnp.where(in_root_phase, root_active, True) & (i > 0))
+                        jnp.where(in_root_phase, root_active, True))
     curvature = _curvature(phase, linear)
     # Marquardt scaling, plus a floor that keeps coordinates no marker sees well-posed.
     regulariser = damping[:, None] * (curvature + 1e-4) + (1.0 - linear.moves)
     undamped = _UNDAMPED * (curvature + 1e-4) + (1.0 - linear.moves)
     dx, newton = _bounded_step(phase, x, linear, regulariser, undamped, low, high)
     rounding = _rounding(phase, linear.residual)
-    was_settled = settled
     resolution = _resolution(phase, linear.residual, x.shape[-1])
-
-    def along(a):  # the costs a fraction a along the undamped step
-      y = jnp.clip(x + a * newton, low, high)
-      return _cost_of(phase, y, _weighted_error(
-          phase, _model_markers(model, free, base, phase, y))[1])
-
-    settled = settled | ((i > root_iterations) & _settled(
+    fit = lambda y: _fit(model, free, base, phase, y)[1]
+    # The cost is the squared residuals: its slope is twice the gradient's.
+    slope = 2 * jnp.sum(linear.gradient * newton, axis=-1)
+    line, line_costs, offered = _along(fit, x, newton, cost, slope, low, high)
+    was_settled = settled
+    settled = settled | (~in_root_phase & _settled(
         newton, linear.gradient, curvature, linear.moves, rounding, resolution,
-        _line_decrease(along, cost) < _floor(rounding, resolution)))
+        offered < _floor(rounding, resolution)))
     trial = jnp.clip(x + dx, low, high)
-    trial_markers, trial_jac, trial_cost = _evaluate(model, free, base, phase, trial)
+    trial_cost = fit(trial)
+    points = jnp.concatenate([trial[None], line])  # (3, N, F)
+    costs = jnp.concatenate([trial_cost[None], line_costs])
+    best = jnp.argmin(costs, axis=0)
     # A converged frame stays where it is (the others' iterations do not move it).
-    better = (trial_cost < cost + rounding[0]) & ~was_settled
-    new_cost = jnp.where(better, trial_cost, cost)
+    better = (jnp.min(costs, axis=0) < cost + rounding[0]) & ~was_settled
+    new_x = jnp.take_along_axis(points, best[None, :, None], axis=0)[0]
     moved = jnp.einsum("tfa,tf->ta", linear.rows, dx)
     predicted = (jnp.sum(moved**2, -1) + jnp.sum((phase.coordinate_weights * linear.moves
                                                   + 2 * regulariser) * dx**2, -1))
     gain = (cost - trial_cost) / jnp.maximum(predicted, jnp.finfo(dtype).tiny)
-    updated = _nielsen(damping, growth, gain, better)
-    damping, growth = (jnp.where(i > 0, new, old) for new, old in zip(updated, (damping, growth)))
-    pick = lambda new, old: jnp.where(better.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
-    return (i + 1, pick(trial, x), pick(trial_markers, markers), pick(trial_jac, jac), damping,
-            growth, new_cost, settled)
+    damping, growth = _nielsen(damping, growth, gain, trial_cost < cost + rounding[0])
+    return i + 1, jnp.where(better[:, None], new_x, x), damping, growth, settled
 
   def running(state):
     i, settled = state[0], state[-1]
-    return (i <= last) & ~jnp.all(settled)
+    return (i < root_iterations + iterations) & ~jnp.all(settled)
 
-  n, f = x.shape
-  state = (jnp.asarray(0, jnp.int32), x, jnp.zeros((n, model.num_markers, 3), dtype),
-           jnp.zeros((n, f, model.num_markers, 3), dtype),
-           jnp.full((n,), _INITIAL_DAMPING, dtype), jnp.full((n,), 2.0, dtype),
-           jnp.zeros((n,), dtype), jnp.zeros((n,), bool))
-  _, x, markers, _, _, _, cost, settled = jax.lax.while_loop(running, step, state)
+  n = x.shape[0]
+  state = (jnp.asarray(0, jnp.int32), x, jnp.full((n,), _INITIAL_DAMPING, dtype),
+           jnp.full((n,), 2.0, dtype), jnp.zeros((n,), bool))
+  _, x, _, _, settled = jax.lax.while_loop(running, step, state)
+  markers, cost = _fit(model, free, base, problem, x)
   return x, markers, cost, ~settled
+
+
+def _along(fit, x, newton, cost, slope, low, high):
+  """Two points (2, ..., F) along the undamped step ``newton`` from x (within the bounds),
+  their costs (2, ...) by ``fit`` (points -> costs), and the decrease the cost offers
+  along the step. The points: the step's end, and the lowest point of the parabola with
+  the cost's value (``cost``) and ``slope`` at x and its value there (``_parabola``). The
+  decrease: what either point realises, or what the parabola with the value at the second
+  point promises before it. Far from the markers (a model that cannot follow them) the
+  Gauss-Newton model leaves out the residuals' own curvature: it can promise a decrease
+  along a valley that the cost does not have, or overshoot one that it has."""
+  point = lambda a: jnp.clip(x + a[..., None] * newton, low, high)
+  full = point(jnp.ones_like(cost))
+  full_cost = fit(full)
+  at, _ = _parabola(cost, slope, 1.0, full_cost)
+  inner = point(at)
+  inner_cost = fit(inner)
+  promised = _parabola(cost, slope, at, inner_cost)[1]
+  offered = jnp.maximum(jnp.maximum(cost - full_cost, cost - inner_cost), promised)
+  return jnp.stack([full, inner]), jnp.stack([full_cost, inner_cost]), offered
 
 
 def inverse_kinematics(model: SkeletalModel, markers, weights=None, scales=None, initial=None,
@@ -760,13 +774,17 @@ def _smooth(model, free, problem, x, base, valid, weight, previous, link, iterat
     following = jnp.concatenate([prior[1:], jnp.zeros_like(prior[:1])])
     return frame_cost + jnp.sum(prior * (y - before)**2 + following * (after - y)**2, -1)
 
+  def sequence_cost(y, frame_cost):
+    return jnp.sum(frame_cost) + jnp.sum(prior * change(y)**2)
+
   def step(state):
-    i, x, markers, jac, damping, _ = state
+    i, x, damping, _ = state
+    markers, jac = _marker_jacobian(model, free, _full(free, x, base), problem.scales)
     frame_cost = _cost_of(problem, x, _weighted_error(problem, markers)[1])
-    cost = jnp.where(i > 0, local_cost(frame_cost, x, x), jnp.inf)
+    cost = local_cost(frame_cost, x, x)
     difference = prior * change(x)
     zero = jnp.zeros_like(x[:1])
-    linear = _linearise(problem, x, markers, jac, low, high, i > 0,
+    linear = _linearise(problem, x, markers, jac, low, high, True,
                         difference - jnp.concatenate([difference[1:], zero]))
     moves = linear.moves
     extra = (prior + jnp.concatenate([prior[1:], zero])) * moves
@@ -783,44 +801,42 @@ def _smooth(model, free, problem, x, base, valid, weight, previous, link, iterat
                                             jnp.full_like(damping[:, None], _UNDAMPED)]))
     rounding = _rounding(problem, linear.residual)
     resolution = _resolution(problem, linear.residual, x.shape[-1])
-
+    fit = lambda y: _fit(model, free, base, problem, y)[1]
     # The frames are one problem: the sequence's step is exhausted when the whole
     # sequence's cost can fall by less than its frames' floors together.
-    def sequence_cost(y, markers):
-      frame_cost = _cost_of(problem, y, _weighted_error(problem, markers)[1])
-      return jnp.sum(jnp.where(valid, frame_cost, 0.0)) + jnp.sum(prior * change(y)**2)
-
-    def along(a):  # the sequence's cost a fraction a along the undamped step
-      y = jnp.clip(x + a * newton, low, high)
-      return sequence_cost(y, _model_markers(model, free, base, problem, y))
-
-    exhausted = _line_decrease(along, sequence_cost(x, markers)) < jnp.sum(
-        jnp.where(valid, _floor(rounding, resolution), 0.0))
-    settled = (i > 0) & _settled(newton, linear.gradient, curvature, moves, rounding,
-                                 resolution, exhausted)
+    current = sequence_cost(x, frame_cost)
+    line, line_costs, offered = _along(lambda y: sequence_cost(y, fit(y)), x, newton, current,
+                                       2 * jnp.sum(linear.gradient * newton), low, high)
+    exhausted = offered < jnp.sum(jnp.where(valid, _floor(rounding, resolution), 0.0))
+    settled = _settled(newton, linear.gradient, curvature, moves, rounding, resolution,
+                       exhausted)
     trial = jnp.clip(x + dx, low, high)
-    trial_markers, trial_jac, trial_frame_cost = _evaluate(model, free, base, problem, trial)
+    trial_frame_cost = fit(trial)
     # Each frame takes its step where that lowers its own cost with its neighbours at
     # their steps too (with a negligible prior, frames are independent problems; with
     # neighbours held in place, strongly coupled frames would overshoot towards each other
     # and never converge). A converged frame may still take a step within rounding,
     # which follows a flat valley further than the convergence test sees.
     better = local_cost(trial_frame_cost, trial, trial) < cost + rounding[0]
-    damping = jnp.where(i > 0, jnp.where(better, damping * 0.3, damping * 10), damping)
-    pick = lambda new, old: jnp.where(better.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
-    return (i + 1, pick(trial, x), pick(trial_markers, markers), pick(trial_jac, jac),
-            damping, settled)
+    damping = jnp.where(better, damping * 0.3, damping * 10)
+    mixed = jnp.where(better[:, None], trial, x)
+    # Frames taking their steps one by one need not lower the sequence's cost (they are
+    # coupled): the whole sequence moves along its undamped step instead where that is
+    # lower.
+    points = jnp.concatenate([mixed[None], line])
+    costs = jnp.concatenate([sequence_cost(mixed, jnp.where(better, trial_frame_cost,
+                                                            frame_cost))[None], line_costs])
+    return i + 1, points[jnp.argmin(costs)], damping, settled
 
   def running(state):
     i, settled = state[0], state[-1]
-    return (i <= iterations) & ~jnp.all(settled | ~valid)
+    return (i < iterations) & ~jnp.all(settled | ~valid)
 
-  n, f = x.shape
-  state = (jnp.asarray(0, jnp.int32), x, jnp.zeros((n, model.num_markers, 3), dtype),
-           jnp.zeros((n, f, model.num_markers, 3), dtype), jnp.full((n,), _INITIAL_DAMPING, dtype),
+  n = x.shape[0]
+  state = (jnp.asarray(0, jnp.int32), x, jnp.full((n,), _INITIAL_DAMPING, dtype),
            jnp.zeros((n,), bool))
-  _, x, markers, _, _, settled = jax.lax.while_loop(running, step, state)
-  return x, markers, ~settled
+  _, x, _, settled = jax.lax.while_loop(running, step, state)
+  return x, _fit(model, free, base, problem, x)[0], ~settled
 
 
 def _solve_sequence(model, problem, base, first, used_starts, velocity_weight, *, free, segment,
