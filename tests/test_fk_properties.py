@@ -119,12 +119,15 @@ def test_accelerator_layout_gives_the_same_results():
   q = _random_pose(model, np.random.default_rng(5), (3,)).astype(np.float32)
   s = np.random.default_rng(6).uniform(0.9, 1.1, (3, model.num_bodies, 3)).astype(np.float32)
 
-  def run(layout):
-    out = forward_kinematics(model, q, scales=s, root_rotation=np.eye(3, dtype=np.float32),
-                             layout=layout)
-    grad = jax.grad(lambda q: jnp.sum(forward_kinematics(model, q, scales=s,
-                                                         layout=layout).markers ** 2))(q)
-    return out, grad
+  def run(layout):  # compiled as one program (eagerly, every operation compiles apart)
+    @jax.jit
+    def both(q):
+      out = forward_kinematics(model, q, scales=s, root_rotation=np.eye(3, dtype=np.float32),
+                               layout=layout)
+      grad = jax.grad(lambda q: jnp.sum(forward_kinematics(model, q, scales=s,
+                                                           layout=layout).markers ** 2))(q)
+      return out, grad
+    return both(q)
 
   cpu, cpu_grad = run("cpu")
   accelerator, accelerator_grad = run("accelerator")
