@@ -817,10 +817,10 @@ def _smooth(model, free, problem, x, base, valid, weight, previous, link, iterat
     # neighbours held in place, strongly coupled frames would overshoot towards each other
     # and never converge). A frame yet to converge may take a step within rounding, which
     # follows a flat valley further; a converged one only a step that lowers its cost
-    # beyond rounding (wandering within it, frames of exact markers along the spine's
-    # valleys failed the test in turn and never all at once).
+    # (wandering within rounding, frames of exact markers along the spine's valleys failed
+    # the test in turn and never all at once).
     better = local_cost(trial_frame_cost, trial, trial) < cost + jnp.where(
-        settled, -rounding[0], rounding[0])
+        settled, 0.0, rounding[0])
     damping = jnp.where(better, damping * 0.3, damping * 10)
     mixed = jnp.where(better[:, None], trial, x)
     # Frames taking their steps one by one need not lower the sequence's cost (they are
