@@ -366,13 +366,13 @@ def test_exact_markers_give_every_determined_coordinate_back(path):
   turn = np.einsum("tab,tab->t", orientation(np.asarray(result.coords)),
                    orientation(trial.coords.astype(np.float32)))
   assert np.degrees(np.max(np.arccos(np.clip((turn - 1) / 2, -1, 1)))) < 0.05
-  # Achieved (wo_hands): median 0.0008 deg, mean 0.32 deg (the spine's shared lateral
-  # bends and axial turns in some frames), marker RMS 0.006 mm in the median frame, every
-  # frame converged; the solve before the noise-weighted prior: 0.52 / 1.43 deg, 0.54 mm,
-  # pro_sup 12.7 deg.
+  # Achieved (packaged, wo_hands, full_body): median 0.0008, 0.0009, 0.0000 deg; mean
+  # 0.12, 0.28, 0.000 deg (the spine's shared lateral bends and axial turns in some frames);
+  # marker RMS at most 0.018, 0.012, 0.0003 mm; every frame converged. The solve before the
+  # noise-weighted prior: 0.52 / 1.43 deg, 0.54 mm, pro_sup 12.7 deg.
   assert np.median(error) < 0.05 and np.mean(error) < 0.5
-  assert np.median(np.asarray(result.rms_error)) < 5e-5
-  assert np.mean(result.converged) > 0.7
+  assert np.max(np.asarray(result.rms_error)) < 5e-5
+  assert np.all(result.converged), np.nonzero(~np.asarray(result.converged))[0]
 
 
 def test_frames_stuck_in_a_wrong_minimum_are_solved_again():
