@@ -94,26 +94,32 @@ def bench_truth(args):
         f"OpenSim's InverseKinematicsTool with the same weights on the same scaled, placed "
         f"model. Angle errors and valid coordinates (2 cm rule) over the {len(scored)} "
         f"rotational coordinates (pelvis excepted) that weighted markers move.\n", flush=True)
+  cores = len(os.sched_getaffinity(0))
+  print(f"This process may run on {cores} CPU core{'s' if cores > 1 else ''}; per core: mocap "
+        "frames per second of the process's CPU time (all its threads; run under `taskset "
+        "-c 0` for one core).\n")
   print("| solver | what | seconds: first run / second | mocap frames/s (second) | "
-        "median (deg) | mean (deg) | p95 (deg) | valid coordinates (2 cm rule) |")
-  print("|---|---|---|---|---|---|---|---|", flush=True)
+        "mocap frames/s per core | median (deg) | mean (deg) | p95 (deg) | "
+        "valid coordinates (2 cm rule) |")
+  print("|---|---|---|---|---|---|---|---|---|", flush=True)
   seconds = []
   for _ in range(2):
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     truth = movi_truth.subject_truth(model, static, [motion], names, RATE,
                                      static_names=static_names)
     seconds.append(time.perf_counter() - start)
+    cpu = time.process_time() - cpu
   ours = truth.motions[0]
-  _row("d3ke-jax", "scaling + placement + IK", seconds, args.frames, ours.coords[:, scored],
-       true, ours.coordinate_mask[:, scored])
+  _row("d3ke-jax", "scaling + placement + IK", seconds, cpu, args.frames,
+       ours.coords[:, scored], true, ours.coordinate_mask[:, scored])
   placed = model.replace(marker_offsets=truth.marker_offsets)
   observed = [n for n in names if n in model.marker_names]
   with tempfile.TemporaryDirectory() as tmp:
     subject = _opensim_subject(path, truth, os.path.join(tmp, "subject.osim"))
-    solved, opensim_seconds = _opensim_ik(
+    solved, opensim_seconds, opensim_cpu = _opensim_ik(
         subject, observed, motion[:, [names.index(n) for n in observed]], tmp)
   valid = _valid_coordinates(placed, truth.scales, solved, model_markers(placed, motion, names))
-  _row("OpenSim", "IK", [opensim_seconds], args.frames, solved[:, scored], true,
+  _row("OpenSim", "IK", [opensim_seconds], opensim_cpu, args.frames, solved[:, scored], true,
        valid[:, scored])
 
 
@@ -126,10 +132,11 @@ def _valid_coordinates(placed, scales, coords, targets):
   return movi_truth.MaskRules(placed).coordinates(errors)
 
 
-def _row(solver, what, seconds, frames, solved, true, valid):
+def _row(solver, what, seconds, cpu, frames, solved, true, valid):
+  """A table row: wall ``seconds`` of each run, CPU seconds ``cpu`` of the last."""
   error = np.degrees(np.abs(solved - true))
   shown = " / ".join(f"{s:.1f}" for s in seconds)
-  print(f"| {solver} | {what} | {shown} | {frames / seconds[-1]:,.1f} | "
+  print(f"| {solver} | {what} | {shown} | {frames / seconds[-1]:,.1f} | {frames / cpu:,.1f} | "
         f"{np.median(error):.2f} | {np.mean(error):.2f} | {np.percentile(error, 95):.2f} | "
         f"{100 * np.mean(valid):.1f} % |", flush=True)
 
@@ -156,7 +163,8 @@ def _opensim_subject(source, truth, path):
 
 
 def _opensim_ik(path, names, motion, tmp):
-  """OpenSim's InverseKinematicsTool with ``IK_WEIGHTS``: (coordinates (T, C), seconds)."""
+  """OpenSim's InverseKinematicsTool with ``IK_WEIGHTS``: (coordinates (T, C), wall seconds,
+  CPU seconds)."""
   import opensim  # pylint: disable=g-import-not-at-top
   trc, mot = os.path.join(tmp, "motion.trc"), os.path.join(tmp, "motion.mot")
   time_ = np.arange(len(motion)) / RATE
@@ -179,11 +187,11 @@ def _opensim_ik(path, names, motion, tmp):
   tool.setOutputMotionFileName(mot)
   tool.setResultsDir(tmp)
   tool.set_report_errors(False)
-  start = time.perf_counter()
+  start, cpu = time.perf_counter(), time.process_time()
   with _native_stdout_silenced():  # the tool prints the model's summary there
     tool.run()
-  seconds = time.perf_counter() - start
-  return read_opensim_coordinates(load_osim(path), mot), seconds
+  seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+  return read_opensim_coordinates(load_osim(path), mot), seconds, cpu
 
 
 @contextlib.contextmanager
