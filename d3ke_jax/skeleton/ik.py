@@ -821,21 +821,20 @@ def _smooth(model, free, problem, x, base, valid, weight, previous, link, iterat
     return jnp.sum(frame_cost) + jnp.sum(prior * change(y)**2)
 
   def step(state):
-    i, x, damping, was_settled = state
+    i, x, damping, _ = state
     difference = prior * change(x)
     zero = jnp.zeros_like(x[:1])
 
-    def linearise(x, frames, active, extra_gradient):
+    def linearise(x, frames, extra_gradient):
       one = problem._replace(targets=frames[0], weights=frames[1],
                              coordinate_targets=frames[2])
       markers, jac = _marker_jacobian(model, free, _full(free, x, base), problem.scales)
-      linear = _linearise(one, x, markers, jac, low, high, active, extra_gradient)
+      linear = _linearise(one, x, markers, jac, low, high, True, extra_gradient)
       return markers, linear, _hessian(one, linear)
 
-    # A converged frame stays where it is: the others are solved with it held.
     markers, linear, hessian = _in_batches(
         linearise, x, (problem.targets, problem.weights, problem.coordinate_targets),
-        ~was_settled[:, None], difference - jnp.concatenate([difference[1:], zero]))
+        difference - jnp.concatenate([difference[1:], zero]))
     frame_cost = _cost_of(problem, x, _weighted_error(problem, markers)[1])
     cost = local_cost(frame_cost, x, x)
     moves = linear.moves
@@ -859,10 +858,9 @@ def _smooth(model, free, problem, x, base, valid, weight, previous, link, iterat
     current = sequence_cost(x, frame_cost)
     line, line_costs, offered = _along(lambda y: sequence_cost(y, fit(y)), x, newton, current,
                                        2 * jnp.sum(linear.gradient * newton), low, high)
-    exhausted = offered < jnp.sum(jnp.where(valid & ~was_settled, _floor(rounding, resolution),
-                                            0.0))
-    settled = was_settled | _settled(newton, linear.gradient, curvature, moves, rounding,
-                                     resolution, exhausted)
+    exhausted = offered < jnp.sum(jnp.where(valid, _floor(rounding, resolution), 0.0))
+    settled = _settled(newton, linear.gradient, curvature, moves, rounding, resolution,
+                       exhausted)
     trial = jnp.clip(x + dx, low, high)
     trial_frame_cost = fit(trial)
     # Each frame takes its step where that lowers its own cost with its neighbours at
