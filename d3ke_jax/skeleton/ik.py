@@ -75,9 +75,10 @@ _UNDAMPED = 1e-4
 RESOLUTION = 0.1
 _INITIAL_DAMPING = 1e-3
 # Frames per step of the Levenberg-Marquardt loop (``_levenberg_marquardt``) and per
-# batch of the smoothing pass's linearisation (``_in_batches``): on XLA:CPU a batch of 32
-# frames is the cheapest per frame (an iteration 0.26 ms per frame on one core against
-# 0.37 ms in a batch of 256, whose working set leaves the cache).
+# batch of the smoothing pass's linearisation (``_in_batches``) on CPU: on XLA:CPU a batch
+# of 32 frames is the cheapest per frame (an iteration 0.26 ms per frame on one core
+# against 0.37 ms in a batch of 256, whose working set leaves the cache). Accelerators
+# take all frames at once (``_batch``).
 BATCH = 32
 
 
@@ -444,9 +445,9 @@ def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
   end, and two points along the undamped step (``_along``); each frame moves to the
   lowest of them where that lowers its cost.
   Where the Gauss-Newton model misjudges the cost and keeps the damping high, the line
-  still follows the valley. Frames are independent problems: each loop step takes up to
-  ``BATCH`` frames yet to converge, those with the fewest iterations done, so that
-  converged frames cost nothing while the last ones follow their valleys. Returns the
+  still follows the valley. Frames are independent problems: each loop step takes a batch
+  (``_batch``) of the frames yet to converge, those with the fewest iterations done, so
+  that converged frames cost nothing while the last ones follow their valleys. Returns the
   solution, its markers, its cost, and which frames have not converged.
   """
   dtype = x.dtype
@@ -499,7 +500,7 @@ def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
     return jnp.where(better[:, None], new_x, x), damping, growth, settled
 
   n = x.shape[0]
-  size = min(n, BATCH)
+  size = _batch(n)
   order = jnp.arange(n)
 
   def step(state):
@@ -749,13 +750,19 @@ def _with_prior(model, free, problem, target, weight):
   return problem._replace(coordinate_targets=mean, coordinate_weights=total)
 
 
+def _batch(frames):
+  """Frames per batch of ``frames`` on the default backend: ``BATCH`` on CPU, all of them
+  elsewhere (wide batches are what accelerators are made for)."""
+  return min(frames, BATCH) if jax.default_backend() == "cpu" else frames
+
+
 def _in_batches(fn, *args):
   """``fn`` of per-frame arrays (pytrees with leading frame axes), ``BATCH`` frames at a
   time (``lax.map``) where the frames split into such batches: on XLA:CPU their working
   sets stay in the cache (the marker Jacobian and its products of 256 frames take 23 ms
   this way on one core, 32 ms at once)."""
   frames = jax.tree.leaves(args)[0].shape[0]
-  if frames <= BATCH or frames % BATCH:
+  if _batch(frames) == frames or frames % BATCH:
     return fn(*args)
   split = lambda a: a.reshape((-1, BATCH) + a.shape[1:])
   out = jax.lax.map(lambda batch: fn(*batch), jax.tree.map(split, args))
