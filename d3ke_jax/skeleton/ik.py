@@ -507,19 +507,17 @@ def _levenberg_marquardt(model, free, x, base, problem, iterations, root=None):
     count, *frames = state
     waiting = ~frames[-1] & (count < limit)
     if size == n:
-      pick, taken = (lambda a: a), waiting
+      pick, put = (lambda a: a), (lambda old, new: new)
     else:  # the waiting frames with the fewest iterations done (earliest first)
       _, chosen = jax.lax.top_k(-jnp.where(waiting, count * n + order, limit * n + order),
                                 size)
-      pick, taken = (lambda a: a[chosen]), waiting[chosen]
+      pick, put = (lambda a: a[chosen]), (lambda old, new: old.at[chosen].set(new))
+    taken = pick(waiting)
     stepped = iterate(pick(count), *map(pick, frames),
                       _per_frame(problem, pick), pick(root_weights))
-    merged = [jnp.where(taken.reshape((-1,) + (1,) * (new.ndim - 1)), new, pick(old))
-              for old, new in zip(frames, stepped)]
-    if size == n:
-      return (count + taken, *merged)
-    return (count.at[chosen].add(taken), *(old.at[chosen].set(new)
-                                           for old, new in zip(frames, merged)))
+    return (put(count, pick(count) + taken), *(
+        put(old, jnp.where(taken.reshape((-1,) + (1,) * (new.ndim - 1)), new, pick(old)))
+        for old, new in zip(frames, stepped)))
 
   def running(state):
     count, settled = state[0], state[-1]
@@ -874,8 +872,9 @@ def _smooth(model, free, problem, x, base, valid, weight, previous, link, iterat
     # their steps too (with a negligible prior, frames are independent problems; with
     # neighbours held in place, strongly coupled frames would overshoot towards each other
     # and never converge). A frame yet to converge may take a step within rounding, which
-    # follows a flat valley further; one converged in this iteration only a step that
-    # lowers its cost.
+    # follows a flat valley further; a converged one only a step that lowers its cost
+    # (wandering within rounding, frames of exact markers along the spine's valleys failed
+    # the test in turn and never all at once).
     better = local_cost(trial_frame_cost, trial, trial) < cost + jnp.where(
         settled, 0.0, rounding[0])
     damping = jnp.where(better, damping * 0.3, damping * 10)
