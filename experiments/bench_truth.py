@@ -27,6 +27,7 @@ from d3ke_jax import cli
 from d3ke_jax.body import fake_smplh, smplh
 from d3ke_jax.body import virtual_markers as vm
 from d3ke_jax.data import movi_truth
+from d3ke_jax.data.loader import usable_cpus
 from d3ke_jax.errors import UserError
 from d3ke_jax.io import MarkerTrajectories, write_trc
 from d3ke_jax.skeleton import default_model_path, forward_kinematics, load_osim
@@ -94,7 +95,7 @@ def bench_truth(args):
         f"OpenSim's InverseKinematicsTool with the same weights on the same scaled, placed "
         f"model. Angle errors and valid coordinates (2 cm rule) over the {len(scored)} "
         f"rotational coordinates (pelvis excepted) that weighted markers move.\n", flush=True)
-  cores = len(os.sched_getaffinity(0))
+  cores = usable_cpus()
   print(f"This process may run on {cores} CPU core{'s' if cores > 1 else ''}; per core: mocap "
         "frames per second of the process's CPU time (all its threads; run under `taskset "
         "-c 0` for one core).\n")
